@@ -1,0 +1,586 @@
+// Package proxy is the upstream side of the gateway: one MQTT connection to the
+// broker (or to the embedded broker it starts), the gateway's retained status topic
+// and last will, subscriptions that survive reconnects, and a bounded
+// store-and-forward queue for publishes nobody waits on. It is the only importer of
+// paho and of the embedded broker.
+//
+// Goroutines: Start starts paho's own, one sender and one acknowledger for the queue;
+// Close stops them all and returns after they exit. Publish and Enqueue are safe for
+// concurrent use and never block on the network beyond their context and
+// publish_timeout. Subscription handlers run on paho's delivery goroutine, in order,
+// and must not block.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/metrics"
+)
+
+// Message is one MQTT publish, to or from the broker.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+}
+
+// Options configure a Proxy; zero durations take the defaults below.
+type Options struct {
+	// URL is tcp://, ssl:// (tls://, mqtts://), ws://, wss:// or "embedded".
+	URL            string
+	ClientID       string
+	Username       string
+	Password       string
+	Keepalive      time.Duration
+	ConnectTimeout time.Duration
+	PublishTimeout time.Duration
+	ReconnectMin   time.Duration
+	ReconnectMax   time.Duration
+	TLS            *tls.Config
+	// StatusTopic gets retained "online" on every connect; its last will is
+	// retained "offline", and Close publishes "offline" before disconnecting.
+	StatusTopic string
+	// EmbeddedListen is where the embedded broker listens when URL is "embedded".
+	EmbeddedListen string
+	// QueueSize bounds the store-and-forward queue (default 10000 messages); when it is
+	// full the oldest message is dropped and counted.
+	QueueSize int
+	// Window bounds queued publishes awaiting the broker's acknowledgement (default 256).
+	Window  int
+	Logger  *zap.Logger
+	Metrics *metrics.Registry
+}
+
+// Proxy is the gateway's connection to the broker.
+type Proxy struct {
+	opts     Options
+	log      *zap.Logger
+	client   paho.Client
+	embedded *embedded
+
+	mu        sync.Mutex // guards the fields below
+	subs      map[string]subscription
+	connected chan struct{} // closed while connected; replaced on loss
+	queue     deque
+	queueWake chan struct{} // signalled (non-blocking) when the queue or connection changes
+	unacked   int           // popped from the queue, not yet acknowledged or put back
+	closing   bool
+
+	syncInflight sync.WaitGroup // Publish calls awaiting an acknowledgement
+	inflight     chan pending   // queued publishes sent, awaiting acknowledgement
+	done         chan struct{}  // closed when sender and acker have exited
+	stop         chan struct{}  // closed by Close to end the sender
+
+	m struct {
+		published, failed, unavailable, dropped, requeued *metrics.Counter
+		up                                                *metrics.Gauge
+	}
+}
+
+type subscription struct {
+	qos     byte
+	handler func(Message)
+}
+
+type pending struct {
+	msg Message
+	tok paho.Token
+}
+
+// New checks the options; nothing connects until Start.
+func New(o Options) (*Proxy, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.New()
+	}
+	setDefault(&o.Keepalive, 30*time.Second)
+	setDefault(&o.ConnectTimeout, 10*time.Second)
+	setDefault(&o.PublishTimeout, 10*time.Second)
+	setDefault(&o.ReconnectMin, 500*time.Millisecond)
+	setDefault(&o.ReconnectMax, 30*time.Second)
+	if o.QueueSize <= 0 {
+		o.QueueSize = 10000
+	}
+	if o.Window <= 0 {
+		o.Window = 256
+	}
+	if o.URL != "embedded" {
+		if _, err := url.Parse(o.URL); err != nil {
+			return nil, fmt.Errorf("proxy: url %q: %w", o.URL, err)
+		}
+	}
+	p := &Proxy{
+		opts:      o,
+		log:       o.Logger,
+		subs:      map[string]subscription{},
+		connected: make(chan struct{}),
+		queueWake: make(chan struct{}, 1),
+		inflight:  make(chan pending, o.Window),
+		done:      make(chan struct{}),
+		stop:      make(chan struct{}),
+	}
+	r := o.Metrics
+	p.m.published = r.Counter("mqttgw_upstream_published_total", "Publishes the broker acknowledged (QoS 0: written).")
+	p.m.failed = r.Counter("mqttgw_upstream_publish_errors_total", "Publishes that failed or timed out.")
+	p.m.unavailable = r.Counter("mqttgw_upstream_unavailable_total", "Publishes refused because the broker was not connected.")
+	p.m.dropped = r.Counter("mqttgw_upstream_queue_dropped_total", "Queued publishes dropped because the queue was full (oldest first).")
+	p.m.requeued = r.Counter("mqttgw_upstream_queue_retried_total", "Queued publishes sent again after a failure.")
+	p.m.up = r.Gauge("mqttgw_upstream_connected", "1 while connected to the broker.")
+	r.GaugeFunc("mqttgw_upstream_queue_length", "Publishes waiting in the store-and-forward queue.", func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(p.queue.len())
+	})
+	return p, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// Start starts the embedded broker when configured, then begins connecting in the
+// background: it does not wait for the broker, which may come later.
+func (p *Proxy) Start() error {
+	brokerURL := p.opts.URL
+	if brokerURL == "embedded" {
+		e, err := startEmbedded(p.opts.EmbeddedListen, p.log.Named("embedded"))
+		if err != nil {
+			return err
+		}
+		p.embedded = e
+		brokerURL = "tcp://" + e.addr
+		p.log.Info("embedded broker listening", zap.String("addr", e.addr))
+	}
+	brokerURL = normalizeScheme(brokerURL)
+	o := paho.NewClientOptions().
+		AddBroker(brokerURL).
+		SetClientID(p.opts.ClientID).
+		SetUsername(p.opts.Username).
+		SetPassword(p.opts.Password).
+		SetKeepAlive(p.opts.Keepalive).
+		SetConnectTimeout(p.opts.ConnectTimeout).
+		SetWriteTimeout(p.opts.PublishTimeout).
+		SetCleanSession(true). // the gateway's own queue redelivers, not paho's store
+		SetOrderMatters(true). // downlink messages reach devices in broker order
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(p.opts.ReconnectMin).
+		SetMaxReconnectInterval(p.opts.ReconnectMax).
+		SetOnConnectHandler(p.onConnect).
+		SetConnectionLostHandler(p.onLost)
+	if p.opts.TLS != nil {
+		o.SetTLSConfig(p.opts.TLS)
+	}
+	if p.opts.StatusTopic != "" {
+		o.SetBinaryWill(p.opts.StatusTopic, []byte("offline"), 1, true)
+	}
+	p.client = paho.NewClient(o)
+	p.log.Info("connecting to broker", zap.String("url", redact(brokerURL)))
+	tok := p.client.Connect()
+	go func() {
+		if !tok.WaitTimeout(p.opts.ConnectTimeout) {
+			p.log.Warn("broker not reachable yet; retrying in the background", zap.String("url", redact(brokerURL)), zap.Duration("retry_every", p.opts.ReconnectMin))
+		} else if err := tok.Error(); err != nil {
+			p.log.Error("connect to broker", zap.Error(err))
+		}
+	}()
+	go p.sender()
+	return nil
+}
+
+// normalizeScheme maps the URL schemes users know from Mosquitto tools onto paho's.
+func normalizeScheme(u string) string {
+	for _, s := range []string{"mqtts://", "tls://"} {
+		if strings.HasPrefix(u, s) {
+			return "ssl://" + strings.TrimPrefix(u, s)
+		}
+	}
+	return u
+}
+
+func redact(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil || pu.User == nil {
+		return u
+	}
+	return pu.Redacted()
+}
+
+// EmbeddedAddr is the embedded broker's address, or "" when there is none.
+func (p *Proxy) EmbeddedAddr() string {
+	if p.embedded == nil {
+		return ""
+	}
+	return p.embedded.addr
+}
+
+func (p *Proxy) onConnect(c paho.Client) {
+	p.mu.Lock()
+	select {
+	case <-p.connected:
+	default:
+		close(p.connected)
+	}
+	subs := make(map[string]subscription, len(p.subs))
+	for f, s := range p.subs {
+		subs[f] = s
+	}
+	p.mu.Unlock()
+	p.m.up.Set(1)
+	p.log.Info("connected to broker")
+	if p.opts.StatusTopic != "" {
+		c.Publish(p.opts.StatusTopic, 1, true, []byte("online"))
+	}
+	// A clean session forgets subscriptions: restore them (MQTT 3.1.1 §3.1.2.4).
+	for f, s := range subs {
+		c.Subscribe(f, s.qos, wrap(s.handler))
+	}
+	p.wake()
+}
+
+func (p *Proxy) onLost(_ paho.Client, err error) {
+	p.mu.Lock()
+	select {
+	case <-p.connected:
+		p.connected = make(chan struct{})
+	default:
+	}
+	p.mu.Unlock()
+	p.m.up.Set(0)
+	p.log.Warn("lost connection to broker; reconnecting", zap.Error(err))
+}
+
+// Connected reports whether the broker connection is up.
+func (p *Proxy) Connected() bool {
+	return p.client != nil && p.client.IsConnectionOpen()
+}
+
+// Publish sends m and, for QoS >= 1, waits for the broker's acknowledgement, so the
+// caller can acknowledge its device only then. It fails fast with ErrUnavailable
+// when the broker is not connected.
+func (p *Proxy) Publish(ctx context.Context, m Message) error {
+	p.mu.Lock()
+	closing := p.closing
+	if !closing {
+		p.syncInflight.Add(1)
+	}
+	p.mu.Unlock()
+	if closing {
+		return ErrClosed
+	}
+	defer p.syncInflight.Done()
+	if !p.Connected() {
+		p.m.unavailable.Inc()
+		return ErrUnavailable
+	}
+	tok := p.client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+	if m.QoS == 0 {
+		p.m.published.Inc()
+		return nil
+	}
+	t := time.NewTimer(p.opts.PublishTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			p.m.failed.Inc()
+			return fmt.Errorf("proxy: publish %q: %w", m.Topic, err)
+		}
+		p.m.published.Inc()
+		return nil
+	case <-t.C:
+		p.m.failed.Inc()
+		return fmt.Errorf("proxy: publish %q: %w", m.Topic, ErrTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Enqueue hands m to the store-and-forward queue for sources that nobody waits on
+// (plain datagrams). QoS >= 1 messages stay queued until the broker acknowledges
+// them, across reconnects; when the queue is full the oldest message is dropped and
+// counted. It never blocks.
+func (p *Proxy) Enqueue(m Message) error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	dropped := false
+	if p.queue.len() >= p.opts.QueueSize {
+		p.queue.popFront()
+		dropped = true
+	}
+	p.queue.pushBack(m)
+	p.mu.Unlock()
+	if dropped {
+		p.m.dropped.Inc()
+	}
+	p.wake()
+	return nil
+}
+
+func (p *Proxy) wake() {
+	select {
+	case p.queueWake <- struct{}{}:
+	default:
+	}
+}
+
+// sender publishes queued messages in order while connected, leaving the wait for
+// acknowledgements to acker so that up to Window publishes are in flight at once.
+func (p *Proxy) sender() {
+	ackDone := make(chan struct{})
+	go p.acker(ackDone)
+	defer func() {
+		close(p.inflight)
+		<-ackDone
+		close(p.done)
+	}()
+	for {
+		p.mu.Lock()
+		connected := p.connected
+		p.mu.Unlock()
+		select {
+		case <-connected:
+		case <-p.stop:
+			return
+		}
+		// Pop under the same lock as the check: acker may push a retry to the front.
+		p.mu.Lock()
+		m, ok := p.queue.front()
+		if ok {
+			p.queue.popFront()
+			p.unacked++
+		}
+		p.mu.Unlock()
+		if !ok {
+			select {
+			case <-p.queueWake:
+				continue
+			case <-p.stop:
+				return
+			}
+		}
+		tok := p.client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+		if m.QoS == 0 {
+			p.m.published.Inc()
+			p.mu.Lock()
+			p.unacked--
+			p.mu.Unlock()
+			continue
+		}
+		p.inflight <- pending{m, tok}
+	}
+}
+
+// acker waits for acknowledgements in send order; a failed publish goes back to the
+// front of the queue (at least once: the broker may see it twice).
+func (p *Proxy) acker(done chan struct{}) {
+	defer close(done)
+	for it := range p.inflight {
+		if p.waitAck(it.tok) {
+			p.m.published.Inc()
+			p.mu.Lock()
+			p.unacked--
+			p.mu.Unlock()
+			continue
+		}
+		p.m.failed.Inc()
+		p.m.requeued.Inc()
+		p.mu.Lock()
+		p.queue.pushFront(it.msg)
+		p.unacked--
+		p.mu.Unlock()
+		p.wake()
+	}
+}
+
+// waitAck waits for one acknowledgement, for publish_timeout at most, and not at all
+// once Close has given up draining.
+func (p *Proxy) waitAck(tok paho.Token) bool {
+	t := time.NewTimer(p.opts.PublishTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+	case <-t.C:
+		return false
+	case <-p.stop:
+		select {
+		case <-tok.Done():
+		default:
+			return false
+		}
+	}
+	return tok.Error() == nil
+}
+
+// Subscribe subscribes to filter now when connected and again after every reconnect.
+// handler runs on paho's delivery goroutine and must not block.
+func (p *Proxy) Subscribe(ctx context.Context, filter string, qos byte, handler func(Message)) error {
+	p.mu.Lock()
+	p.subs[filter] = subscription{qos, handler}
+	p.mu.Unlock()
+	if !p.Connected() {
+		return nil // onConnect subscribes
+	}
+	tok := p.client.Subscribe(filter, qos, wrap(handler))
+	return waitToken(ctx, tok, p.opts.PublishTimeout, "subscribe "+filter)
+}
+
+// Unsubscribe forgets filter and unsubscribes from the broker.
+func (p *Proxy) Unsubscribe(ctx context.Context, filter string) error {
+	p.mu.Lock()
+	delete(p.subs, filter)
+	p.mu.Unlock()
+	if !p.Connected() {
+		return nil
+	}
+	return waitToken(ctx, p.client.Unsubscribe(filter), p.opts.PublishTimeout, "unsubscribe "+filter)
+}
+
+func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration, what string) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("proxy: %s: %w", what, err)
+		}
+		return nil
+	case <-t.C:
+		return fmt.Errorf("proxy: %s: %w", what, ErrTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func wrap(h func(Message)) paho.MessageHandler {
+	return func(_ paho.Client, m paho.Message) {
+		h(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retain: m.Retained()})
+	}
+}
+
+// Close drains: it takes no new messages, waits until the queue is empty and every
+// QoS >= 1 publish is acknowledged or ctx ends, publishes retained "offline", and
+// disconnects. What could not be delivered by then is counted as dropped and logged.
+func (p *Proxy) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closing = true
+	p.mu.Unlock()
+	if p.client == nil {
+		if p.embedded != nil {
+			p.embedded.close()
+		}
+		return nil
+	}
+	syncDone := make(chan struct{})
+	go func() { p.syncInflight.Wait(); close(syncDone) }()
+	for drained := false; !drained; {
+		p.mu.Lock()
+		n := p.queue.len() + p.unacked
+		p.mu.Unlock()
+		if n == 0 {
+			select {
+			case <-syncDone:
+				drained = true
+				continue
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			drained = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	left := p.queue.len()
+	p.queue = deque{}
+	p.mu.Unlock()
+	if left > 0 {
+		p.m.dropped.Add(uint64(left))
+		p.log.Error("shutdown: broker did not take all queued messages; dropped", zap.Int("messages", left))
+	}
+	if p.opts.StatusTopic != "" && p.Connected() {
+		// A clean DISCONNECT suppresses the will (MQTT 3.1.1 §3.14.4): say offline ourselves.
+		p.client.Publish(p.opts.StatusTopic, 1, true, []byte("offline")).WaitTimeout(p.opts.PublishTimeout)
+	}
+	p.client.Disconnect(250)
+	p.m.up.Set(0)
+	if p.embedded != nil {
+		p.embedded.close()
+	}
+	p.log.Info("disconnected from broker")
+	return nil
+}
+
+// deque is a growable ring buffer of messages; the proxy's mutex guards it.
+type deque struct {
+	buf        []Message
+	head, size int
+}
+
+func (d *deque) len() int { return d.size }
+
+func (d *deque) grow() {
+	n := max(16, 2*len(d.buf))
+	buf := make([]Message, n)
+	for i := 0; i < d.size; i++ {
+		buf[i] = d.buf[(d.head+i)%len(d.buf)]
+	}
+	d.buf, d.head = buf, 0
+}
+
+func (d *deque) pushBack(m Message) {
+	if d.size == len(d.buf) {
+		d.grow()
+	}
+	d.buf[(d.head+d.size)%len(d.buf)] = m
+	d.size++
+}
+
+func (d *deque) pushFront(m Message) {
+	if d.size == len(d.buf) {
+		d.grow()
+	}
+	d.head = (d.head - 1 + len(d.buf)) % len(d.buf)
+	d.buf[d.head] = m
+	d.size++
+}
+
+func (d *deque) front() (Message, bool) {
+	if d.size == 0 {
+		return Message{}, false
+	}
+	return d.buf[d.head], true
+}
+
+func (d *deque) popFront() {
+	if d.size == 0 {
+		return
+	}
+	d.buf[d.head] = Message{}
+	d.head = (d.head + 1) % len(d.buf)
+	d.size--
+}
