@@ -11,12 +11,14 @@ import "time"
 
 // Config is the whole file.
 type Config struct {
-	Gateway   Gateway    `toml:"gateway"`
-	Log       Log        `toml:"log"`
-	Upstream  Upstream   `toml:"upstream"`
-	Metrics   Metrics    `toml:"metrics"`
-	Listeners []Listener `toml:"listener"`
-	Rules     []Rule     `toml:"rule"`
+	Gateway   Gateway      `toml:"gateway"`
+	Log       Log          `toml:"log"`
+	Upstream  Upstream     `toml:"upstream"`
+	Metrics   Metrics      `toml:"metrics"`
+	Auth      Auth         `toml:"auth"`
+	MQTTSN    MQTTSNGlobal `toml:"mqttsn"`
+	Listeners []Listener   `toml:"listener"`
+	Rules     []Rule       `toml:"rule"`
 
 	// File is the path the config was read from ("" for text loaded from memory).
 	File string `toml:"-"`
@@ -81,7 +83,7 @@ type Metrics struct {
 // Listener is one device-side socket.
 type Listener struct {
 	Name string `toml:"name"`
-	Type string `toml:"type"` // udp (plain datagrams)
+	Type string `toml:"type"` // udp (plain datagrams), mqttsn, coap, coaps
 	Bind string `toml:"bind"`
 	// Mountpoint is prefixed to every topic published from this listener.
 	Mountpoint string `toml:"mountpoint"`
@@ -89,6 +91,9 @@ type Listener struct {
 	DeadLetterTopic string `toml:"dead_letter_topic"`
 	// MaxPacket is the largest datagram accepted; larger ones are dropped and counted.
 	MaxPacket int `toml:"max_packet"`
+	// MQTTSN and CoAP hold the options of those listener types.
+	MQTTSN MQTTSN `toml:"mqttsn"`
+	CoAP   CoAP   `toml:"coap"`
 }
 
 // Rule maps one kind of uplink datagram onto MQTT publishes. The first rule whose

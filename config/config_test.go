@@ -26,7 +26,7 @@ func TestProblemsHaveLineAndKey(t *testing.T) {
 		{"unknown key in array element", "[[rule]]\nname = \"r\"\ntests = [\n  { hex = \"00\" },\n  { txt = \"a\" },\n]\n", `t.toml:5: rule[0].tests[1].txt: unknown key "txt" (did you mean "text"?)`},
 		{"dotted key", "[[rule]]\nname = \"r\"\nfields.t.offst = 1\n", `t.toml:3: rule[0].fields.t.offst: unknown key "offst" (did you mean "offset"?)`},
 		{"duplicate listener", "[[listener]]\nname=\"a\"\ntype=\"udp\"\nbind=\"127.0.0.1:1\"\n[[listener]]\nname=\"a\"\ntype=\"udp\"\nbind=\"127.0.0.1:2\"\n", `t.toml:6: listener[1].name: duplicate listener name "a" (also listener[0], line 2)`},
-		{"unknown listener type", "[[listener]]\nname=\"a\"\ntype=\"tcp\"\nbind=\"127.0.0.1:1\"\n", `t.toml:3: listener[0].type: unknown listener type "tcp": want one of udp`},
+		{"unknown listener type", "[[listener]]\nname=\"a\"\ntype=\"tcp\"\nbind=\"127.0.0.1:1\"\n", `t.toml:3: listener[0].type: unknown listener type "tcp": want one of udp, mqttsn, coap, coaps`},
 		{"missing bind", "[[listener]]\nname=\"a\"\ntype=\"udp\"\n", `t.toml:1: listener[0].bind: missing: want HOST:PORT such as "127.0.0.1:1885" or ":1885"`},
 		{"bad url scheme", "[upstream]\nurl = \"http://x:1\"\n", `t.toml:2: upstream.url: unsupported scheme "http": want tcp, ssl, ws, wss or "embedded"`},
 		{"missing tls file", "[upstream]\nurl = \"ssl://127.0.0.1:8883\"\n[upstream.tls]\nca_file = \"/nonexistent/ca.pem\"\n", `t.toml:4: upstream.tls.ca_file: cannot read "/nonexistent/ca.pem": no such file or directory`},

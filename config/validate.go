@@ -12,13 +12,14 @@ import (
 	"unicode/utf8"
 )
 
-// Listener types this build knows.
-const (
-	ListenerUDP = "udp" // plain datagrams mapped by [[rule]]s
-)
+// ListenerUDP is the plain-datagram listener type, mapped by [[rule]]s.
+const ListenerUDP = "udp"
 
 // knownListenerTypes lists the listener types in the order error messages name them.
-var knownListenerTypes = []string{ListenerUDP}
+var knownListenerTypes = []string{ListenerUDP, ListenerMQTTSN, ListenerCoAP, ListenerCoAPS}
+
+// defaultPorts is where a listener binds on loopback when bind is not set.
+var defaultPorts = map[string]string{ListenerMQTTSN: "1884", ListenerCoAP: "5683", ListenerCoAPS: "5684"}
 
 // MaxDatagram is the largest UDP payload over IPv4 (65535 − 8 − 20).
 const MaxDatagram = 65507
@@ -58,6 +59,11 @@ func (c *Config) applyDefaults() {
 		if l.MaxPacket == 0 {
 			l.MaxPacket = MaxDatagram
 		}
+		if l.Bind == "" && defaultPorts[l.Type] != "" {
+			l.Bind = "127.0.0.1:" + defaultPorts[l.Type]
+		}
+		l.MQTTSN.applyDefaults()
+		l.CoAP.applyDefaults()
 	}
 }
 
@@ -149,6 +155,12 @@ func (c *Config) validate() Problems {
 		}
 	}
 
+	c.MQTTSN.validate(add)
+	if c.Auth.PSKFile != "" {
+		if _, err := os.Stat(c.Path(c.Auth.PSKFile)); err != nil {
+			add("auth.psk_file", "cannot read %q: %v", c.Auth.PSKFile, unwrapPathError(err))
+		}
+	}
 	if len(c.Listeners) == 0 {
 		warn("listener", "no [[listener]] configured: the gateway will accept no devices")
 	}
@@ -190,6 +202,18 @@ func (c *Config) validate() Problems {
 		if l.Mountpoint != "" && strings.ContainsAny(l.Mountpoint, "+#\x00") {
 			add(key+".mountpoint", "%q must not contain '+', '#' or NUL", l.Mountpoint)
 		}
+		switch l.Type {
+		case ListenerMQTTSN:
+			l.MQTTSN.validate(key+".mqttsn", add)
+		case ListenerCoAP, ListenerCoAPS:
+			l.CoAP.validate(key+".coap", add)
+		}
+		if l.Type != ListenerMQTTSN && c.isSet(key+".mqttsn") {
+			warn(key+".mqttsn", "ignored: the listener's type is %q, not \"mqttsn\"", l.Type)
+		}
+		if l.Type != ListenerCoAP && l.Type != ListenerCoAPS && c.isSet(key+".coap") {
+			warn(key+".coap", "ignored: the listener's type is %q, not \"coap\" or \"coaps\"", l.Type)
+		}
 		if l.DeadLetterTopic != "" {
 			if err := CheckTopic(l.DeadLetterTopic); err != nil {
 				add(key+".dead_letter_topic", "%v", err)
@@ -197,6 +221,12 @@ func (c *Config) validate() Problems {
 		}
 	}
 	return ps
+}
+
+// isSet reports whether the file wrote key (or something below it).
+func (c *Config) isSet(key string) bool {
+	_, ok := c.positions[key]
+	return ok
 }
 
 // Path resolves a file name from the config relative to the config file's folder.

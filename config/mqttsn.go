@@ -1,0 +1,113 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// ListenerMQTTSN is the MQTT-SN 1.2 gateway listener type.
+const ListenerMQTTSN = "mqttsn"
+
+// MQTTSNGlobal is the top-level [mqttsn] table.
+type MQTTSNGlobal struct {
+	// Predefined topic ids, known to gateway and clients without REGISTER
+	// (MQTT-SN 1.2 §3, topic id type 01).
+	Predefined []Predefined `toml:"predefined"`
+}
+
+// Predefined maps one topic id to a topic name, for every client or for one.
+type Predefined struct {
+	ID       int    `toml:"id"`
+	Topic    string `toml:"topic"`
+	ClientID string `toml:"client_id"` // "" = every client
+}
+
+// MQTTSN configures a listener of type "mqttsn" ([listener.mqttsn]).
+type MQTTSN struct {
+	// GatewayID is the GwId in ADVERTISE and GWINFO (1..255).
+	GatewayID int `toml:"gateway_id"`
+	// AdvertiseInterval sends ADVERTISE periodically (T_ADV); 0 = off.
+	AdvertiseInterval Duration `toml:"advertise_interval"`
+	// AdvertiseAddr is the broadcast or multicast HOST:PORT ADVERTISE goes to.
+	AdvertiseAddr string `toml:"advertise_addr"`
+	// RetryInterval and MaxRetries are T_RETRY and N_RETRY (MQTT-SN 1.2 §6.13).
+	RetryInterval Duration `toml:"retry_interval"`
+	MaxRetries    int      `toml:"max_retries"`
+	// MaxClients refuses CONNECTs beyond it with CONNACK congestion.
+	MaxClients int `toml:"max_clients"`
+	// MaxTopics bounds the topic ids registered per client (REGACK rejected beyond).
+	MaxTopics int `toml:"max_topics"`
+	// MaxBuffered bounds the messages buffered per sleeping client; overflow drops
+	// the oldest and is counted.
+	MaxBuffered int `toml:"max_buffered"`
+	// MaxKeepalive caps the CONNECT Duration a client may ask for; 0 = no cap.
+	MaxKeepalive Duration `toml:"max_keepalive"`
+}
+
+func (m *MQTTSN) applyDefaults() {
+	if m.GatewayID == 0 {
+		m.GatewayID = 1
+	}
+	setDuration(&m.RetryInterval, 10*time.Second)
+	if m.MaxRetries == 0 {
+		m.MaxRetries = 3
+	}
+	if m.MaxClients == 0 {
+		m.MaxClients = 100000
+	}
+	if m.MaxTopics == 0 {
+		m.MaxTopics = 1000
+	}
+	if m.MaxBuffered == 0 {
+		m.MaxBuffered = 100
+	}
+}
+
+func (m *MQTTSN) validate(key string, add func(key, format string, args ...any)) {
+	if m.GatewayID < 1 || m.GatewayID > 255 {
+		add(key+".gateway_id", "%d is out of range 1..255 (GwId is one octet)", m.GatewayID)
+	}
+	if m.AdvertiseInterval != 0 && m.AdvertiseAddr == "" {
+		add(key+".advertise_addr", "missing: advertise_interval is set, so say where ADVERTISE goes (a broadcast or multicast HOST:PORT)")
+	}
+	if m.AdvertiseAddr != "" {
+		if err := checkHostPort(m.AdvertiseAddr); err != nil {
+			add(key+".advertise_addr", "%v", err)
+		}
+	}
+	if m.MaxRetries < 1 {
+		add(key+".max_retries", "%d: want at least 1", m.MaxRetries)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"max_clients", m.MaxClients}, {"max_topics", m.MaxTopics}, {"max_buffered", m.MaxBuffered}} {
+		if f.v < 1 {
+			add(key+"."+f.name, "%d: want at least 1", f.v)
+		}
+	}
+	if m.MaxTopics > 65534 {
+		add(key+".max_topics", "%d: topic ids are 16 bits, so at most 65534", m.MaxTopics)
+	}
+	if m.MaxKeepalive.D() > 65535*time.Second {
+		add(key+".max_keepalive", "must be at most 65535s (the CONNECT Duration is 16 bits)")
+	}
+}
+
+func (g *MQTTSNGlobal) validate(add func(key, format string, args ...any)) {
+	seen := map[string]int{}
+	for i, p := range g.Predefined {
+		key := fmt.Sprintf("mqttsn.predefined[%d]", i)
+		if p.ID < 1 || p.ID > 0xFFFE {
+			add(key+".id", "%d is out of range 1..65534", p.ID)
+		}
+		if err := CheckTopic(p.Topic); err != nil {
+			add(key+".topic", "%v", err)
+		}
+		k := fmt.Sprintf("%s/%d", p.ClientID, p.ID)
+		if j, dup := seen[k]; dup {
+			add(key+".id", "predefined id %d is already mqttsn.predefined[%d]", p.ID, j)
+		}
+		seen[k] = i
+	}
+}
