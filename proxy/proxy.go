@@ -56,7 +56,12 @@ type Options struct {
 	// full the oldest message is dropped and counted.
 	QueueSize int
 	// Window bounds queued publishes awaiting the broker's acknowledgement (default 256).
-	Window  int
+	Window int
+	// OnMessage receives every message of every subscription, once per PUBLISH the
+	// broker sends, on paho's delivery goroutine, in order; it must not block. The
+	// gateway fans messages out to devices itself (one MQTT subscription per filter,
+	// however many devices share it).
+	OnMessage func(Message)
 	Logger  *zap.Logger
 	Metrics *metrics.Registry
 }
@@ -69,7 +74,7 @@ type Proxy struct {
 	embedded *embedded
 
 	mu        sync.Mutex // guards the fields below
-	subs      map[string]subscription
+	subs      map[string]byte // filter → QoS, restored on reconnect
 	connected chan struct{} // closed while connected; replaced on loss
 	queue     deque
 	queueWake chan struct{} // signalled (non-blocking) when the queue or connection changes
@@ -85,11 +90,6 @@ type Proxy struct {
 		published, failed, unavailable, dropped, requeued *metrics.Counter
 		up                                                *metrics.Gauge
 	}
-}
-
-type subscription struct {
-	qos     byte
-	handler func(Message)
 }
 
 type pending struct {
@@ -124,7 +124,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{
 		opts:      o,
 		log:       o.Logger,
-		subs:      map[string]subscription{},
+		subs:      map[string]byte{},
 		connected: make(chan struct{}),
 		queueWake: make(chan struct{}, 1),
 		inflight:  make(chan pending, o.Window),
@@ -185,6 +185,14 @@ func (p *Proxy) Start() error {
 	if p.opts.TLS != nil {
 		o.SetTLSConfig(p.opts.TLS)
 	}
+	if p.opts.OnMessage != nil {
+		// Subscriptions carry no per-filter handler, so paho calls this once per
+		// message even when several filters match it.
+		on := p.opts.OnMessage
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+			on(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retain: m.Retained()})
+		})
+	}
 	if p.opts.StatusTopic != "" {
 		o.SetBinaryWill(p.opts.StatusTopic, []byte("offline"), 1, true)
 	}
@@ -235,9 +243,9 @@ func (p *Proxy) onConnect(c paho.Client) {
 	default:
 		close(p.connected)
 	}
-	subs := make(map[string]subscription, len(p.subs))
-	for f, s := range p.subs {
-		subs[f] = s
+	subs := make(map[string]byte, len(p.subs))
+	for f, q := range p.subs {
+		subs[f] = q
 	}
 	p.mu.Unlock()
 	p.m.up.Set(1)
@@ -246,8 +254,8 @@ func (p *Proxy) onConnect(c paho.Client) {
 		c.Publish(p.opts.StatusTopic, 1, true, []byte("online"))
 	}
 	// A clean session forgets subscriptions: restore them (MQTT 3.1.1 §3.1.2.4).
-	for f, s := range subs {
-		c.Subscribe(f, s.qos, wrap(s.handler))
+	if len(subs) > 0 {
+		c.SubscribeMultiple(subs, nil)
 	}
 	p.wake()
 }
@@ -429,16 +437,16 @@ func (p *Proxy) waitAck(tok paho.Token) bool {
 	return tok.Error() == nil
 }
 
-// Subscribe subscribes to filter now when connected and again after every reconnect.
-// handler runs on paho's delivery goroutine and must not block.
-func (p *Proxy) Subscribe(ctx context.Context, filter string, qos byte, handler func(Message)) error {
+// Subscribe subscribes to filter now when connected and again after every reconnect;
+// its messages reach Options.OnMessage.
+func (p *Proxy) Subscribe(ctx context.Context, filter string, qos byte) error {
 	p.mu.Lock()
-	p.subs[filter] = subscription{qos, handler}
+	p.subs[filter] = qos
 	p.mu.Unlock()
 	if !p.Connected() {
 		return nil // onConnect subscribes
 	}
-	tok := p.client.Subscribe(filter, qos, wrap(handler))
+	tok := p.client.Subscribe(filter, qos, nil)
 	return waitToken(ctx, tok, p.opts.PublishTimeout, "subscribe "+filter)
 }
 
@@ -466,12 +474,6 @@ func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration, what 
 		return fmt.Errorf("proxy: %s: %w", what, ErrTimeout)
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-}
-
-func wrap(h func(Message)) paho.MessageHandler {
-	return func(_ paho.Client, m paho.Message) {
-		h(Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retain: m.Retained()})
 	}
 }
 

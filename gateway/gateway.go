@@ -1,0 +1,261 @@
+// Package gateway owns and wires everything: it binds the listeners, compiles the
+// rules table, connects the proxy and routes each uplink through mapping to the
+// broker.
+//
+// Goroutines: Run starts one reader per listener, the metrics server when configured,
+// and the proxy's own; it returns after all have exited. On the end of Run's context
+// the listeners stop first, then the proxy drains in-flight QoS >= 1 publishes for at
+// most gateway.drain_timeout.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/mapping"
+	"github.com/mqttgw/mqttgw/metrics"
+	"github.com/mqttgw/mqttgw/proxy"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// Gateway is one running mqttgw.
+type Gateway struct {
+	cfg      *config.Config
+	log      *zap.Logger
+	metrics  *metrics.Registry
+	table    *mapping.Table
+	proxy    *proxy.Proxy
+	hub      *hub
+	sessions *session.Table
+	// onLost is called per listener for each session that expired, after its will
+	// was queued; engines drop their protocol state there. Set during New only.
+	onLost    map[string]func(*session.Session)
+	listeners []udpgw.Listener
+	metricsLn net.Listener
+}
+
+// New compiles the config and binds every listener socket, so that a port in use
+// is an error here rather than later. Nothing is read or connected until Run.
+func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	table, ps := mapping.Compile(cfg.Gateway.ID, cfg.Listeners, cfg.Rules)
+	if errs := cfg.Locate(ps).Errors(); len(errs) > 0 {
+		return nil, errs
+	}
+	g := &Gateway{cfg: cfg, log: log, metrics: metrics.New(), table: table, hub: newHub(),
+		sessions: session.NewTable(), onLost: map[string]func(*session.Session){}}
+	tlsConf, err := tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	u := cfg.Upstream
+	g.proxy, err = proxy.New(proxy.Options{
+		URL:            u.URL,
+		ClientID:       u.ClientID,
+		Username:       u.Username,
+		Password:       u.Password,
+		Keepalive:      u.Keepalive.D(),
+		ConnectTimeout: u.ConnectTimeout.D(),
+		PublishTimeout: u.PublishTimeout.D(),
+		ReconnectMin:   u.ReconnectMin.D(),
+		ReconnectMax:   u.ReconnectMax.D(),
+		TLS:            tlsConf,
+		StatusTopic:    cfg.Gateway.StatusTopic,
+		EmbeddedListen: u.Embedded.Listen,
+		Logger:         log.Named("proxy"),
+		Metrics:        g.metrics,
+		OnMessage:      func(m proxy.Message) { g.hub.dispatch(m) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.hub.proxy = g.proxy
+	for _, lc := range cfg.Listeners {
+		l, err := g.newListener(lc)
+		if err != nil {
+			g.closeListeners()
+			return nil, err
+		}
+		g.listeners = append(g.listeners, l)
+	}
+	if cfg.Metrics.Listen != "" {
+		g.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			g.closeListeners()
+			return nil, fmt.Errorf("gateway: metrics: %w", err)
+		}
+	}
+	return g, nil
+}
+
+func tlsConfig(cfg *config.Config) (*tls.Config, error) {
+	t := cfg.Upstream.TLS
+	if t == (config.TLS{}) {
+		return nil, nil
+	}
+	c := &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(cfg.Path(t.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: upstream.tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("gateway: upstream.tls.ca_file %q: no PEM certificate in it", t.CAFile)
+		}
+		c.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Path(t.CertFile), cfg.Path(t.KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: upstream.tls client certificate: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// ListenerAddr returns the bound address of the named listener, or nil.
+func (g *Gateway) ListenerAddr(name string) net.Addr {
+	for _, l := range g.listeners {
+		if l.Name() == name {
+			return l.Addr()
+		}
+	}
+	return nil
+}
+
+// MetricsAddr is the metrics server's address, or nil when off.
+func (g *Gateway) MetricsAddr() net.Addr {
+	if g.metricsLn == nil {
+		return nil
+	}
+	return g.metricsLn.Addr()
+}
+
+// Metrics exposes the registry, for tests and the CLI.
+func (g *Gateway) Metrics() *metrics.Registry { return g.metrics }
+
+// Proxy exposes the upstream connection, for tests.
+func (g *Gateway) Proxy() *proxy.Proxy { return g.proxy }
+
+// Run serves until ctx ends, then drains and returns nil; an error means the
+// gateway could not start or a listener failed.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.proxy.Start(); err != nil {
+		g.closeListeners()
+		if g.metricsLn != nil {
+			g.metricsLn.Close()
+		}
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(g.listeners)+1)
+	for _, l := range g.listeners {
+		wg.Add(1)
+		g.log.Info("listening", zap.String("listener", l.Name()), zap.Stringer("addr", l.Addr()))
+		go func() {
+			defer wg.Done()
+			if err := l.Serve(ctx); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.expireSessions(ctx, time.Second)
+	}()
+	var srv *http.Server
+	if g.metricsLn != nil {
+		srv = g.metricsServer()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(g.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("gateway: metrics: %w", err)
+			}
+		}()
+	}
+	<-ctx.Done()
+	g.log.Info("shutting down: draining in-flight messages", zap.Duration("drain_timeout", g.cfg.Gateway.DrainTimeout.D()))
+	g.closeListeners()
+	if srv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	dctx, dcancel := context.WithTimeout(context.Background(), g.cfg.Gateway.DrainTimeout.D())
+	defer dcancel()
+	_ = g.proxy.Close(dctx)
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// expireSessions is the one periodic driver of session liveness: every tick it
+// removes the sessions silent for 1.5 keepalives, queues their wills and tells
+// their listener's engine.
+func (g *Gateway) expireSessions(ctx context.Context, every time.Duration) {
+	lost := g.metrics.Counter("mqttgw_sessions_lost_total", "Sessions expired after 1.5 keepalives of silence.")
+	g.metrics.GaugeFunc("mqttgw_sessions", "Device sessions.", func() float64 { return float64(g.sessions.Len()) })
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, s := range g.sessions.Expire(now) {
+				lost.Inc()
+				g.log.Info("device lost: no traffic for 1.5 keepalives", zap.String("listener", s.Key.Listener), zap.String("device", s.Key.Device), zap.Duration("keepalive", s.Keepalive()))
+				if w := s.Will(); w != nil {
+					_ = g.proxy.Enqueue(proxy.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain})
+				}
+				if f := g.onLost[s.Key.Listener]; f != nil {
+					f(s)
+				}
+			}
+		}
+	}
+}
+
+func (g *Gateway) closeListeners() {
+	for _, l := range g.listeners {
+		_ = l.Close()
+	}
+}
+
+func (g *Gateway) metricsServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", g.metrics.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !g.proxy.Connected() {
+			http.Error(w, "broker not connected", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}

@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/proxy"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// hub fans broker messages out to device subscriptions. The broker sees one
+// subscription per distinct filter, however many devices share it; the hub matches
+// each message against those filters and calls each subscribed device once.
+//
+// Lock order: hub.mu only; deliver callbacks and proxy calls run outside it.
+type hub struct {
+	proxy *proxy.Proxy
+
+	mu      sync.RWMutex                  // guards filters, byOwner and last
+	filters map[string]*filterSubs        // broker-side filter → subscribers
+	byOwner map[owner]map[string]struct{} // owner → its broker-side filters
+	last    map[string]udpgw.Message      // topic → last message seen (bounded)
+}
+
+type owner struct{ listener, device string }
+
+type filterSubs struct {
+	qos  byte // the QoS the broker subscription was made with
+	subs map[owner]subscriber
+}
+
+type subscriber struct {
+	qos        byte
+	mountpoint string
+	deliver    func(udpgw.Message)
+}
+
+// lastValues bounds the last-value cache behind CoAP GET.
+const lastValues = 10000
+
+func newHub() *hub {
+	return &hub{filters: map[string]*filterSubs{}, byOwner: map[owner]map[string]struct{}{}, last: map[string]udpgw.Message{}}
+}
+
+// subscribe adds (or replaces) o's subscription to the broker-side filter and
+// subscribes the broker when the filter is new or needs a higher QoS.
+func (h *hub) subscribe(ctx context.Context, o owner, filter string, s subscriber) error {
+	h.mu.Lock()
+	fs, ok := h.filters[filter]
+	if !ok {
+		fs = &filterSubs{subs: map[owner]subscriber{}}
+		h.filters[filter] = fs
+	}
+	fs.subs[o] = s
+	if h.byOwner[o] == nil {
+		h.byOwner[o] = map[string]struct{}{}
+	}
+	h.byOwner[o][filter] = struct{}{}
+	need := !ok || s.qos > fs.qos
+	if need {
+		fs.qos = max(fs.qos, s.qos)
+	}
+	qos := fs.qos
+	h.mu.Unlock()
+	if !need {
+		return nil
+	}
+	if err := h.proxy.Subscribe(ctx, filter, qos); err != nil {
+		if errors.Is(err, proxy.ErrTimeout) {
+			return fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
+		}
+		return err
+	}
+	return nil
+}
+
+// unsubscribe removes o's subscription; the last one out unsubscribes the broker.
+func (h *hub) unsubscribe(ctx context.Context, o owner, filter string) error {
+	h.mu.Lock()
+	empty := false
+	if fs, ok := h.filters[filter]; ok {
+		delete(fs.subs, o)
+		if len(fs.subs) == 0 {
+			delete(h.filters, filter)
+			empty = true
+		}
+	}
+	if m := h.byOwner[o]; m != nil {
+		delete(m, filter)
+		if len(m) == 0 {
+			delete(h.byOwner, o)
+		}
+	}
+	h.mu.Unlock()
+	if empty {
+		return h.proxy.Unsubscribe(ctx, filter)
+	}
+	return nil
+}
+
+func (h *hub) unsubscribeAll(o owner) {
+	h.mu.RLock()
+	filters := make([]string, 0, len(h.byOwner[o]))
+	for f := range h.byOwner[o] {
+		filters = append(filters, f)
+	}
+	h.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, f := range filters {
+		_ = h.unsubscribe(ctx, o, f)
+	}
+}
+
+// dispatch is the proxy's OnMessage: it runs on paho's delivery goroutine.
+func (h *hub) dispatch(m proxy.Message) {
+	type target struct {
+		s   subscriber
+		qos byte
+	}
+	var targets map[owner]target
+	h.mu.Lock()
+	h.remember(udpgw.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	for filter, fs := range h.filters {
+		if !Match(filter, m.Topic) {
+			continue
+		}
+		if targets == nil {
+			targets = make(map[owner]target, len(fs.subs))
+		}
+		for o, s := range fs.subs {
+			// Overlapping filters of one device: deliver once, with the highest
+			// QoS granted (MQTT 3.1.1 §3.3.5).
+			if t, ok := targets[o]; !ok || s.qos > t.qos {
+				targets[o] = target{s, s.qos}
+			}
+		}
+	}
+	h.mu.Unlock()
+	for _, t := range targets {
+		topic, ok := strings.CutPrefix(m.Topic, t.s.mountpoint)
+		if !ok {
+			continue
+		}
+		t.s.deliver(udpgw.Message{Topic: topic, Payload: m.Payload, QoS: min(m.QoS, t.qos), Retain: m.Retain})
+	}
+}
+
+// remember keeps the last message per topic; h.mu must be held for writing.
+func (h *hub) remember(m udpgw.Message) {
+	if _, ok := h.last[m.Topic]; !ok && len(h.last) >= lastValues {
+		for k := range h.last { // evict one at random: a cache, not a store
+			delete(h.last, k)
+			break
+		}
+	}
+	h.last[m.Topic] = m
+}
+
+func (h *hub) lastValue(topic string) (udpgw.Message, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	m, ok := h.last[topic]
+	return m, ok
+}
+
+// Match reports whether topic matches the MQTT filter (MQTT 3.1.1 §4.7): '+' is one
+// level, a final '#' is any number of levels including none, and wildcards at the
+// first level do not match topics beginning with '$' (§4.7.2).
+func Match(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
+			return true
+		}
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore || !tmore {
+			// "a/#" matches "a": the filter's next level is a final '#'.
+			return fmore == tmore || (fmore && frest == "#")
+		}
+		filter, topic = frest, trest
+	}
+}
+
+// CheckFilter reports why f is not a valid MQTT topic filter (MQTT 3.1.1 §4.7.1).
+func CheckFilter(f string) error {
+	if f == "" || strings.ContainsRune(f, 0) {
+		return fmt.Errorf("filter %q is empty or contains NUL", f)
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("filter %q: '#' must be the last level", f)
+		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
+			return fmt.Errorf("filter %q: a wildcard must fill a whole level", f)
+		}
+	}
+	return nil
+}
+
+// listenerBroker is the udpgw.Broker one listener's engine talks to: it applies the
+// listener's mountpoint both ways.
+type listenerBroker struct {
+	g          *Gateway
+	listener   string
+	mountpoint string
+}
+
+var _ udpgw.Broker = (*listenerBroker)(nil)
+
+func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
+	topic := b.mountpoint + m.Topic
+	if err := config.CheckTopic(topic); err != nil {
+		return fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
+	}
+	err := b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	switch {
+	case errors.Is(err, proxy.ErrUnavailable), errors.Is(err, proxy.ErrTimeout), errors.Is(err, proxy.ErrClosed):
+		return fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
+	case err != nil:
+		return err
+	}
+	b.g.hub.mu.Lock()
+	b.g.hub.remember(udpgw.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	b.g.hub.mu.Unlock()
+	return nil
+}
+
+func (b *listenerBroker) Subscribe(ctx context.Context, device, filter string, qos byte, deliver func(udpgw.Message)) (byte, error) {
+	if err := CheckFilter(filter); err != nil {
+		return 0, fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
+	}
+	qos = min(qos, 2)
+	err := b.g.hub.subscribe(ctx, owner{b.listener, device}, b.mountpoint+filter, subscriber{qos: qos, mountpoint: b.mountpoint, deliver: deliver})
+	return qos, err
+}
+
+func (b *listenerBroker) Unsubscribe(ctx context.Context, device, filter string) error {
+	return b.g.hub.unsubscribe(ctx, owner{b.listener, device}, b.mountpoint+filter)
+}
+
+func (b *listenerBroker) UnsubscribeAll(device string) {
+	b.g.hub.unsubscribeAll(owner{b.listener, device})
+}
+
+// Retained answers from the last-value cache, else asks the broker for the
+// retained message with a short-lived subscription.
+func (b *listenerBroker) Retained(ctx context.Context, topic string) (udpgw.Message, bool, error) {
+	full := b.mountpoint + topic
+	if m, ok := b.g.hub.lastValue(full); ok {
+		m.Topic = topic
+		return m, true, nil
+	}
+	if !b.g.proxy.Connected() {
+		return udpgw.Message{}, false, udpgw.ErrUnavailable
+	}
+	got := make(chan udpgw.Message, 1)
+	o := owner{b.listener, "\x00retained\x00" + topic}
+	err := b.g.hub.subscribe(ctx, o, full, subscriber{qos: 0, mountpoint: b.mountpoint, deliver: func(m udpgw.Message) {
+		select {
+		case got <- m:
+		default:
+		}
+	}})
+	defer b.g.hub.unsubscribe(context.Background(), o, full)
+	if err != nil {
+		return udpgw.Message{}, false, err
+	}
+	// A broker sends a retained message right after SUBACK (MQTT 3.1.1 §3.8.4);
+	// silence for a moment means there is none.
+	t := time.NewTimer(300 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case m := <-got:
+		return m, true, nil
+	case <-t.C:
+		return udpgw.Message{}, false, nil
+	case <-ctx.Done():
+		return udpgw.Message{}, false, ctx.Err()
+	}
+}
