@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/gateway"
+)
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "config.toml", "config file")
+	fs.StringVar(file, "c", "config.toml", "config file (shorthand)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, ps := config.Load(*file)
+	for _, p := range ps {
+		fmt.Fprintln(stderr, p.Error())
+	}
+	if len(ps.Errors()) > 0 {
+		return 1
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw: %v\n", err)
+		return 1
+	}
+	defer log.Sync()
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("mqttgw starting", zap.String("version", version), zap.String("config", *file), zap.String("gateway", cfg.Gateway.ID))
+	if err := g.Run(ctx); err != nil {
+		log.Error("gateway stopped", zap.Error(err))
+		return 1
+	}
+	log.Info("mqttgw stopped")
+	return 0
+}
+
+// newLogger builds the one zap logger that New passes down; repeated lines are
+// sampled so that a flood of bad datagrams cannot flood the log.
+func newLogger(c config.Log, w io.Writer) (*zap.Logger, error) {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.StringDurationEncoder
+	var enc zapcore.Encoder
+	if c.Format == "json" {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	} else {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
+	core = zapcore.NewSamplerWithOptions(core, 1e9, 10, 100) // per second: first 10, then every 100th
+	return zap.New(core), nil
+}

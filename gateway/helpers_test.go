@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+)
+
+// runningGateway is a gateway started by a test, stopped by t.Cleanup.
+type runningGateway struct {
+	*Gateway
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startGateway parses cfgText, starts the gateway and waits until it is connected
+// to its broker. Listeners should bind "127.0.0.1:0"; ListenerAddr tells the port.
+func startGateway(t *testing.T, cfgText string) *runningGateway {
+	t.Helper()
+	g := newGateway(t, cfgText)
+	rg := g.start(t)
+	waitFor(t, 10*time.Second, "gateway connected to the broker", g.proxy.Connected)
+	return rg
+}
+
+func newGateway(t *testing.T, cfgText string) *Gateway {
+	t.Helper()
+	cfg, ps := config.Parse("test.toml", []byte(cfgText))
+	if errs := ps.Errors(); len(errs) > 0 {
+		t.Fatalf("config:\n%v", errs)
+	}
+	g, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	if err != nil {
+		t.Fatalf("gateway.New: %v", err)
+	}
+	return g
+}
+
+func (g *Gateway) start(t *testing.T) *runningGateway {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	rg := &runningGateway{Gateway: g, cancel: cancel, done: make(chan error, 1)}
+	go func() { rg.done <- g.Run(ctx) }()
+	t.Cleanup(func() { rg.stop(t) })
+	return rg
+}
+
+// stop ends Run and waits for it; it may be called more than once.
+func (rg *runningGateway) stop(t *testing.T) {
+	t.Helper()
+	rg.cancel()
+	select {
+	case err, ok := <-rg.done:
+		if ok && err != nil {
+			t.Errorf("gateway.Run: %v", err)
+		}
+		close(rg.done)
+	case <-time.After(30 * time.Second):
+		t.Fatal("gateway.Run did not return within 30s of cancel")
+	}
+}
+
+// waitFor polls cond until it holds or the bound passes.
+func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", bound, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sendUDP sends one datagram to the named listener from a fresh socket.
+func sendUDP(t *testing.T, g *Gateway, listener string, payload []byte) {
+	t.Helper()
+	addr := g.ListenerAddr(listener)
+	if addr == nil {
+		t.Fatalf("no listener %q", listener)
+	}
+	c, err := net.Dial("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// brokerUser is the gateway's account on test brokers.
+var brokerUser = map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"}
+
+func startMosquitto(t *testing.T, tls bool) *mosquittotest.Broker {
+	t.Helper()
+	return mosquittotest.Start(t, mosquittotest.Options{Users: brokerUser, TLS: tls})
+}
