@@ -132,8 +132,9 @@ type Extract struct {
 	Source string `toml:"source"`
 }
 
-// Field is one extracted value. JSON and Group take the value as it is; Offset with
-// Type decodes a binary number.
+// Field is one extracted value. JSON takes the value as it is; Group takes the
+// captured text, parsed as a number when Type is a numeric type or scale/add are
+// set; Offset with Type decodes a binary number or a byte slice.
 type Field struct {
 	JSON   string `toml:"json"`
 	Group  string `toml:"group"`
@@ -166,7 +167,8 @@ type RuleTest struct {
 	Text   string            `toml:"text"`
 	From   string            `toml:"from"` // sender address, default 127.0.0.1:40000
 	Expect map[string]string `toml:"expect"`
-	// NoMatch expects the datagram to match no rule at all (or a later rule).
+	// NoMatch expects this rule not to take the datagram: no rule, or another one,
+	// takes it.
 	NoMatch bool `toml:"no_match"`
 }
 

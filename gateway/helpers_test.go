@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ type runningGateway struct {
 	*Gateway
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
 // startGateway parses cfgText, starts the gateway and waits until it is connected
@@ -55,16 +58,17 @@ func (g *Gateway) start(t *testing.T) *runningGateway {
 // stop ends Run and waits for it; it may be called more than once.
 func (rg *runningGateway) stop(t *testing.T) {
 	t.Helper()
-	rg.cancel()
-	select {
-	case err, ok := <-rg.done:
-		if ok && err != nil {
-			t.Errorf("gateway.Run: %v", err)
+	rg.once.Do(func() {
+		rg.cancel()
+		select {
+		case err := <-rg.done:
+			if err != nil {
+				t.Errorf("gateway.Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("gateway.Run did not return within 30s of cancel")
 		}
-		close(rg.done)
-	case <-time.After(30 * time.Second):
-		t.Fatal("gateway.Run did not return within 30s of cancel")
-	}
+	})
 }
 
 // waitFor polls cond until it holds or the bound passes.
@@ -102,4 +106,13 @@ var brokerUser = map[string]string{"mqttgw": "gw-secret", "reader": "reader-secr
 func startMosquitto(t *testing.T, tls bool) *mosquittotest.Broker {
 	t.Helper()
 	return mosquittotest.Start(t, mosquittotest.Options{Users: brokerUser, TLS: tls})
+}
+
+func replaceOnce(t *testing.T, s, old, new string) string {
+	t.Helper()
+	i := strings.Index(s, old)
+	if i < 0 {
+		t.Fatalf("%q not in text", old)
+	}
+	return s[:i] + new + s[i+len(old):]
 }

@@ -196,9 +196,12 @@ func (p *Proxy) Start() error {
 	if p.opts.StatusTopic != "" {
 		o.SetBinaryWill(p.opts.StatusTopic, []byte("offline"), 1, true)
 	}
-	p.client = paho.NewClient(o)
+	client := paho.NewClient(o)
+	p.mu.Lock() // Connected may be asked from other goroutines before Start returns
+	p.client = client
+	p.mu.Unlock()
 	p.log.Info("connecting to broker", zap.String("url", redact(brokerURL)))
-	tok := p.client.Connect()
+	tok := client.Connect()
 	go func() {
 		if !tok.WaitTimeout(p.opts.ConnectTimeout) {
 			p.log.Warn("broker not reachable yet; retrying in the background", zap.String("url", redact(brokerURL)), zap.Duration("retry_every", p.opts.ReconnectMin))
@@ -274,7 +277,10 @@ func (p *Proxy) onLost(_ paho.Client, err error) {
 
 // Connected reports whether the broker connection is up.
 func (p *Proxy) Connected() bool {
-	return p.client != nil && p.client.IsConnectionOpen()
+	p.mu.Lock()
+	c := p.client
+	p.mu.Unlock()
+	return c != nil && c.IsConnectionOpen()
 }
 
 // Publish sends m and, for QoS >= 1, waits for the broker's acknowledgement, so the

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/mqttgw/mqttgw/config"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := "testdata/" + name
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test ./cmd/mqttgw -update rewrites it)\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+func TestCheckExampleConfig(t *testing.T) {
+	code, out, errOut := runCLI("check", "../../config.toml.example")
+	if code != 0 {
+		t.Fatalf("check config.toml.example: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "valid: 1 listener(s), 3 rule(s), 5 rule test(s) passed") {
+		t.Errorf("unexpected output: %s", out)
+	}
+}
+
+// TestCheckBrokenConfig: every mistake in one file, each with its line and key path,
+// from the decoder and the rules compiler alike; exit 1.
+func TestCheckBrokenConfig(t *testing.T) {
+	code, out, _ := runCLI("check", "--config", "testdata/broken.toml")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	golden(t, "broken.golden", out)
+}
+
+func TestCheckFailingRuleTest(t *testing.T) {
+	code, out, _ := runCLI("check", "testdata/failing_tests.toml")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	golden(t, "failing_tests.golden", out)
+}
+
+func TestCheckUsage(t *testing.T) {
+	if code, _, _ := runCLI("check"); code != 2 {
+		t.Errorf("check without a file: exit %d, want 2", code)
+	}
+	if code, _, errOut := runCLI("frobnicate"); code != 2 || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, %q", code, errOut)
+	}
+	if code, out, _ := runCLI("check", "testdata/does-not-exist.toml"); code != 1 || !strings.Contains(out, "no such file") {
+		t.Errorf("missing file: exit %d, %q", code, out)
+	}
+}
+
+func TestRulesTest(t *testing.T) {
+	code, out, errOut := runCLI("rules", "test", "--config", "../../config.toml.example", "--listener", "sensors", "--hex", "a1000700d701900e10")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, out, errOut)
+	}
+	want := `rule:   binary-climate
+device: 0007
+field:  battery = 3600
+field:  hum = 40
+field:  temp = 21.5
+publish: topic=sensors/0007/climate qos=1 retain=true payload={"battery":3600,"device":"0007","hum":40,"temp":21.5}
+`
+	if out != want {
+		t.Errorf("got\n%s\nwant\n%s", out, want)
+	}
+	code, out, _ = runCLI("rules", "test", "--config", "../../config.toml.example", "--listener", "sensors", "--text", "nothing matches this")
+	if code != 1 || !strings.Contains(out, "no publish") {
+		t.Errorf("no match: exit %d, %q", code, out)
+	}
+	if code, _, _ := runCLI("rules", "test", "--config", "../../config.toml.example", "--listener", "nosuch", "--text", "x"); code != 2 {
+		t.Errorf("unknown listener: exit %d, want 2", code)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "mqttgw ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
+
+// TestREADMESnippetsParse: every ```toml block in the README is a valid config
+// fragment (no unknown keys, no type errors).
+func TestREADMESnippetsParse(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) == 0 {
+		t.Fatal("no toml blocks in README.md")
+	}
+	for i, b := range blocks {
+		_, ps := config.Parse("README.md block "+string(rune('1'+i)), b[1])
+		for _, p := range ps {
+			// Fragments may leave out listeners or name files absent here.
+			if strings.Contains(p.Msg, "cannot read") || strings.Contains(p.Msg, "no [[listener]]") {
+				continue
+			}
+			t.Errorf("%v", p)
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package mapping
+
+import (
+	"go/parser"
+	"go/token"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// forbiddenImports are packages this package must not import directly, and why.
+var forbiddenImports = map[string]string{
+	"net":                                 "mapping is pure: sockets belong to udpgw (net/netip is fine)",
+	"os":                                  "mapping is pure: no files, no environment",
+	"log":                                 "mapping does not log: it returns errors for the owner to log",
+	"log/slog":                            "mapping does not log: it returns errors for the owner to log",
+	"time":                                "mapping is pure: time, if ever needed, is an argument",
+	"sync":                                "a Table is immutable and a Result belongs to one goroutine: no locks",
+	"unsafe":                              "the allocation budget is met without it",
+	"reflect":                             "the hot path must not reflect",
+	"encoding/json":                       "the hot path scans JSON itself (json.go); encoding/json is for tests",
+	"github.com/BurntSushi/toml":          "the TOML library stays in config",
+	"go.uber.org/zap":                     "mapping does not log",
+	"github.com/eclipse/paho.mqtt.golang": "the MQTT client stays in proxy",
+}
+
+// forbiddenDeps must not appear anywhere in the dependency graph.
+var forbiddenDeps = []string{"go.uber.org/zap", "github.com/eclipse/paho.mqtt.golang", "github.com/plgd-dev/go-coap/v3", "github.com/mochi-mqtt/server/v2"}
+
+func TestImports(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			path, _ := strconv.Unquote(imp.Path.Value)
+			if why, bad := forbiddenImports[path]; bad {
+				t.Errorf("%s imports %s: %s", name, path, why)
+			}
+			if strings.Contains(path, ".") && path != "github.com/mqttgw/mqttgw/config" {
+				t.Errorf("%s imports %s: mapping uses the standard library and config only", name, path)
+			}
+		}
+	}
+}
+
+func TestDeps(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go tool")
+	}
+	cmd := exec.Command(goTool, "list", "-deps", ".")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, bad := range forbiddenDeps {
+			if dep == bad || strings.HasPrefix(dep, bad+"/") {
+				t.Errorf("mapping depends on %s", dep)
+			}
+		}
+	}
+}

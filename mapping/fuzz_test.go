@@ -1,0 +1,290 @@
+package mapping
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/mqttgw/mqttgw/config"
+)
+
+// fuzzRules is the table the Map fuzz targets run: the three fixtures plus variants
+// that reach the other extractors (little endian, floats, ascii device, pointers into
+// arrays, scaled JSON numbers, group numbers).
+func fuzzRules() []config.Rule {
+	bin2 := config.Rule{
+		Name:     "bin2",
+		Listener: "udp",
+		Match:    config.Match{HexPrefix: "a502"},
+		Device:   config.Extract{Offset: intp(2), Length: 4, As: "ascii"},
+		Fields: map[string]config.Field{
+			"f32": {Offset: intp(6), Type: "float32", Endian: "little"},
+			"f64": {Offset: intp(10), Type: "float64", Scale: 2},
+			"i64": {Offset: intp(2), Type: "int64", Endian: "little"},
+			"raw": {Offset: intp(1), Type: "ascii", Length: 3},
+		},
+		Publish: []config.Publish{
+			{Topic: "bin2/{device}/{raw}"},
+			{Topic: "bin2/{device}", Payload: "raw"},
+		},
+	}
+	json2 := config.Rule{
+		Name:     "json2",
+		Listener: "udp",
+		Match:    config.Match{TextPrefix: "[", JSON: false},
+		Device:   config.Extract{JSON: "/0"},
+		Fields: map[string]config.Field{
+			"v": {JSON: "/1/v", Scale: 0.5, Add: 1},
+			"w": {JSON: "/2"},
+		},
+		Publish: []config.Publish{
+			{Topic: "json2/{device}/{w}"},
+			{Topic: "json2/{device}", Template: "{w}:{v}"},
+		},
+	}
+	text2 := config.Rule{
+		Name:     "text2",
+		Listener: "udp",
+		Match:    config.Match{Regex: `^(?P<k>[a-z]+)=(?P<n>-?[0-9.e]+)(;(?P<opt>.*))?$`},
+		Device:   config.Extract{Source: "addr"},
+		Fields: map[string]config.Field{
+			"n": {Group: "n", Type: "int16", Scale: 0.25},
+		},
+		Publish: []config.Publish{
+			{Topic: "text2/{k}/{device}/{opt}"},
+		},
+	}
+	return []config.Rule{binRule(), bin2, jsonRule(), json2, textRule(), text2}
+}
+
+// checkMap maps payload through tab and checks what must hold for any input.
+func checkMap(t *testing.T, tab *Table, payload []byte) {
+	var r Result
+	err := tab.Map(Datagram{Listener: "udp", From: testFrom, Payload: payload}, &r)
+	if err != nil {
+		if !errors.Is(err, ErrNoMatch) && !errors.Is(err, ErrDecode) && !errors.Is(err, ErrUnsafeTopic) {
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		if len(r.Publishes) != 0 {
+			t.Fatalf("error %v but %d publishes", err, len(r.Publishes))
+		}
+		return
+	}
+	var ru *rule
+	for _, x := range tab.rules {
+		if x.name == r.Rule {
+			ru = x
+		}
+	}
+	if ru == nil || len(r.Publishes) != len(ru.pubs) {
+		t.Fatalf("rule %q, %d publishes", r.Rule, len(r.Publishes))
+	}
+	if r.Device == "" {
+		t.Fatal("empty device")
+	}
+	for i, m := range r.Publishes {
+		if strings.ContainsAny(m.Topic, "+#\x00") || !utf8.ValidString(m.Topic) || m.Topic == "" || m.Topic[0] == '$' {
+			t.Fatalf("bad topic %q", m.Topic)
+		}
+		// Values never add a level: the topic has exactly the template's separators.
+		levels := 0
+		for _, s := range ru.pubs[i].topic {
+			levels += strings.Count(s.lit, "/")
+		}
+		if got := strings.Count(m.Topic, "/"); got != levels {
+			t.Fatalf("topic %q has %d separators, template %d", m.Topic, got, levels)
+		}
+		switch ru.pubs[i].payload {
+		case payloadJSON:
+			if !json.Valid(m.Payload) {
+				t.Fatalf("json payload is not JSON: %q", m.Payload)
+			}
+		case payloadRaw:
+			if string(m.Payload) != string(payload) {
+				t.Fatalf("raw payload %q, datagram %q", m.Payload, payload)
+			}
+		}
+	}
+}
+
+func FuzzMapBinary(f *testing.F) {
+	// The documented frame: 21.5 °C, 40 %, 3.3 V.
+	f.Add(binFrame)
+	// One byte short: min_len rejects it.
+	f.Add(binFrame[:13])
+	// Padded to max_len 32.
+	f.Add(append(append([]byte(nil), binFrame...), make([]byte, 18)...))
+	// One beyond max_len.
+	f.Add(append(append([]byte(nil), binFrame...), make([]byte, 19)...))
+	// Extremes: int16 min, uint16 max.
+	f.Add([]byte{0xa5, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x80, 0x00, 0xff, 0xff, 0xff, 0xff})
+	// Rule bin2: ascii device, float32 22, float64 NaN.
+	f.Add([]byte("\xa5\x02dev1\x00\x00\xb0\x41\x7f\xf8\x00\x00\x00\x00\x00\x00"))
+	// Rule bin2: device "a/b+" must be rejected.
+	f.Add([]byte("\xa5\x02a/b+\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+	// Rule bin2: all-NUL device, fields beyond the end.
+	f.Add([]byte("\xa5\x02\x00\x00\x00\x00"))
+	// Rule bin2: device not UTF-8.
+	f.Add([]byte("\xa5\x02\xff\xfe\xfd\xfc"))
+	// Empty datagram.
+	f.Add([]byte{})
+	tab := mustCompile(f, fuzzRules()...)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		checkMap(t, tab, payload)
+	})
+}
+
+func FuzzMapJSON(f *testing.F) {
+	// The documented document.
+	f.Add(jsonDoc)
+	// Device injects a level.
+	f.Add([]byte(`{"id":"a/b","kind":"env","t":1,"meta":{}}`))
+	// Field injects a wildcard.
+	f.Add([]byte(`{"id":"x","kind":"+","t":1,"meta":{}}`))
+	// Escaped NUL.
+	f.Add([]byte(`{"id":"x","kind":"\u0000","t":1,"meta":{}}`))
+	// Lone surrogate → U+FFFD.
+	f.Add([]byte(`{"id":"\ud800","kind":"k","t":1,"meta":[]}`))
+	// Duplicate key: first wins.
+	f.Add([]byte(`{"id":"x","kind":"k","t":1,"meta":{},"id":"y"}`))
+	// Brackets inside strings.
+	f.Add([]byte(`{"id":"x","kind":"k","t":1,"meta":{"a":[1,{"b":"}"}]}}`))
+	// Truncated.
+	f.Add([]byte(`{"id":"x","kind":"k","t":1`))
+	// Rule json2: array pointers, scaled number.
+	f.Add([]byte(`["dev",{"v":3},"w"]`))
+	// Rule json2: scale on a string.
+	f.Add([]byte(`["dev",{"v":"3"},"w"]`))
+	// Rule json2: number out of range.
+	f.Add([]byte(`["dev",{"v":1e999},"w"]`))
+	// Deep and invalid.
+	f.Add([]byte(`[` + strings.Repeat(`[`, 200) + `]`))
+	tab := mustCompile(f, fuzzRules()...)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		// The scanner agrees with encoding/json on what is valid.
+		want := json.Valid(payload)
+		if got := validJSON(payload, false); got != want {
+			t.Fatalf("validJSON = %v, encoding/json %v", got, want)
+		}
+		checkMap(t, tab, payload)
+	})
+}
+
+func FuzzMapRegex(f *testing.F) {
+	// The documented line.
+	f.Add(textLine)
+	// Device injects a level.
+	f.Add([]byte("T,a/b,1,2"))
+	// Temp not a number.
+	f.Add([]byte("T,dev,x,2"))
+	// Hum out of uint8 range.
+	f.Add([]byte("T,dev,1,300"))
+	// Empty device.
+	f.Add([]byte("T,,1,2"))
+	// Rule text2: scaled int16.
+	f.Add([]byte("temp=86"))
+	// Rule text2: optional group present.
+	f.Add([]byte("temp=86;opt"))
+	// Rule text2: out of int16 range.
+	f.Add([]byte("temp=99999"))
+	// Rule text2: optional group injects a wildcard.
+	f.Add([]byte("temp=1;a#b"))
+	// Device not UTF-8.
+	f.Add([]byte("T,\xff,1,2"))
+	tab := mustCompile(f, fuzzRules()...)
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		checkMap(t, tab, payload)
+	})
+}
+
+func FuzzTemplate(f *testing.F) {
+	// A plain topic.
+	f.Add("sensors/{device}/state", "dev1")
+	// A JSON payload written by hand.
+	f.Add(`{{"t":{v},"d":"{device}"}}`, "21.5")
+	// Braces around a placeholder.
+	f.Add("{{{v}}}", "x")
+	// Unclosed.
+	f.Add("{", "")
+	// Single close.
+	f.Add("}", "")
+	// Bad name.
+	f.Add("{a b}", "")
+	// Unknown name, a constant.
+	f.Add("{unknown}/{gw}", "v")
+	// Value that is unsafe in a topic.
+	f.Add("{v}", "a/b")
+	// Dollar.
+	f.Add("$x/{v}", "$")
+	f.Fuzz(func(t *testing.T, text, val string) {
+		parts, err := parseTemplate(text)
+		if err != nil {
+			return
+		}
+		// Round trip: re-escaping the parts gives a template that parses the same.
+		var b strings.Builder
+		for _, p := range parts {
+			if p.isName {
+				b.WriteString("{" + p.text + "}")
+			} else {
+				b.WriteString(strings.NewReplacer("{", "{{", "}", "}}").Replace(p.text))
+			}
+		}
+		again, err := parseTemplate(b.String())
+		if err != nil || len(again) != len(parts) {
+			t.Fatalf("re-escaped %q: %v, %d parts, want %d", b.String(), err, len(again), len(parts))
+		}
+		for i := range parts {
+			if again[i] != parts[i] {
+				t.Fatalf("part %d: %+v, want %+v", i, again[i], parts[i])
+			}
+		}
+
+		lookup := func(name string) (binding, bool) {
+			switch name {
+			case "gw":
+				return binding{slot: -1, constant: "G"}, true
+			case "device":
+				return binding{slot: 0}, true
+			case "v":
+				return binding{slot: 1}, true
+			}
+			return binding{}, false
+		}
+		segs, unknown := bindTemplate("", parts, lookup)
+		text2 := []byte("dev1" + val)
+		vals := []value{{t0: 0, t1: 4}, {t0: 4, t1: len(text2)}}
+		payload := appendText(nil, segs, vals, text2)
+		var want strings.Builder
+		for _, p := range parts {
+			switch {
+			case !p.isName:
+				want.WriteString(p.text)
+			case p.text == "gw":
+				want.WriteString("G")
+			case p.text == "device":
+				want.WriteString("dev1")
+			case p.text == "v":
+				want.WriteString(val)
+			}
+		}
+		if string(payload) != want.String() {
+			t.Fatalf("rendered %q, want %q", payload, want.String())
+		}
+		topic, bad, _ := appendTopic(nil, segs, vals, text2)
+		if len(unknown) == 0 && bad < 0 && badTopicText(text) == "" {
+			if string(topic) != want.String() {
+				t.Fatalf("topic %q, want %q", topic, want.String())
+			}
+			usesV := false
+			for _, p := range parts {
+				usesV = usesV || p.isName && p.text == "v"
+			}
+			if usesV && strings.ContainsAny(val, "/+#\x00") {
+				t.Fatalf("unsafe value %q accepted in %q", val, topic)
+			}
+		}
+	})
+}
