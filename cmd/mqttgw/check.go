@@ -129,8 +129,14 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	var res mapping.Result
-	if err := table.Map(mapping.Datagram{Listener: *listener, From: addr, Payload: payload}, &res); err != nil {
+	d := mapping.Datagram{Listener: *listener, From: addr, Payload: payload}
+	if err := table.Map(d, &res); err != nil {
 		fmt.Fprintf(stdout, "no publish: %v\n", err)
+		for _, v := range table.Explain(d) {
+			if v.Reason != "" {
+				fmt.Fprintf(stdout, "  rule %s: %s\n", v.Rule, v.Reason)
+			}
+		}
 		return 1
 	}
 	fmt.Fprintf(stdout, "rule:   %s\ndevice: %s\n", res.Rule, res.Device)

@@ -92,8 +92,13 @@ publish: topic=sensors/0007/climate qos=1 retain=true payload={"battery":3600,"d
 		t.Errorf("got\n%s\nwant\n%s", out, want)
 	}
 	code, out, _ = runCLI("rules", "test", "--config", "../../config.toml.example", "--listener", "sensors", "--text", "nothing matches this")
-	if code != 1 || !strings.Contains(out, "no publish") {
-		t.Errorf("no match: exit %d, %q", code, out)
+	wantWhy := `no publish: mapping: no rule matches
+  rule json-climate: not a JSON object
+  rule text-climate: regex ^(?P<id>[A-Za-z0-9_-]+) temp=(?P<temp>-?[0-9.]+) hum=(?P<hum>[0-9.]+)$ does not match
+  rule binary-climate: 20 bytes, longer than max_len 9
+`
+	if code != 1 || out != wantWhy {
+		t.Errorf("no match: exit %d, got\n%s\nwant\n%s", code, out, wantWhy)
 	}
 	if code, _, _ := runCLI("rules", "test", "--config", "../../config.toml.example", "--listener", "nosuch", "--text", "x"); code != 2 {
 		t.Errorf("unknown listener: exit %d, want 2", code)
