@@ -62,8 +62,8 @@ type Options struct {
 	// gateway fans messages out to devices itself (one MQTT subscription per filter,
 	// however many devices share it).
 	OnMessage func(Message)
-	Logger  *zap.Logger
-	Metrics *metrics.Registry
+	Logger    *zap.Logger
+	Metrics   *metrics.Registry
 }
 
 // Proxy is the gateway's connection to the broker.
@@ -73,9 +73,9 @@ type Proxy struct {
 	client   paho.Client
 	embedded *embedded
 
-	mu        sync.Mutex // guards the fields below
+	mu        sync.Mutex      // guards the fields below
 	subs      map[string]byte // filter → QoS, restored on reconnect
-	connected chan struct{} // closed while connected; replaced on loss
+	connected chan struct{}   // closed while connected; replaced on loss
 	queue     deque
 	queueWake chan struct{} // signalled (non-blocking) when the queue or connection changes
 	unacked   int           // popped from the queue, not yet acknowledged or put back
