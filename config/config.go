@@ -109,7 +109,14 @@ type Rule struct {
 }
 
 // Match selects datagrams. All set conditions must hold.
+//
+// On mqttsn and coap listeners a rule is a topic rule instead: Topic alone selects
+// the device's topic (MQTT-SN topic name, CoAP path) and the rule's one publish
+// rewrites it; payload, QoS and retain stay the device's.
 type Match struct {
+	// Topic is a topic pattern for topic rules: literal levels, {name} capturing one
+	// whole level, and a final {name...} capturing the rest (one or more levels).
+	Topic      string `toml:"topic"`
 	HexPrefix  string `toml:"hex_prefix"`
 	TextPrefix string `toml:"text_prefix"`
 	// Regex is matched against the whole payload as text; its named groups become

@@ -221,11 +221,14 @@ type listenerBroker struct {
 var _ udpgw.Broker = (*listenerBroker)(nil)
 
 func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
-	topic := b.mountpoint + m.Topic
+	topic, _, err := b.g.table.MapTopic(b.listener, device, m.Topic)
+	if err != nil {
+		return fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
+	}
 	if err := config.CheckTopic(topic); err != nil {
 		return fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
 	}
-	err := b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	err = b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	switch {
 	case errors.Is(err, proxy.ErrUnavailable), errors.Is(err, proxy.ErrTimeout), errors.Is(err, proxy.ErrClosed):
 		return fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
@@ -236,6 +239,10 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 	b.g.hub.remember(udpgw.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	b.g.hub.mu.Unlock()
 	return nil
+}
+
+func (b *listenerBroker) HasTopicRule(topic string) bool {
+	return b.g.table.HasTopicRule(b.listener, topic)
 }
 
 func (b *listenerBroker) Subscribe(ctx context.Context, device, filter string, qos byte, deliver func(udpgw.Message)) (byte, error) {

@@ -15,9 +15,11 @@ import (
 // Table is a compiled rules table. It is immutable: Map, RunTests and HasRules may be
 // called from any number of goroutines at once (each with its own Result).
 type Table struct {
-	gateway    string
-	rules      []*rule            // every rule, in file order
-	byListener map[string][]*rule // a listener's rules, in file order
+	gateway     string
+	rules       []*rule                 // every rule, in file order
+	byListener  map[string][]*rule      // a listener's rules, in file order
+	topicRules  map[string][]*topicRule // a protocol listener's topic rules, in file order
+	mountpoints map[string]string       // listener → mountpoint
 }
 
 // rule is one compiled config.Rule.
@@ -219,9 +221,21 @@ func Compile(gatewayID string, listeners []config.Listener, rules []config.Rule)
 			c.listenerNames = append(c.listenerNames, l.Name)
 		}
 	}
-	t := &Table{gateway: gatewayID, byListener: map[string][]*rule{}}
+	t := &Table{gateway: gatewayID, byListener: map[string][]*rule{}, topicRules: map[string][]*topicRule{}, mountpoints: map[string]string{}}
+	for _, l := range listeners {
+		t.mountpoints[l.Name] = l.Mountpoint
+	}
 	c.ruleNames = map[string]int{}
 	for i := range rules {
+		if l := c.listeners[rules[i].Listener]; l != nil && protocolListener(l.Type) {
+			if tr := c.topicRule(i, &rules[i]); tr != nil {
+				t.topicRules[l.Name] = append(t.topicRules[l.Name], tr)
+			}
+			continue
+		}
+		if rules[i].Match.Topic != "" {
+			c.add(fmt.Sprintf("rule[%d].match.topic", i), "topic patterns are for rules of mqttsn and coap listeners; a udp listener's rules match datagrams")
+		}
 		ru := c.rule(i, &rules[i])
 		if ru == nil {
 			continue
@@ -272,26 +286,29 @@ func (c *compiler) warn(key, format string, args ...any) {
 	c.ps = append(c.ps, p)
 }
 
+// ruleName checks that a rule's name is set and unique across all rules.
+func (c *compiler) ruleName(key, name string) {
+	if name == "" {
+		c.add(key+".name", "name is empty")
+	} else if first, dup := c.ruleNames[name]; dup {
+		c.add(key+".name", "duplicate rule name %q (also rule[%d])", name, first)
+	} else {
+		c.ruleNames[name] = len(c.ruleNames)
+	}
+}
+
 // rule compiles rule i; it returns nil if the rule has errors.
 func (c *compiler) rule(i int, cr *config.Rule) *rule {
 	c.bad, c.reBroken = false, false
 	key := fmt.Sprintf("rule[%d]", i)
 	ru := &rule{index: i, name: cr.Name, listener: cr.Listener}
-	if cr.Name == "" {
-		c.add(key+".name", "name is empty")
-	} else if first, dup := c.ruleNames[cr.Name]; dup {
-		c.add(key+".name", "duplicate rule name %q (also rule[%d])", cr.Name, first)
-	} else {
-		c.ruleNames[cr.Name] = i
-	}
+	c.ruleName(key, cr.Name)
 	l := c.listeners[cr.Listener]
 	switch {
 	case cr.Listener == "":
-		c.add(key+".listener", "listener is empty (listeners: %s)", list(c.listenerNames))
+		c.add(key+".listener", "missing: name the listener this rule maps (listeners: %s)", list(c.listenerNames))
 	case l == nil:
 		c.add(key+".listener", "unknown listener %q (listeners: %s)", cr.Listener, list(c.listenerNames))
-	case l.Type != "" && l.Type != config.ListenerUDP:
-		c.warn(key+".listener", "listener %q has type %q: rules map %q listeners only, so this rule is never used", l.Name, l.Type, config.ListenerUDP)
 	}
 	maxLen := cr.Match.MaxLen
 	if l != nil && l.MaxPacket > 0 && (maxLen == 0 || l.MaxPacket < maxLen) {

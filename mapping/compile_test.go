@@ -45,7 +45,7 @@ func TestCompileProblems(t *testing.T) {
 		{"unknown listener", binRule, func(r *config.Rule) { r.Listener = "x" },
 			[]problem{{key: "rule[0].listener", msg: `unknown listener "x" (listeners: udp, lora)`}}},
 		{"no listener", binRule, func(r *config.Rule) { r.Listener = "" },
-			[]problem{{key: "rule[0].listener", msg: `listener is empty`}}},
+			[]problem{{key: "rule[0].listener", msg: `missing: name the listener this rule maps`}}},
 		{"no name", binRule, func(r *config.Rule) { r.Name = "" },
 			[]problem{{key: "rule[0].name", msg: "name is empty"}}},
 		{"bad hex", binRule, func(r *config.Rule) { r.Match.HexPrefix = "a5z1" },
@@ -189,7 +189,12 @@ func TestCompileTableProblems(t *testing.T) {
 		r := binRule()
 		r.Listener = "sn"
 		_, ps := Compile("gw1", ls, []config.Rule{r})
-		checkProblems(t, ps, []problem{{key: "rule[0].listener", msg: `listener "sn" has type "mqttsn": rules map "udp" listeners only`, warning: true}})
+		checkProblems(t, ps, []problem{
+			{key: "rule[0].match.topic", msg: `missing: a rule of a mqttsn listener matches a topic pattern`},
+			{key: "rule[0].match", msg: `a rule of a mqttsn listener matches by topic only`},
+			{key: "rule[0]", msg: `device, fields and tests belong to rules of udp listeners`},
+			{key: "rule[0].publish", msg: `a topic rule has exactly one [[rule.publish]] with the new topic, not 2`},
+		})
 	})
 	t.Run("bad gateway id", func(t *testing.T) {
 		r := binRule()

@@ -31,10 +31,14 @@ var (
 // each listener its own Broker, which knows the listener's mountpoint and rules.
 // All methods are safe for concurrent use.
 type Broker interface {
-	// Publish sends m on behalf of device. For QoS >= 1 it returns only after the
-	// broker acknowledged, so the engine can acknowledge the device then; errors wrap
-	// ErrUnavailable, ErrForbidden or ErrBadTopic.
+	// Publish sends m on behalf of device. The listener's topic rules rewrite m.Topic
+	// (else it passes unchanged) and its mountpoint prefixes it. For QoS >= 1 it
+	// returns only after the broker acknowledged, so the engine can acknowledge the
+	// device then; errors wrap ErrUnavailable, ErrForbidden or ErrBadTopic.
 	Publish(ctx context.Context, device string, m Message) error
+	// HasTopicRule reports whether one of the listener's topic rules matches topic,
+	// e.g. for a CoAP path outside /ps/ that only a rule makes publishable.
+	HasTopicRule(topic string) bool
 	// Subscribe makes deliver receive every broker message matching filter (an MQTT
 	// filter in the device's topic space) until Unsubscribe or UnsubscribeAll. It
 	// returns the granted QoS. deliver runs on the broker's delivery goroutine: it
