@@ -1,6 +1,9 @@
 package mapping
 
-import "testing"
+import (
+	"encoding/json"
+	"testing"
+)
 
 // The benchmarks run the fixture datagrams through a table holding all three fixture
 // rules in the order bin, json, text, so the regex line is first tried (and rejected)
@@ -30,3 +33,24 @@ func BenchmarkMapJSON(b *testing.B) { benchMap(b, jsonDoc) }
 
 // BenchmarkMapRegex: device and two typed fields from regex groups, two publishes.
 func BenchmarkMapRegex(b *testing.B) { benchMap(b, textLine) }
+
+// BenchmarkBaselineJSONDecode is the baseline for BenchmarkMapJSON: what a
+// straightforward gateway does for the same datagram and output — encoding/json into
+// a map, pick the fields, build the topic, marshal the fields back to JSON.
+func BenchmarkBaselineJSONDecode(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(jsonDoc)))
+	for b.Loop() {
+		var m map[string]any
+		if err := json.Unmarshal(jsonDoc, &m); err != nil {
+			b.Fatal(err)
+		}
+		id, _ := m["id"].(string)
+		out := map[string]any{"device": id, "temp": m["t"], "kind": m["kind"], "meta": m["meta"]}
+		topic := "sensors/" + id + "/state"
+		payload, err := json.Marshal(out)
+		if err != nil || topic == "" || len(payload) == 0 {
+			b.Fatal(err)
+		}
+	}
+}
