@@ -41,7 +41,13 @@ type MQTTSN struct {
 	// the oldest and is counted.
 	MaxBuffered int `toml:"max_buffered"`
 	// MaxKeepalive caps the CONNECT Duration a client may ask for; 0 = no cap.
+	// A CONNECT asking for more (or for 0, "never expire") is refused with
+	// CONNACK "not supported".
 	MaxKeepalive Duration `toml:"max_keepalive"`
+	// SessionExpiry is how long the gateway keeps the persistent session
+	// (CleanSession=0) of a client that disconnected or was lost: its
+	// subscriptions, topic ids and buffered messages. Default 1h.
+	SessionExpiry Duration `toml:"session_expiry"`
 }
 
 func (m *MQTTSN) applyDefaults() {
@@ -61,6 +67,7 @@ func (m *MQTTSN) applyDefaults() {
 	if m.MaxBuffered == 0 {
 		m.MaxBuffered = 100
 	}
+	setDuration(&m.SessionExpiry, time.Hour)
 }
 
 func (m *MQTTSN) validate(key string, add func(key, format string, args ...any)) {
@@ -74,6 +81,12 @@ func (m *MQTTSN) validate(key string, add func(key, format string, args ...any))
 		if err := checkHostPort(m.AdvertiseAddr); err != nil {
 			add(key+".advertise_addr", "%v", err)
 		}
+	}
+	if d := m.AdvertiseInterval.D(); d != 0 && (d < time.Second || d > 65535*time.Second) {
+		add(key+".advertise_interval", "%v is out of range 1s..65535s (the ADVERTISE Duration is 16 bits of seconds)", d)
+	}
+	if m.RetryInterval.D() < 10*time.Millisecond {
+		add(key+".retry_interval", "%v is too short: want at least 10ms (the spec's T_RETRY is 10-15s)", m.RetryInterval.D())
 	}
 	if m.MaxRetries < 1 {
 		add(key+".max_retries", "%d: want at least 1", m.MaxRetries)
@@ -92,6 +105,9 @@ func (m *MQTTSN) validate(key string, add func(key, format string, args ...any))
 	if m.MaxKeepalive.D() > 65535*time.Second {
 		add(key+".max_keepalive", "must be at most 65535s (the CONNECT Duration is 16 bits)")
 	}
+	if m.MaxKeepalive != 0 && m.MaxKeepalive.D() < time.Second {
+		add(key+".max_keepalive", "%v is shorter than 1s, the CONNECT Duration's unit", m.MaxKeepalive.D())
+	}
 }
 
 func (g *MQTTSNGlobal) validate(add func(key, format string, args ...any)) {
@@ -103,6 +119,9 @@ func (g *MQTTSNGlobal) validate(add func(key, format string, args ...any)) {
 		}
 		if err := CheckTopic(p.Topic); err != nil {
 			add(key+".topic", "%v", err)
+		}
+		if len(p.ClientID) > 23 {
+			add(key+".client_id", "%q is longer than 23 octets, the longest MQTT-SN client id", p.ClientID)
 		}
 		k := fmt.Sprintf("%s/%d", p.ClientID, p.ID)
 		if j, dup := seen[k]; dup {

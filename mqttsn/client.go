@@ -134,6 +134,11 @@ type Client struct {
 	topicIDs   map[string]uint16   // registered topic name → id (§6.5)
 	topicNames map[uint16]string   // registered id → topic name
 	inboundQ2  map[uint16]struct{} // QoS 2 MsgIds received and not yet released (§6.10)
+	// subscribing maps the MsgId of a SUBSCRIBE by topic name in flight to
+	// that name, so that the reader learns the SUBACK's topic id before it
+	// handles the next datagram: a gateway may PUBLISH with the id right
+	// after the SUBACK (a retained message), before Subscribe returns.
+	subscribing map[uint16]string
 }
 
 // Dial opens a UDP socket to the gateway at addr ("host:port") and starts
@@ -161,6 +166,8 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 		topicIDs:   make(map[string]uint16),
 		topicNames: make(map[uint16]string),
 		inboundQ2:  make(map[uint16]struct{}),
+
+		subscribing: make(map[uint16]string),
 	}
 	switch {
 	case c.keepalive == 0:
@@ -469,6 +476,16 @@ func (c *Client) subscribe(ctx context.Context, flags Flags, filter string, topi
 		return nil, err
 	}
 	defer release()
+	if flags.TopicIDType == TopicNormal && !strings.ContainsAny(filter, "+#") {
+		c.mu.Lock()
+		c.subscribing[msgID] = filter
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			delete(c.subscribing, msgID)
+			c.mu.Unlock()
+		}()
+	}
 	m, err := c.exchange(ctx, []waitKey{{MsgSuback, msgID}}, func(retry bool) Message {
 		f := flags
 		f.DUP = retry
@@ -920,6 +937,16 @@ func (c *Client) handle(m Message) {
 			// Unsolicited: the gateway ended the connection (§6.12).
 			c.setState(stateDisconnected)
 		}
+	case *Suback:
+		if m.ReturnCode == Accepted && m.TopicID != 0 {
+			c.mu.Lock()
+			filter, ok := c.subscribing[m.MsgID]
+			c.mu.Unlock()
+			if ok {
+				c.remember(filter, m.TopicID)
+			}
+		}
+		c.deliver(m)
 	case *Puback:
 		if !c.deliver(m) && m.ReturnCode == InvalidTopicID {
 			// Rejection of a QoS 0 PUBLISH: register again next time.

@@ -910,3 +910,30 @@ func TestEncapsulatedRadius(t *testing.T) {
 		t.Errorf("Radius() = %d, want 2", r)
 	}
 }
+
+// TestClientPublishRightAfterSuback: a gateway may PUBLISH with the topic id of
+// a SUBACK right after it (a retained message), before Subscribe has returned;
+// the reader must know the id by then rather than reject the PUBLISH.
+func TestClientPublishRightAfterSuback(t *testing.T) {
+	checkGoroutines(t)
+	g := startGW(t, func(g *fakeGW, m Message) bool {
+		s, ok := m.(*Subscribe)
+		if !ok {
+			return false
+		}
+		g.send(&Suback{Flags: Flags{QoS: QoS1}, TopicID: 300, MsgID: s.MsgID},
+			&Publish{Flags: Flags{QoS: QoS1, Retain: true}, TopicID: 300, MsgID: 9, Data: []byte("retained")})
+		return true
+	})
+	r := newReceived()
+	c := dial(t, g, ClientOptions{OnMessage: r.on})
+	if _, id, err := c.Subscribe(testCtx(t), "r/t", QoS1); err != nil || id != 300 {
+		t.Fatalf("Subscribe = %d, %v", id, err)
+	}
+	if got := r.wait(t, 1); got[0] != "r/t 300 normal 1 retained" {
+		t.Errorf("OnMessage got %q", got)
+	}
+	if pa := g.next(MsgPuback).(*Puback); pa.ReturnCode != Accepted {
+		t.Errorf("PUBACK %v: the PUBLISH was rejected", pa.ReturnCode)
+	}
+}

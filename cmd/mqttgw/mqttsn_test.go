@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/gateway"
+	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+)
+
+// snBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type snBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *snBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *snBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startSNGateway runs Mosquitto and a gateway with an MQTT-SN listener; it
+// returns the broker and the listener's address.
+func startSNGateway(t *testing.T) (*mosquittotest.Broker, *gateway.Gateway, string) {
+	t.Helper()
+	b := mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"}})
+	cfg, ps := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[upstream]
+url = %q
+username = "mqttgw"
+password = "gw-secret"
+[[mqttsn.predefined]]
+id = 5
+topic = "cli/pre"
+[[listener]]
+name = "sn"
+type = "mqttsn"
+bind = "127.0.0.1:0"
+[listener.mqttsn]
+retry_interval = "300ms"
+`, b.URL)))
+	if errs := ps.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	g, err := gateway.New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("gateway did not stop")
+		}
+	})
+	waitCond(t, "gateway connected", g.Proxy().Connected)
+	return b, g, g.ListenerAddr("sn").String()
+}
+
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMQTTSNPubSub runs `mqttgw sub` and `mqttgw pub` against a gateway: QoS 1
+// and 2 by name, QoS -1 by predefined id from no connection, and a will
+// published when a client sent to sleep with --sleep never wakes.
+func TestMQTTSNPubSub(t *testing.T) {
+	_, g, addr := startSNGateway(t)
+	var out, serr snBuffer
+	subDone := make(chan int, 1)
+	go func() {
+		subDone <- run([]string{"sub", "--mqttsn", addr, "-t", "cli/#", "-q", "1", "-v", "-C", "4", "-W", "30", "--retry", "300ms", "-i", "cli-sub"}, &out, &serr)
+	}()
+	waitCond(t, "the sub's SUBACK", func() bool {
+		return g.Metrics().Get("mqttgw_mqttsn_messages_total", "listener", "sn", "direction", "out", "type", "SUBACK") == 1
+	})
+	pub := func(args ...string) {
+		t.Helper()
+		var o, e bytes.Buffer
+		args = append([]string{"pub", "--mqttsn", addr, "--retry", "300ms"}, args...)
+		if rc := run(args, &o, &e); rc != 0 {
+			t.Fatalf("mqttgw %s: exit %d: %s", strings.Join(args, " "), rc, e.String())
+		}
+	}
+	pub("-t", "cli/a", "-m", "hello", "-q", "1")
+	pub("-t", "cli/b", "-m", "exactly once", "-q", "2", "-r")
+	pub("--predefined", "5", "-m", "minus one", "-q", "-1")
+	pub("-t", "cli/c", "-m", "asleep", "-q", "0", "-k", "1s", "--sleep", "1s", "--will-topic", "cli/will", "--will-message", "overslept", "-i", "sleeper")
+	select {
+	case rc := <-subDone:
+		if rc != 0 {
+			t.Fatalf("sub: exit %d: %s", rc, serr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sub did not exit after -C 4")
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	want := []string{"cli/a hello", "cli/b exactly once", "cli/pre minus one", "cli/c asleep"}
+	// The will comes 1.5 s after the sleep began, after "asleep": -C 4 stops before it.
+	if len(lines) != 4 {
+		t.Fatalf("sub printed %q, want %q", lines, want)
+	}
+	for i := range want {
+		if lines[i] != want[i] {
+			t.Errorf("line %d = %q, want %q", i, lines[i], want[i])
+		}
+	}
+	// The will of the client that never woke, seen by a new subscriber.
+	var out2, e2 snBuffer
+	if rc := run([]string{"sub", "--mqttsn", addr, "-t", "cli/will", "-C", "1", "-W", "10", "--retry", "300ms"}, &out2, &e2); rc != 0 {
+		t.Fatalf("sub cli/will: exit %d: %s", rc, e2.String())
+	}
+	if got := strings.TrimSpace(out2.String()); got != "overslept" {
+		t.Fatalf("will: %q", got)
+	}
+}
+
+func TestMQTTSNUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"pub", "--mqttsn", "127.0.0.1:1", "-t", "a/b", "-m", "x", "-q", "-1"},          // QoS -1 needs a predefined or short id
+		{"pub", "--mqttsn", "127.0.0.1:1", "-t", "a/b"},                                 // no message
+		{"pub", "--mqttsn", "127.0.0.1:1", "--short", "abc", "-m", "x"},                 // not two characters
+		{"pub", "--mqttsn", "127.0.0.1:1", "-t", "a", "-m", "x", "--will-message", "m"}, // will message without topic
+		{"sub", "--mqttsn", "127.0.0.1:1", "-t", "a", "-q", "3"},
+		{"sub", "--mqttsn", "127.0.0.1:1"},
+		{"bench", "--mqttsn", "10.1.2.3:1884", "--mqtt", "tcp://127.0.0.1:1883"}, // loopback only
+		{"bench", "--clients", "0"},
+	} {
+		var o, e bytes.Buffer
+		if rc := run(args, &o, &e); rc != 2 {
+			t.Errorf("mqttgw %s: exit %d, want 2 (usage); stderr %s", strings.Join(args, " "), rc, e.String())
+		}
+	}
+}
+
+// TestMQTTSNBench runs the load tool on a small load, both phases.
+func TestMQTTSNBench(t *testing.T) {
+	b, _, addr := startSNGateway(t)
+	var o, e bytes.Buffer
+	rc := run([]string{"bench", "--mqttsn", addr, "--mqtt", b.URL, "-u", "reader", "-P", "reader-secret",
+		"--clients", "5", "--messages", "4", "--qos", "1", "--duration-limit", "30s"}, &o, &e)
+	if rc != 0 {
+		t.Fatalf("bench: exit %d\n%s\n%s", rc, o.String(), e.String())
+	}
+	for _, want := range []string{"gateway (MQTT-SN)", "direct (MQTT)", "20/20", "messages/s", "latency p99"} {
+		if !strings.Contains(o.String(), want) {
+			t.Errorf("bench output lacks %q:\n%s", want, o.String())
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const snListener = "[[listener]]\nname = \"sn\"\ntype = \"mqttsn\"\nbind = \"127.0.0.1:1884\"\n[listener.mqttsn]\n"
+
+func TestMQTTSNDefaults(t *testing.T) {
+	c, ps := Parse("t.toml", []byte("[[listener]]\nname = \"sn\"\ntype = \"mqttsn\"\n"))
+	if errs := ps.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	l := c.Listeners[0]
+	if l.Bind != "127.0.0.1:1884" {
+		t.Errorf("bind = %q, want the MQTT-SN default port 1884", l.Bind)
+	}
+	m := l.MQTTSN
+	want := MQTTSN{GatewayID: 1, RetryInterval: Duration(10 * time.Second), MaxRetries: 3, MaxClients: 100000,
+		MaxTopics: 1000, MaxBuffered: 100, SessionExpiry: Duration(time.Hour)}
+	if m != want {
+		t.Errorf("defaults\n got %+v\nwant %+v", m, want)
+	}
+}
+
+func TestMQTTSNProblems(t *testing.T) {
+	tests := []struct {
+		name, toml string
+		want       string
+	}{
+		{"gateway id", snListener + "gateway_id = 256\n", `t.toml:6: listener[0].mqttsn.gateway_id: 256 is out of range 1..255 (GwId is one octet)`},
+		{"advertise without addr", snListener + "advertise_interval = \"15m\"\n", `listener[0].mqttsn.advertise_addr: missing: advertise_interval is set`},
+		{"advertise too long", snListener + "advertise_interval = \"24h\"\nadvertise_addr = \"255.255.255.255:1884\"\n", `t.toml:6: listener[0].mqttsn.advertise_interval: 24h0m0s is out of range 1s..65535s`},
+		{"bad advertise addr", snListener + "advertise_addr = \"everyone\"\n", `t.toml:6: listener[0].mqttsn.advertise_addr: "everyone" is not HOST:PORT`},
+		{"retry too short", snListener + "retry_interval = \"1ms\"\n", `t.toml:6: listener[0].mqttsn.retry_interval: 1ms is too short: want at least 10ms`},
+		{"negative retries", snListener + "max_retries = -1\n", `t.toml:6: listener[0].mqttsn.max_retries: -1: want at least 1`},
+		{"max clients", snListener + "max_clients = -5\n", `t.toml:6: listener[0].mqttsn.max_clients: -5: want at least 1`},
+		{"max topics", snListener + "max_topics = 70000\n", `t.toml:6: listener[0].mqttsn.max_topics: 70000: topic ids are 16 bits, so at most 65534`},
+		{"max keepalive", snListener + "max_keepalive = \"100000s\"\n", `t.toml:6: listener[0].mqttsn.max_keepalive: must be at most 65535s`},
+		{"max keepalive unit", snListener + "max_keepalive = \"500ms\"\n", `t.toml:6: listener[0].mqttsn.max_keepalive: 500ms is shorter than 1s`},
+		{"unknown key", snListener + "max_client = 5\n", `t.toml:6: listener[0].mqttsn.max_client: unknown key "max_client" (did you mean "max_clients"?)`},
+		{"predefined id", "[[mqttsn.predefined]]\nid = 0\ntopic = \"a\"\n", `t.toml:2: mqttsn.predefined[0].id: 0 is out of range 1..65534`},
+		{"predefined wildcard", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a/#\"\n", `t.toml:3: mqttsn.predefined[0].topic: topic "a/#" contains a wildcard`},
+		{"predefined duplicate", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a\"\n[[mqttsn.predefined]]\nid = 1\ntopic = \"b\"\n", `t.toml:5: mqttsn.predefined[1].id: predefined id 1 is already mqttsn.predefined[0]`},
+		{"predefined client id", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a\"\nclient_id = \"" + strings.Repeat("x", 24) + "\"\n", `t.toml:4: mqttsn.predefined[0].client_id: "xxxxxxxxxxxxxxxxxxxxxxxx" is longer than 23 octets`},
+		{"mqttsn table on udp listener", "[[listener]]\nname = \"u\"\ntype = \"udp\"\nbind = \"127.0.0.1:1\"\n[listener.mqttsn]\nmax_clients = 3\n", `listener[0].mqttsn: ignored: the listener's type is "udp"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ps := Parse("t.toml", []byte(tt.toml))
+			var got []string
+			for _, p := range ps {
+				got = append(got, p.Error())
+				if strings.Contains(p.Error(), tt.want) {
+					return
+				}
+			}
+			t.Fatalf("want a problem containing\n  %s\ngot\n  %s", tt.want, strings.Join(got, "\n  "))
+		})
+	}
+}
+
+func TestMQTTSNSamePredefinedIDPerClient(t *testing.T) {
+	_, ps := Parse("t.toml", []byte("[[mqttsn.predefined]]\nid = 1\ntopic = \"a\"\n[[mqttsn.predefined]]\nid = 1\ntopic = \"b\"\nclient_id = \"dev1\"\n"))
+	if errs := ps.Errors(); len(errs) > 0 {
+		t.Fatalf("a per-client id may shadow a global one: %v", errs)
+	}
+}

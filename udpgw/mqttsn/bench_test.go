@@ -1,0 +1,97 @@
+package mqttsn
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// BenchmarkPublishQoS1 measures the engine's own cost of a QoS 1 PUBLISH and
+// its PUBACK over loopback UDP, with a broker that acknowledges at once: 50
+// clients, each with one message in flight.
+func BenchmarkPublishQoS1(b *testing.B) {
+	te := startEngine(b, nil)
+	const clients = 50
+	devs := make([]*device, clients)
+	ids := make([]uint16, clients)
+	for i := range devs {
+		devs[i] = te.device(b)
+		devs[i].connect(fmt.Sprintf("b%d", i), 600, true)
+		ids[i] = devs[i].register(fmt.Sprintf("bench/%d", i))
+	}
+	var wg sync.WaitGroup
+	per := b.N/clients + 1
+	b.ResetTimer()
+	for i, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 64)
+			for n := range per {
+				msg, _ := mqttsn.Append(nil, &mqttsn.Publish{Flags: mqttsn.Flags{QoS: 1}, TopicID: ids[i], MsgID: uint16(n%60000 + 1), Data: []byte("0123456789abcdef0123456789abcdef")})
+				if _, err := d.c.Write(msg); err != nil {
+					return
+				}
+				if _, err := d.c.Read(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(per*clients)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// BenchmarkConnectedClientMemory reports the Go heap a connected client costs:
+// its record, session, address and id table entries, and one registered topic.
+func BenchmarkConnectedClientMemory(b *testing.B) {
+	conn, err := udpgw.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	e, err := New(Options{Name: "sn", Conn: conn, Broker: newFakeBroker(), Sessions: session.NewTable(), MaxClients: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const clients = 10000
+	var before, after runtimeMem
+	before.read()
+	n := 0
+	for b.Loop() {
+		base := n
+		for i := range clients {
+			from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(n >> 16), byte(n >> 8), byte(n)}), 9) // loopback, discard port: answers go nowhere
+			id := fmt.Sprintf("d%d", base+i)
+			connect, _ := mqttsn.Append(nil, &mqttsn.Connect{Flags: mqttsn.Flags{CleanSession: true}, Duration: 60, ClientID: id})
+			e.handle(from, connect, time.Now())
+			reg, _ := mqttsn.Append(nil, &mqttsn.Register{MsgID: 1, TopicName: "sensors/" + id + "/temp"})
+			e.handle(from, reg, time.Now())
+			n++
+		}
+	}
+	after.read()
+	b.ReportMetric(float64(after.heap-before.heap)/float64(n), "heap-B/client")
+	e.mu.Lock()
+	if len(e.byID) != n {
+		b.Fatalf("%d clients, want %d", len(e.byID), n)
+	}
+	e.mu.Unlock()
+}
+
+type runtimeMem struct{ heap uint64 }
+
+func (m *runtimeMem) read() {
+	runtime.GC()
+	var s runtime.MemStats
+	runtime.ReadMemStats(&s)
+	m.heap = s.HeapAlloc
+}

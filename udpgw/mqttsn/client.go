@@ -1,0 +1,206 @@
+package mqttsn
+
+import (
+	"net/netip"
+	"time"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// peer is where a client's datagrams come from: a UDP address and, behind a
+// forwarder, the wireless node id of the encapsulation (MQTT-SN 1.2 §5.5).
+type peer struct {
+	addr netip.AddrPort
+	node string // "" when the client talks to the gateway directly
+}
+
+// state is a client's place in MQTT-SN 1.2 §6.14 Figure 4 (client's state
+// transition diagram), seen from the gateway.
+type state uint8
+
+const (
+	stateActive       state = iota // connected, awake
+	stateAsleep                    // DISCONNECT with Duration: messages are buffered
+	stateAwake                     // PINGREQ(ClientId) from asleep: buffered messages are being sent
+	stateDisconnected              // gone, persistent session kept for SessionExpiry
+	stateGone                      // dropped; removed once its operations are done
+)
+
+var stateNames = [...]string{"active", "asleep", "awake", "disconnected", "gone"}
+
+func (s state) String() string { return stateNames[s] }
+
+// connected reports whether the client has a connection (awake or not).
+func (s state) connected() bool { return s <= stateAwake }
+
+// client is one MQTT-SN client's state. Every field is guarded by Engine.mu.
+type client struct {
+	id    string
+	peer  peer
+	state state
+	clean bool // the last CONNECT's CleanSession
+	sess  *session.Session
+	// gen changes with every CONNECT and every end of a connection, so that a
+	// worker's answer for an older connection is not sent to a newer one.
+	gen   uint32
+	since time.Time // when it disconnected (stateDisconnected)
+
+	// will is the client's will in its own topic space (nil: none); a will
+	// with an empty topic holds a WILLMSGUPD that came before any topic.
+	will *udpgw.Message
+
+	// Topic ids registered by either side (MQTT-SN 1.2 §6.5).
+	topics topicTable
+
+	// subs maps each filter (device-side) to its subscription.
+	subs map[string]*sub
+	// subscribing counts SUBSCRIBEs at the broker: downlink waits meanwhile,
+	// so the SUBACK carrying a topic id reaches the client before a PUBLISH
+	// using it.
+	subscribing int
+
+	// Downlink: the message in flight and the ones waiting.
+	out         *outbound
+	queue       msgQueue
+	nextMsgID   uint16
+	awakeBudget int // messages still to send in this awake period (§6.14)
+
+	// Uplink QoS 1 and 2 publishes in progress or, for QoS 2, received and
+	// waiting for PUBREL (MQTT-SN 1.2 §6.7, duplicate detection), by MsgId.
+	uplink map[uint16]uplinkState
+	// acked holds the MsgIds of the last QoS 1 publishes acknowledged, to
+	// answer a DUP retransmission without publishing again.
+	acked  [4]uint16
+	ackedN uint8
+
+	// Broker operations, run one at a time by the workers.
+	ops    []op
+	queued bool // in Engine.ready or being run by a worker
+}
+
+type sub struct {
+	qos    byte // granted
+	idType mqttsn.TopicIDType
+}
+
+type uplinkState uint8
+
+const (
+	upPublishing uplinkState = iota // at the broker
+	upReceived                      // QoS 2: broker acknowledged, PUBREC sent, waiting for PUBREL
+)
+
+// outStage is where the message in flight towards a client stands.
+type outStage uint8
+
+const (
+	outRegister outStage = iota // REGISTER sent, waiting for REGACK
+	outPublish                  // PUBLISH QoS 1 or 2 sent, waiting for PUBACK or PUBREC
+	outRelease                  // PUBREL sent, waiting for PUBCOMP
+)
+
+// outbound is the one message in flight towards a client (MQTT-SN 1.2 §6.13).
+type outbound struct {
+	msg     udpgw.Message
+	stage   outStage
+	msgID   uint16
+	topicID uint16
+	idType  mqttsn.TopicIDType
+	due     time.Time
+	retries int
+	// reregistered is set after the client answered "invalid topic ID": the
+	// message is sent once more after a new REGISTER, not forever.
+	reregistered bool
+}
+
+func (c *client) key(listener string) session.Key {
+	return session.Key{Listener: listener, Device: c.id}
+}
+
+// allocMsgID returns the next MsgId, never 0.
+func (c *client) allocMsgID() uint16 {
+	c.nextMsgID++
+	if c.nextMsgID == 0 {
+		c.nextMsgID = 1
+	}
+	return c.nextMsgID
+}
+
+// register records a topic id for name, allocating one when the client has
+// none; ok is false when it already has max ids.
+func (c *client) register(name string, max int) (id uint16, ok bool) {
+	return c.topics.add(name, max)
+}
+
+func (c *client) unregister(id uint16) { c.topics.remove(id) }
+
+func (c *client) rememberAcked(id uint16) {
+	c.acked[c.ackedN%uint8(len(c.acked))] = id
+	c.ackedN++
+}
+
+func (c *client) wasAcked(id uint16) bool {
+	n := min(int(c.ackedN), len(c.acked))
+	for i := range n {
+		if c.acked[i] == id {
+			return true
+		}
+	}
+	return false
+}
+
+// msgQueue is a ring buffer of messages for one client.
+type msgQueue struct {
+	buf  []udpgw.Message
+	head int
+	n    int
+}
+
+func (q *msgQueue) len() int { return q.n }
+
+func (q *msgQueue) grow() {
+	nb := make([]udpgw.Message, max(4, 2*len(q.buf)))
+	for i := range q.n {
+		nb[i] = q.buf[(q.head+i)%len(q.buf)]
+	}
+	q.buf, q.head = nb, 0
+}
+
+func (q *msgQueue) pushBack(m udpgw.Message) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = m
+	q.n++
+}
+
+func (q *msgQueue) pushFront(m udpgw.Message) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
+	q.buf[q.head] = m
+	q.n++
+}
+
+func (q *msgQueue) popFront() (udpgw.Message, bool) {
+	if q.n == 0 {
+		return udpgw.Message{}, false
+	}
+	m := q.buf[q.head]
+	q.buf[q.head] = udpgw.Message{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	if q.n == 0 && len(q.buf) > 16 {
+		q.buf, q.head = nil, 0 // give a burst's memory back
+	}
+	return m, true
+}
+
+func (q *msgQueue) clear() int {
+	n := q.n
+	*q = msgQueue{}
+	return n
+}

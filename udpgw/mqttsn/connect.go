@@ -1,0 +1,360 @@
+package mqttsn
+
+import (
+	"bytes"
+	"time"
+
+	"go.uber.org/zap"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// pendingConnect is a CONNECT with the Will flag whose will exchange is under
+// way (MQTT-SN 1.2 §6.2, Figure 3).
+type pendingConnect struct {
+	clientID string
+	clean    bool
+	duration uint16
+	started  time.Time
+	gotTopic bool          // WILLTOPIC received, WILLMSGREQ sent
+	will     udpgw.Message // topic, QoS and retain from WILLTOPIC
+}
+
+// onConnect handles CONNECT. MQTT-SN 1.2 §6.2.
+func (e *Engine) onConnect(ob *outbox, p peer, m *mqttsn.Connect, now time.Time) {
+	reject := func(code mqttsn.ReturnCode, r refuseReason, why string, err error) {
+		e.m.refuse(r)
+		delete(e.pending, p)
+		e.send(ob, p, &mqttsn.Connack{ReturnCode: code})
+		if ce := e.log.Check(zap.DebugLevel, "CONNECT refused: "+why); ce != nil {
+			ce.Write(zap.String("client", m.ClientID), zap.Stringer("from", p.addr), zap.Stringer("code", code), zap.Error(err))
+		}
+	}
+	if err := checkClientID(m.ClientID); err != nil {
+		reject(mqttsn.NotSupported, refuseClientID, "bad client id", err)
+		return
+	}
+	if max := e.o.MaxKeepalive; max > 0 && (m.Duration == 0 || time.Duration(m.Duration)*time.Second > max) {
+		// No way to tell the client a shorter Duration: refuse, rather than
+		// declare it lost while it keeps the keepalive it asked for.
+		reject(mqttsn.NotSupported, refuseKeepalive, "Duration over max_keepalive", nil)
+		return
+	}
+	if c := e.byID[m.ClientID]; c == nil && len(e.byID) >= e.o.MaxClients {
+		reject(mqttsn.Congestion, refuseMaxClients, "max_clients reached", nil)
+		return
+	}
+	if m.Flags.Will {
+		// A repeated CONNECT restarts the exchange (the client retransmits
+		// CONNECT when an answer was lost).
+		if _, again := e.pending[p]; !again && len(e.pending) >= e.o.MaxClients {
+			reject(mqttsn.Congestion, refuseMaxClients, "too many will exchanges under way", nil)
+			return
+		}
+		e.pending[p] = &pendingConnect{clientID: m.ClientID, clean: m.Flags.CleanSession, duration: m.Duration, started: now}
+		e.send(ob, p, &mqttsn.WillTopicReq{})
+		return
+	}
+	delete(e.pending, p)
+	e.accept(ob, p, m.ClientID, m.Flags.CleanSession, m.Duration, nil, now)
+}
+
+// onWillTopic handles WILLTOPIC during a will exchange. MQTT-SN 1.2 §6.2.
+func (e *Engine) onWillTopic(ob *outbox, p peer, pc *pendingConnect, m *mqttsn.WillTopic, now time.Time) {
+	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
+		// An empty WILLTOPIC: no will after all (§5.4.7).
+		delete(e.pending, p)
+		e.accept(ob, p, pc.clientID, pc.clean, pc.duration, nil, now)
+		return
+	}
+	if err := checkTopicName(m.Topic); err != nil {
+		delete(e.pending, p)
+		e.m.refuse(refuseWillTopic)
+		e.send(ob, p, &mqttsn.Connack{ReturnCode: mqttsn.NotSupported})
+		if ce := e.log.Check(zap.DebugLevel, "CONNECT refused: bad will topic"); ce != nil {
+			ce.Write(zap.String("client", pc.clientID), zap.Error(err))
+		}
+		return
+	}
+	if pc.gotTopic {
+		e.m.duplicates.Inc() // our WILLMSGREQ was lost: ask again
+	}
+	pc.gotTopic = true
+	pc.will = udpgw.Message{Topic: m.Topic, QoS: qosByte(m.Flags.QoS), Retain: m.Flags.Retain}
+	e.send(ob, p, &mqttsn.WillMsgReq{})
+}
+
+// onWillMsg handles WILLMSG, the end of the will exchange. MQTT-SN 1.2 §6.2.
+func (e *Engine) onWillMsg(ob *outbox, p peer, pc *pendingConnect, m *mqttsn.WillMsg, now time.Time) {
+	if !pc.gotTopic {
+		e.m.drop(dropUnexpected)
+		e.debugBad(now, "WILLMSG before WILLTOPIC dropped", p.addr, nil, zap.String("client", pc.clientID))
+		return
+	}
+	delete(e.pending, p)
+	w := pc.will
+	w.Payload = bytes.Clone(m.WillMsg)
+	e.accept(ob, p, pc.clientID, pc.clean, pc.duration, &w, now)
+}
+
+// accept completes a CONNECT: take-over, clean or resumed session, CONNACK,
+// then the messages a persistent session buffered. MQTT-SN 1.2 §6.2.
+func (e *Engine) accept(ob *outbox, p peer, id string, clean bool, duration uint16, will *udpgw.Message, now time.Time) {
+	c := e.byID[id]
+	if c == nil {
+		c = &client{id: id, state: stateGone}
+		e.byID[id] = c
+	}
+	if c.state.connected() && c.peer != p {
+		// Take-over: the client id is now at p. The old address gets an
+		// unsolicited DISCONNECT (§6.12); no will: the device is alive.
+		e.m.takeovers.Inc()
+		if ok, suppressed := e.badLog.allow(now); ok { // two devices fighting over an id must not flood the log
+			e.clog(c).Info("client id taken over by a CONNECT from another address",
+				zap.Stringer("old", c.peer.addr), zap.Stringer("new", p.addr), zap.Int("suppressed_before", suppressed))
+		}
+		e.send(ob, c.peer, &mqttsn.Disconnect{})
+	}
+	e.unmapPeer(c)
+	if other := e.byPeer[p]; other != nil && other != c {
+		// One address, one client: the other client id disconnects.
+		e.endConnection(ob, other, now)
+	}
+	if clean || c.state == stateGone {
+		e.resetSession(c)
+	} else {
+		// §6.13 keeps the uplink's duplicate detection per connection.
+		clear(c.uplink)
+	}
+	c.gen++
+	c.subscribing = 0
+	c.peer = p
+	e.byPeer[p] = c
+	c.state = stateActive
+	c.clean = clean
+	c.will = will
+	delete(e.parked, c)
+	k := c.key(e.o.Name)
+	s, _ := e.sessions.Touch(k, p.addr, now)
+	c.sess = s
+	s.SetKeepalive(time.Duration(duration) * time.Second)
+	e.syncWill(c)
+	e.send(ob, p, &mqttsn.Connack{ReturnCode: mqttsn.Accepted})
+	e.resumeOut(ob, c, now) // a persistent session's message in flight, again with DUP
+	if ce := e.log.Check(zap.DebugLevel, "client connected"); ce != nil {
+		ce.Write(zap.String("client", id), zap.Stringer("from", p.addr), zap.Bool("clean", clean),
+			zap.Uint16("duration", duration), zap.Bool("will", will != nil), zap.Int("buffered", c.queue.len()))
+	}
+	e.pump(ob, c, now)
+}
+
+// syncWill mirrors the client's will into its session, with the mountpoint:
+// the gateway's driver publishes it from there when the session expires.
+func (e *Engine) syncWill(c *client) {
+	if c.sess == nil {
+		return
+	}
+	if c.will == nil || c.will.Topic == "" {
+		c.sess.SetWill(nil)
+		return
+	}
+	c.sess.SetWill(&session.Will{Topic: e.o.Mountpoint + c.will.Topic, Payload: c.will.Payload, QoS: c.will.QoS, Retain: c.will.Retain})
+}
+
+// onWake handles PINGREQ with a ClientId: a sleeping client wakes up, gets its
+// buffered messages and then PINGRESP (MQTT-SN 1.2 §6.14). The client is known
+// by its id, so a new source address (NAT rebinding) moves it.
+func (e *Engine) onWake(ob *outbox, p peer, id string, now time.Time) {
+	c := e.byID[id]
+	if c == nil || !c.state.connected() {
+		e.notConnected(ob, p, &mqttsn.Pingreq{ClientID: id}, now)
+		return
+	}
+	if c.peer != p {
+		e.m.rebinds.Inc()
+		if ce := e.log.Check(zap.DebugLevel, "client moved to a new address"); ce != nil {
+			ce.Write(zap.String("client", id), zap.Stringer("old", c.peer.addr), zap.Stringer("new", p.addr))
+		}
+		e.unmapPeer(c)
+		if other := e.byPeer[p]; other != nil && other != c {
+			e.endConnection(ob, other, now)
+		}
+		c.peer = p
+		e.byPeer[p] = c
+	}
+	if !e.touch(ob, c, now) {
+		e.notConnected(ob, p, &mqttsn.Pingreq{ClientID: id}, now)
+		return
+	}
+	switch c.state {
+	case stateAsleep:
+		c.state = stateAwake
+		c.awakeBudget = c.queue.len()
+		e.resumeOut(ob, c, now) // the one it fell asleep over comes first
+		e.pump(ob, c, now)      // ends with PINGRESP once the budget is delivered
+	case stateAwake:
+		// A retransmitted PINGREQ: delivery is under way (or a lost PINGRESP).
+		e.m.duplicates.Inc()
+		e.pump(ob, c, now)
+	default:
+		e.send(ob, p, &mqttsn.Pingresp{})
+	}
+}
+
+// onDisconnect handles DISCONNECT: with a Duration the client goes to sleep
+// (MQTT-SN 1.2 §6.14), without it the connection ends cleanly, without the will
+// (§6.12). The gateway answers with DISCONNECT either way.
+func (e *Engine) onDisconnect(ob *outbox, c *client, m *mqttsn.Disconnect, now time.Time) {
+	p := c.peer
+	if m.HasDuration && m.Duration > 0 {
+		c.state = stateAsleep
+		c.awakeBudget = 0
+		e.pauseOut(c)
+		c.sess.SetKeepalive(time.Duration(m.Duration) * time.Second)
+		e.send(ob, p, &mqttsn.Disconnect{})
+		return
+	}
+	e.send(ob, p, &mqttsn.Disconnect{})
+	e.endConnection(ob, c, now)
+}
+
+// endConnection ends c's connection without its will: the session leaves the
+// table, and the client keeps a persistent session or is dropped.
+func (e *Engine) endConnection(_ *outbox, c *client, now time.Time) {
+	if c.sess != nil {
+		if e.sessions.Get(c.key(e.o.Name)) == c.sess {
+			e.sessions.Delete(c.key(e.o.Name))
+		}
+		c.sess = nil
+	}
+	if ce := e.log.Check(zap.DebugLevel, "client disconnected"); ce != nil {
+		ce.Write(zap.String("client", c.id), zap.Bool("clean", c.clean))
+	}
+	e.closeClient(c, now)
+}
+
+// Lost is the gateway driver's callback for a session that expired after 1.5
+// keepalives of silence; its will is queued already. MQTT-SN 1.2 §6.14.
+func (e *Engine) Lost(s *session.Session) {
+	ob := getOutbox()
+	e.mu.Lock()
+	if c := e.byID[s.Key.Device]; c != nil && c.sess == s {
+		c.sess = nil
+		e.lose(ob, c, e.o.Now())
+	}
+	e.mu.Unlock()
+	e.flush(ob)
+}
+
+// lose ends a connection whose session expired.
+func (e *Engine) lose(_ *outbox, c *client, now time.Time) {
+	c.sess = nil
+	if ce := e.log.Check(zap.DebugLevel, "client lost"); ce != nil {
+		ce.Write(zap.String("client", c.id), zap.Stringer("state", c.state), zap.Bool("clean", c.clean))
+	}
+	e.closeClient(c, now)
+}
+
+// closeClient moves a client whose connection ended to stateDisconnected
+// (persistent session: subscriptions, topic ids and buffered messages stay for
+// SessionExpiry) or drops it (clean session).
+func (e *Engine) closeClient(c *client, now time.Time) {
+	e.unmapPeer(c)
+	c.gen++
+	c.subscribing = 0
+	clear(c.uplink)
+	if c.clean {
+		e.dropClient(c)
+		return
+	}
+	e.pauseOut(c)
+	c.state = stateDisconnected
+	c.since = now
+	e.parked[c] = struct{}{}
+}
+
+// dropClient forgets everything about c; the record goes once its broker
+// operations (the last one drops its subscriptions) are done.
+func (e *Engine) dropClient(c *client) {
+	e.unmapPeer(c)
+	e.resetSession(c)
+	c.state = stateGone
+	c.gen++
+	c.will = nil
+	delete(e.parked, c)
+	e.maybeRemove(c)
+}
+
+// resetSession clears a client's session state (MQTT-SN 1.2 §6.2 CleanSession):
+// topic ids, subscriptions (dropped at the broker too), buffered messages.
+func (e *Engine) resetSession(c *client) {
+	if len(c.subs) > 0 || c.subscribing > 0 {
+		e.enqueueOp(c, op{kind: opUnsubscribeAll}, true)
+	}
+	c.subs = nil
+	c.subscribing = 0
+	c.topics = topicTable{}
+	if c.out != nil {
+		e.m.drop(dropSessionEnded)
+		c.out = nil
+	}
+	delete(e.retrying, c)
+	if n := c.queue.clear(); n > 0 {
+		e.m.dropped[dropSessionEnded].Add(uint64(n))
+	}
+	c.uplink = nil
+	c.ackedN = 0
+	c.awakeBudget = 0
+}
+
+// unmapPeer removes c's address from the address table.
+func (e *Engine) unmapPeer(c *client) {
+	if e.byPeer[c.peer] == c {
+		delete(e.byPeer, c.peer)
+	}
+}
+
+// maybeRemove deletes a dropped client's record once nothing refers to it.
+func (e *Engine) maybeRemove(c *client) {
+	if c.state == stateGone && !c.queued && len(c.ops) == 0 && e.byID[c.id] == c {
+		delete(e.byID, c.id)
+	}
+}
+
+// onWillTopicUpd handles WILLTOPICUPD. MQTT-SN 1.2 §6.4.
+func (e *Engine) onWillTopicUpd(ob *outbox, c *client, m *mqttsn.WillTopicUpd) {
+	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
+		// The empty WILLTOPICUPD deletes the will, message included (§5.4.22).
+		c.will = nil
+		e.syncWill(c)
+		e.send(ob, c.peer, &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
+		return
+	}
+	if err := checkTopicName(m.Topic); err != nil {
+		e.m.refuse(refuseWillTopic)
+		e.send(ob, c.peer, &mqttsn.WillTopicResp{ReturnCode: mqttsn.NotSupported})
+		return
+	}
+	if c.will == nil {
+		c.will = &udpgw.Message{}
+	}
+	w := *c.will
+	w.Topic, w.QoS, w.Retain = m.Topic, qosByte(m.Flags.QoS), m.Flags.Retain
+	c.will = &w
+	e.syncWill(c)
+	e.send(ob, c.peer, &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
+}
+
+// onWillMsgUpd handles WILLMSGUPD. MQTT-SN 1.2 §6.4.
+func (e *Engine) onWillMsgUpd(ob *outbox, c *client, m *mqttsn.WillMsgUpd) {
+	if c.will == nil {
+		c.will = &udpgw.Message{}
+	}
+	w := *c.will
+	w.Payload = bytes.Clone(m.WillMsg)
+	c.will = &w
+	e.syncWill(c)
+	e.send(ob, c.peer, &mqttsn.WillMsgResp{ReturnCode: mqttsn.Accepted})
+}

@@ -1,0 +1,133 @@
+package mqttsn
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+)
+
+// dispatch acts on one decoded message from p; e.mu is held.
+func (e *Engine) dispatch(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
+	// Messages that need no connection.
+	switch m := m.(type) {
+	case *mqttsn.SearchGW:
+		// MQTT-SN 1.2 §6.1: a gateway answers SEARCHGW with GWINFO (without GwAdd).
+		e.send(ob, p, &mqttsn.GWInfo{GwID: e.o.GatewayID})
+		return
+	case *mqttsn.Connect:
+		e.onConnect(ob, p, m, now)
+		return
+	case *mqttsn.Publish:
+		if m.Flags.QoS == mqttsn.QoSMinusOne {
+			e.onPublishMinusOne(ob, p, m, now)
+			return
+		}
+	case *mqttsn.Pingreq:
+		if m.ClientID != "" {
+			e.onWake(ob, p, m.ClientID, now)
+			return
+		}
+	}
+
+	// A will exchange in progress owns its address (MQTT-SN 1.2 §6.2).
+	if pc := e.pending[p]; pc != nil {
+		switch m := m.(type) {
+		case *mqttsn.WillTopic:
+			e.onWillTopic(ob, p, pc, m, now)
+		case *mqttsn.WillMsg:
+			e.onWillMsg(ob, p, pc, m, now)
+		case *mqttsn.Disconnect:
+			delete(e.pending, p)
+			e.send(ob, p, &mqttsn.Disconnect{})
+		default:
+			// Anything else (a REGISTER, a PUBLISH ...) is out of place until
+			// CONNACK: drop it; the client retransmits once connected.
+			e.m.drop(dropWillExchange)
+			e.debugBad(now, "message during the will exchange dropped", p.addr, nil, zap.Stringer("type", m.Type()), zap.String("client", pc.clientID))
+		}
+		return
+	}
+
+	switch m.(type) {
+	case *mqttsn.WillTopic, *mqttsn.WillMsg:
+		e.m.drop(dropUnexpected)
+		e.debugBad(now, "will message outside a will exchange dropped", p.addr, nil, zap.Stringer("type", m.Type()))
+		return
+	case *mqttsn.Advertise, *mqttsn.GWInfo, *mqttsn.Connack, *mqttsn.WillTopicReq, *mqttsn.WillMsgReq,
+		*mqttsn.Suback, *mqttsn.Unsuback, *mqttsn.WillTopicResp, *mqttsn.WillMsgResp, *mqttsn.Encapsulated:
+		// Sent by gateways (or a GWINFO a client answers for one, §6.1): a
+		// gateway has nothing to do with them.
+		e.m.drop(dropUnexpected)
+		e.debugBad(now, "message a gateway does not take dropped", p.addr, nil, zap.Stringer("type", m.Type()))
+		return
+	}
+
+	c := e.byPeer[p]
+	if c == nil || !c.state.connected() || !e.touch(ob, c, now) {
+		e.notConnected(ob, p, m, now)
+		return
+	}
+	switch m := m.(type) {
+	case *mqttsn.Publish:
+		e.onPublish(ob, c, m, now)
+	case *mqttsn.Pubrel:
+		e.onPubrel(ob, c, m)
+	case *mqttsn.Register:
+		e.onRegister(ob, c, m, now)
+	case *mqttsn.Regack:
+		e.onRegack(ob, c, m, now)
+	case *mqttsn.Puback:
+		e.onPuback(ob, c, m, now)
+	case *mqttsn.Pubrec:
+		e.onPubrec(ob, c, m, now)
+	case *mqttsn.Pubcomp:
+		e.onPubcomp(ob, c, m, now)
+	case *mqttsn.Subscribe:
+		e.onSubscribe(ob, c, m, now)
+	case *mqttsn.Unsubscribe:
+		e.onUnsubscribe(ob, c, m, now)
+	case *mqttsn.Pingreq:
+		// MQTT-SN 1.2 §6.11 (a PINGREQ with ClientId went to onWake above).
+		e.send(ob, c.peer, &mqttsn.Pingresp{})
+	case *mqttsn.Pingresp:
+		// Liveness only: touch did the work.
+	case *mqttsn.Disconnect:
+		e.onDisconnect(ob, c, m, now)
+	case *mqttsn.WillTopicUpd:
+		e.onWillTopicUpd(ob, c, m)
+	case *mqttsn.WillMsgUpd:
+		e.onWillMsgUpd(ob, c, m)
+	}
+}
+
+// notConnected answers a message that needs a connection from an address
+// without one. MQTT-SN 1.2 §6.12: the gateway sends an unsolicited DISCONNECT
+// when it cannot map a message to a client, and the client then CONNECTs again.
+// Acknowledgements and DISCONNECT itself are dropped silently: they answer
+// something this gateway no longer remembers.
+func (e *Engine) notConnected(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
+	e.m.drop(dropNotConnected)
+	e.debugBad(now, "message from an address with no connected client", p.addr, nil, zap.Stringer("type", m.Type()))
+	switch m.(type) {
+	case *mqttsn.Regack, *mqttsn.Puback, *mqttsn.Pubrec, *mqttsn.Pubcomp, *mqttsn.Pingresp:
+		return
+	case *mqttsn.Disconnect:
+		// The client wants to be gone and is: confirm (§6.12).
+	}
+	e.send(ob, p, &mqttsn.Disconnect{})
+}
+
+// touch records traffic from a connected client in the session table. It
+// returns false when the session expired meanwhile (the gateway's driver
+// removed it and will call Lost): the client is then treated as lost here.
+func (e *Engine) touch(ob *outbox, c *client, now time.Time) bool {
+	s, created := e.sessions.Touch(c.key(e.o.Name), c.peer.addr, now)
+	if created || s != c.sess {
+		e.sessions.Delete(c.key(e.o.Name)) // the one Touch just made
+		e.lose(ob, c, now)
+		return false
+	}
+	return true
+}

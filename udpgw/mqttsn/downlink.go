@@ -1,0 +1,312 @@
+package mqttsn
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// deliver is the callback of a subscription of client id on filter: it runs on
+// the broker's delivery goroutine, queues m and sends at most a few datagrams;
+// it never waits. A message for a filter the client no longer has (unsubscribed,
+// session gone) is dropped.
+func (e *Engine) deliver(id, filter string, m udpgw.Message) {
+	ob := getOutbox()
+	e.mu.Lock()
+	c := e.byID[id]
+	if c != nil && !e.stopping && c.state != stateGone && c.subs[filter] != nil {
+		if c.queue.len() >= e.o.MaxBuffered {
+			// Bounded buffer, drop-oldest (ARCHITECTURE.md rule 4).
+			c.queue.popFront()
+			e.m.drop(dropBufferFull)
+			if c.awakeBudget > 0 {
+				c.awakeBudget--
+			}
+		}
+		c.queue.pushBack(m)
+		e.pump(ob, c, e.o.Now())
+	}
+	e.mu.Unlock()
+	e.flush(ob)
+}
+
+// pump sends the client's next messages while nothing is in flight: every QoS 0
+// message up to the next QoS 1 or 2 one (or REGISTER), which then waits for its
+// acknowledgement. Asleep and disconnected clients only buffer; an awake client
+// gets the messages buffered when it woke, then PINGRESP, and sleeps again
+// (MQTT-SN 1.2 §6.14). e.mu is held.
+func (e *Engine) pump(ob *outbox, c *client, now time.Time) {
+	for c.out == nil && c.subscribing == 0 {
+		switch c.state {
+		case stateActive:
+		case stateAwake:
+			if c.awakeBudget <= 0 || c.queue.len() == 0 {
+				// Everything buffered was delivered and (QoS >= 1)
+				// acknowledged: PINGRESP tells the client it may sleep.
+				c.awakeBudget = 0
+				c.state = stateAsleep
+				e.send(ob, c.peer, &mqttsn.Pingresp{})
+				return
+			}
+			c.awakeBudget--
+		default:
+			return
+		}
+		m, ok := c.queue.popFront()
+		if !ok {
+			return
+		}
+		e.startOut(ob, c, m, false, now)
+	}
+}
+
+// downlinkTopic picks how to name topic to the client (MQTT-SN 1.2 §6.7), in the
+// form it subscribed with: the predefined id or short name of a subscription made
+// that way, else the id it already knows (registered by either side, or given in
+// the SUBACK of a subscription by name); ok is false when a REGISTER is needed
+// first, as for a topic matched by a wildcard filter: the client then learns the
+// name, which it could not from a predefined id it never asked for.
+func (e *Engine) downlinkTopic(c *client, topic string) (t mqttsn.TopicIDType, id uint16, ok bool) {
+	if s := c.subs[topic]; s != nil {
+		switch s.idType {
+		case mqttsn.TopicPredefined:
+			if id, ok := e.predef.id(c.id, topic); ok {
+				return mqttsn.TopicPredefined, id, true
+			}
+		case mqttsn.TopicShort:
+			if id, err := mqttsn.ShortTopicID(topic); err == nil {
+				return mqttsn.TopicShort, id, true
+			}
+		}
+	}
+	if id, ok := c.topics.id(topic); ok {
+		return mqttsn.TopicNormal, id, true
+	}
+	return 0, 0, false
+}
+
+// startOut sends m: a REGISTER first when the client has no id for its topic
+// (MQTT-SN 1.2 §6.5: the gateway registers a topic before it PUBLISHes on it,
+// e.g. for a wildcard subscription), else the PUBLISH.
+func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered bool, now time.Time) {
+	t, id, ok := e.downlinkTopic(c, m.Topic)
+	if ok {
+		e.sendPublish(ob, c, m, t, id, reregistered, now)
+		return
+	}
+	id, ok = c.register(m.Topic, e.o.MaxTopics)
+	if !ok {
+		e.m.drop(dropTopicLimit)
+		if ce := e.log.Check(zap.DebugLevel, "no topic id left to REGISTER: message dropped"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.String("topic", m.Topic), zap.Int("max_topics", e.o.MaxTopics))
+		}
+		return
+	}
+	reg := &mqttsn.Register{TopicID: id, MsgID: c.allocMsgID(), TopicName: m.Topic}
+	c.out = &outbound{msg: m, stage: outRegister, msgID: reg.MsgID, topicID: id, due: now.Add(e.o.RetryInterval), reregistered: reregistered}
+	e.retrying[c] = struct{}{}
+	if !e.send(ob, c.peer, reg) {
+		c.unregister(id)
+		c.out = nil
+		delete(e.retrying, c)
+		e.m.drop(dropDownlinkTooLarge)
+	}
+}
+
+// sendPublish sends the PUBLISH of m; QoS 1 and 2 stay in flight.
+func (e *Engine) sendPublish(ob *outbox, c *client, m udpgw.Message, t mqttsn.TopicIDType, id uint16, reregistered bool, now time.Time) {
+	p := &mqttsn.Publish{Flags: mqttsn.Flags{QoS: mqttsn.QoS(min(m.QoS, 2)), Retain: m.Retain, TopicIDType: t}, TopicID: id, Data: m.Payload}
+	if m.QoS > 0 {
+		p.MsgID = c.allocMsgID()
+	}
+	if !e.send(ob, c.peer, p) {
+		e.m.drop(dropDownlinkTooLarge)
+		if ce := e.log.Check(zap.DebugLevel, "broker message too large for max_packet: dropped"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.String("topic", m.Topic), zap.Int("bytes", len(m.Payload)))
+		}
+		return
+	}
+	if m.QoS == 0 {
+		return
+	}
+	c.out = &outbound{msg: m, stage: outPublish, msgID: p.MsgID, topicID: id, idType: t, due: now.Add(e.o.RetryInterval), reregistered: reregistered}
+	e.retrying[c] = struct{}{}
+}
+
+// finishOut ends the exchange in flight and sends what comes next.
+func (e *Engine) finishOut(ob *outbox, c *client, now time.Time) {
+	c.out = nil
+	delete(e.retrying, c)
+	e.pump(ob, c, now)
+}
+
+// pauseOut stops retransmitting the message in flight to a client that went to
+// sleep or away: it stays in flight, with its MsgId, and resumeOut sends it again
+// (with DUP) when the client is back, so that a QoS 2 message the client may
+// already hold is never delivered under a new MsgId (MQTT-SN 1.2 §6.7, §6.14).
+func (e *Engine) pauseOut(c *client) {
+	delete(e.retrying, c)
+}
+
+// resumeOut sends the paused message in flight again, to a client that woke up
+// or reconnected, and restarts its retransmissions.
+func (e *Engine) resumeOut(ob *outbox, c *client, now time.Time) {
+	o := c.out
+	if o == nil {
+		return
+	}
+	o.retries = 0
+	o.due = now.Add(e.o.RetryInterval)
+	e.retrying[c] = struct{}{}
+	e.resend(ob, c, o)
+}
+
+// resend sends the message in flight again: REGISTER, PUBLISH with DUP, or PUBREL.
+func (e *Engine) resend(ob *outbox, c *client, o *outbound) {
+	switch o.stage {
+	case outRegister:
+		e.send(ob, c.peer, &mqttsn.Register{TopicID: o.topicID, MsgID: o.msgID, TopicName: o.msg.Topic})
+	case outPublish:
+		e.send(ob, c.peer, &mqttsn.Publish{
+			Flags:   mqttsn.Flags{DUP: true, QoS: mqttsn.QoS(o.msg.QoS), Retain: o.msg.Retain, TopicIDType: o.idType},
+			TopicID: o.topicID, MsgID: o.msgID, Data: o.msg.Payload,
+		})
+	case outRelease:
+		e.send(ob, c.peer, &mqttsn.Pubrel{MsgID: o.msgID})
+	}
+}
+
+// onRegack handles the client's answer to the gateway's REGISTER. MQTT-SN 1.2 §6.5.
+func (e *Engine) onRegack(ob *outbox, c *client, m *mqttsn.Regack, now time.Time) {
+	o := c.out
+	if o == nil || o.stage != outRegister || o.msgID != m.MsgID {
+		e.m.duplicates.Inc()
+		return
+	}
+	c.out = nil
+	delete(e.retrying, c)
+	if m.ReturnCode != mqttsn.Accepted {
+		c.unregister(o.topicID)
+		e.m.drop(dropRegisterRejected)
+		if ce := e.log.Check(zap.DebugLevel, "client refused the gateway's REGISTER: message dropped"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.String("topic", o.msg.Topic), zap.Stringer("code", m.ReturnCode))
+		}
+		e.pump(ob, c, now)
+		return
+	}
+	e.sendPublish(ob, c, o.msg, mqttsn.TopicNormal, o.topicID, o.reregistered, now)
+	if c.out == nil {
+		e.pump(ob, c, now)
+	}
+}
+
+// onPuback handles PUBACK from the client: the end of a QoS 1 delivery, or a
+// rejection of any PUBLISH. MQTT-SN 1.2 §6.6.
+func (e *Engine) onPuback(ob *outbox, c *client, m *mqttsn.Puback, now time.Time) {
+	o := c.out
+	if o == nil || o.stage != outPublish || o.msgID != m.MsgID {
+		if m.ReturnCode == mqttsn.InvalidTopicID && hasTopic(c, m.TopicID) {
+			// A QoS 0 PUBLISH the client could not map: register again next time.
+			c.unregister(m.TopicID)
+		}
+		e.m.duplicates.Inc()
+		return
+	}
+	switch m.ReturnCode {
+	case mqttsn.Accepted:
+	case mqttsn.InvalidTopicID:
+		// The client lost the id (it restarted, say): REGISTER again, once.
+		if o.idType == mqttsn.TopicNormal {
+			c.unregister(o.topicID)
+		}
+		if !o.reregistered && o.idType == mqttsn.TopicNormal {
+			c.out = nil
+			delete(e.retrying, c)
+			e.startOut(ob, c, o.msg, true, now)
+			if c.out == nil {
+				e.pump(ob, c, now)
+			}
+			return
+		}
+		e.m.drop(dropRegisterRejected)
+	default:
+		e.m.drop(dropRegisterRejected)
+	}
+	e.finishOut(ob, c, now)
+}
+
+// onPubrec continues a QoS 2 delivery: PUBREL, then wait for PUBCOMP.
+// MQTT-SN 1.2 §6.7 (Figure 7).
+func (e *Engine) onPubrec(ob *outbox, c *client, m *mqttsn.Pubrec, now time.Time) {
+	o := c.out
+	if o == nil || o.msgID != m.MsgID || o.msg.QoS != 2 || o.stage == outRegister {
+		e.m.duplicates.Inc()
+		return
+	}
+	if o.stage == outRelease {
+		e.m.duplicates.Inc() // our PUBREL was lost
+	}
+	o.stage = outRelease
+	o.retries = 0
+	o.due = now.Add(e.o.RetryInterval)
+	e.send(ob, c.peer, &mqttsn.Pubrel{MsgID: m.MsgID})
+}
+
+// onPubcomp ends a QoS 2 delivery. MQTT-SN 1.2 §6.7.
+func (e *Engine) onPubcomp(ob *outbox, c *client, m *mqttsn.Pubcomp, now time.Time) {
+	o := c.out
+	if o == nil || o.stage != outRelease || o.msgID != m.MsgID {
+		e.m.duplicates.Inc()
+		return
+	}
+	e.finishOut(ob, c, now)
+}
+
+// retransmit is the driver's step for a client with a message in flight past its
+// deadline: send it again (PUBLISH with DUP) up to MaxRetries times, then give
+// up (MQTT-SN 1.2 §6.13). An awake client that stopped answering went back to
+// sleep: the message stays in flight, paused, for its next wake-up; an active
+// one loses it (counted), and its keepalive decides whether it is lost.
+func (e *Engine) retransmit(ob *outbox, c *client, now time.Time) {
+	o := c.out
+	if o == nil {
+		delete(e.retrying, c)
+		return
+	}
+	if now.Before(o.due) {
+		return
+	}
+	if !c.state.connected() || c.state == stateAsleep {
+		e.pauseOut(c)
+		return
+	}
+	if o.retries >= e.o.MaxRetries {
+		e.m.drop(dropRetries)
+		if ce := e.log.Check(zap.DebugLevel, "no answer after N_RETRY retransmissions"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.String("topic", o.msg.Topic), zap.Int("retries", o.retries), zap.Stringer("state", c.state))
+		}
+		if c.state == stateAwake {
+			e.pauseOut(c)
+			c.state = stateAsleep
+			c.awakeBudget = 0
+			return
+		}
+		if o.stage == outRegister {
+			c.unregister(o.topicID)
+		}
+		e.finishOut(ob, c, now)
+		return
+	}
+	o.retries++
+	o.due = now.Add(e.o.RetryInterval)
+	e.m.retransmitted.Inc()
+	e.resend(ob, c, o)
+}
+
+func hasTopic(c *client, id uint16) bool {
+	_, ok := c.topics.name(id)
+	return ok
+}

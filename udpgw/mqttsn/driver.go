@@ -1,0 +1,59 @@
+package mqttsn
+
+import (
+	"time"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+)
+
+// tickEvery is the driver's period: fine enough for RetryInterval, at most 1s.
+func (e *Engine) tickEvery() time.Duration {
+	return min(max(e.o.RetryInterval/4, 5*time.Millisecond), time.Second)
+}
+
+// drive is the engine's one periodic driver (ARCHITECTURE.md rule 7).
+func (e *Engine) drive(stop <-chan struct{}) {
+	t := time.NewTicker(e.tickEvery())
+	defer t.Stop()
+	e.tick(e.o.Now())
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			e.tick(e.o.Now())
+		}
+	}
+}
+
+// tick does every timed thing due at now: retransmissions towards clients,
+// will exchanges that stalled, persistent sessions past SessionExpiry, and
+// ADVERTISE.
+func (e *Engine) tick(now time.Time) {
+	ob := getOutbox()
+	e.mu.Lock()
+	for c := range e.retrying {
+		e.retransmit(ob, c, now)
+	}
+	// A will exchange the client abandoned: it would retransmit CONNECT
+	// within N_RETRY × T_RETRY if it were still there.
+	stale := time.Duration(e.o.MaxRetries+1) * e.o.RetryInterval
+	for p, pc := range e.pending {
+		if now.Sub(pc.started) > stale {
+			delete(e.pending, p)
+		}
+	}
+	for c := range e.parked {
+		if now.Sub(c.since) > e.o.SessionExpiry {
+			e.dropClient(c)
+		}
+	}
+	if e.o.AdvertiseInterval > 0 && !now.Before(e.nextAdv) {
+		// MQTT-SN 1.2 §6.1: ADVERTISE every T_ADV, Duration = T_ADV in seconds.
+		e.nextAdv = now.Add(e.o.AdvertiseInterval)
+		secs := uint16(min(e.o.AdvertiseInterval/time.Second, 0xFFFF))
+		e.send(ob, peer{addr: e.advAddr}, &mqttsn.Advertise{GwID: e.o.GatewayID, Duration: secs})
+	}
+	e.mu.Unlock()
+	e.flush(ob)
+}

@@ -1,0 +1,450 @@
+package mqttsn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// Engine is one MQTT-SN listener: its socket and every client's state.
+type Engine struct {
+	o        Options
+	log      *zap.Logger
+	conn     *net.UDPConn
+	broker   udpgw.Broker
+	sessions *session.Table
+	m        *engineMetrics
+	predef   predefined
+	advAddr  netip.AddrPort // valid when advertising
+	badLog   limiter
+
+	// opCtx bounds the broker operations; cancelled when the drain ends.
+	opCtx    context.Context
+	opCancel context.CancelFunc
+
+	lifeMu  sync.Mutex // guards serving and closed
+	serving bool
+	closed  bool
+
+	mu       sync.Mutex // guards everything below and every client's fields
+	cond     *sync.Cond // on mu: workers wait for ready clients
+	byID     map[string]*client
+	byPeer   map[peer]*client
+	pending  map[peer]*pendingConnect
+	retrying map[*client]struct{} // clients with a message in flight
+	parked   map[*client]struct{} // stateDisconnected clients
+	ready    []*client            // clients with operations, in turn
+	anon     *client              // owner of connectionless (QoS -1) publishes
+	stopping bool                 // Serve is ending: no new work, workers drain
+	dropOps  bool                 // the drain timed out: workers discard what is left
+	nextAdv  time.Time
+}
+
+var _ udpgw.Listener = (*Engine)(nil)
+
+// New builds the engine on a bound socket; nothing is read until Serve.
+func New(o Options) (*Engine, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		o:        o,
+		log:      o.Logger,
+		conn:     o.Conn,
+		broker:   o.Broker,
+		sessions: o.Sessions,
+		m:        newMetrics(o.Metrics, o.Name),
+		predef:   newPredefined(o.Predefined),
+		badLog:   limiter{perSecond: 10},
+		byID:     map[string]*client{},
+		byPeer:   map[peer]*client{},
+		pending:  map[peer]*pendingConnect{},
+		retrying: map[*client]struct{}{},
+		parked:   map[*client]struct{}{},
+		anon:     &client{id: "\x00anonymous"},
+	}
+	e.cond = sync.NewCond(&e.mu)
+	e.opCtx, e.opCancel = context.WithCancel(context.Background())
+	if o.AdvertiseInterval > 0 {
+		ua, err := net.ResolveUDPAddr("udp", o.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("mqttsn: %s: advertise_addr %q: %w", o.Name, o.AdvertiseAddr, err)
+		}
+		e.advAddr = ua.AddrPort()
+		if err := allowBroadcast(o.Conn); err != nil {
+			e.log.Warn("cannot enable broadcast on the socket: ADVERTISE to a broadcast address may fail", zap.Error(err))
+		}
+	}
+	o.Metrics.GaugeFunc("mqttgw_mqttsn_clients", "MQTT-SN clients, by state.", func() float64 { return float64(e.count(stateActive) + e.count(stateAwake)) }, "listener", o.Name, "state", "active")
+	o.Metrics.GaugeFunc("mqttgw_mqttsn_clients", "MQTT-SN clients, by state.", func() float64 { return float64(e.count(stateAsleep)) }, "listener", o.Name, "state", "asleep")
+	o.Metrics.GaugeFunc("mqttgw_mqttsn_clients", "MQTT-SN clients, by state.", func() float64 { return float64(e.count(stateDisconnected)) }, "listener", o.Name, "state", "disconnected")
+	return e, nil
+}
+
+func (e *Engine) count(s state) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, c := range e.byID {
+		if c.state == s {
+			n++
+		}
+	}
+	return n
+}
+
+// Name implements udpgw.Listener.
+func (e *Engine) Name() string { return e.o.Name }
+
+// Addr implements udpgw.Listener.
+func (e *Engine) Addr() net.Addr { return e.conn.LocalAddr() }
+
+// Close implements udpgw.Listener: the reader stops at once; Serve drains and
+// releases the socket. Without Serve the socket is closed here.
+func (e *Engine) Close() error {
+	e.lifeMu.Lock()
+	defer e.lifeMu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	if !e.serving {
+		e.opCancel()
+		return e.conn.Close()
+	}
+	// Wake the reader; Serve keeps the socket open while the workers drain so
+	// that devices still get their PUBACKs.
+	return e.conn.SetReadDeadline(time.Now())
+}
+
+func (e *Engine) isClosed() bool {
+	e.lifeMu.Lock()
+	defer e.lifeMu.Unlock()
+	return e.closed
+}
+
+// Serve implements udpgw.Listener.
+func (e *Engine) Serve(ctx context.Context) error {
+	e.lifeMu.Lock()
+	if e.serving {
+		e.lifeMu.Unlock()
+		return fmt.Errorf("mqttsn: %s: %w", e.o.Name, ErrServing)
+	}
+	if e.closed {
+		e.lifeMu.Unlock()
+		return nil
+	}
+	e.serving = true
+	e.lifeMu.Unlock()
+	stop := context.AfterFunc(ctx, func() { _ = e.Close() })
+	defer stop()
+
+	var workers, driver sync.WaitGroup
+	for range e.o.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			e.worker()
+		}()
+	}
+	driverStop := make(chan struct{})
+	driver.Add(1)
+	go func() {
+		defer driver.Done()
+		e.drive(driverStop)
+	}()
+
+	err := e.read()
+
+	// Drain: no new work; workers finish what is queued, for DrainTimeout.
+	e.mu.Lock()
+	e.stopping = true
+	e.cond.Broadcast()
+	e.mu.Unlock()
+	drained := make(chan struct{})
+	go func() { workers.Wait(); close(drained) }()
+	t := time.NewTimer(e.o.DrainTimeout)
+	select {
+	case <-drained:
+	case <-t.C:
+		e.mu.Lock()
+		e.dropOps = true
+		e.cond.Broadcast()
+		e.mu.Unlock()
+		e.opCancel()
+		<-drained
+	}
+	t.Stop()
+	e.opCancel()
+	close(driverStop)
+	driver.Wait()
+	if cerr := e.conn.Close(); err == nil && cerr != nil && !udpgw.IsClosed(cerr) {
+		err = cerr
+	}
+	return err
+}
+
+// read is the reader loop; it returns nil when Close or the context ended it.
+func (e *Engine) read() error {
+	buf := make([]byte, e.o.MaxPacket+1) // one more: tells an oversize datagram
+	for {
+		n, from, err := e.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if e.isClosed() || udpgw.IsClosed(err) {
+				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			return fmt.Errorf("mqttsn: %s: read: %w", e.o.Name, err)
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		now := e.o.Now()
+		if n > e.o.MaxPacket {
+			e.m.tooLarge.Inc()
+			e.m.drop(dropTooLarge)
+			e.debugBad(now, "datagram larger than max_packet dropped", from, nil, zap.Int("bytes", n), zap.Int("max_packet", e.o.MaxPacket))
+			continue
+		}
+		e.handle(from, buf[:n], now)
+	}
+}
+
+// debugBad logs a bad datagram at debug level, at most a few per second.
+func (e *Engine) debugBad(now time.Time, msg string, from netip.AddrPort, err error, fields ...zap.Field) {
+	if !e.log.Core().Enabled(zap.DebugLevel) {
+		return
+	}
+	ok, suppressed := e.badLog.allow(now)
+	if !ok {
+		return
+	}
+	fields = append(fields, zap.Stringer("from", from))
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	if suppressed > 0 {
+		fields = append(fields, zap.Int("suppressed_before", suppressed))
+	}
+	e.log.Debug(msg, fields...)
+}
+
+// clog is the logger narrowed to one client; built only when something is logged.
+func (e *Engine) clog(c *client) *zap.Logger {
+	return e.log.With(zap.String("client", c.id))
+}
+
+// handle decodes one datagram and acts on it.
+func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
+	m, err := mqttsn.Decode(b)
+	if err != nil {
+		// MQTT-SN 1.2 has no answer to a message that does not parse: drop it.
+		e.m.drop(dropDecode)
+		e.debugBad(now, "undecodable datagram dropped", from, err, zap.Int("bytes", len(b)))
+		return
+	}
+	p := peer{addr: from}
+	if enc, ok := m.(*mqttsn.Encapsulated); ok {
+		// MQTT-SN 1.2 §5.5: a forwarder relays the message of a wireless node;
+		// answers go back encapsulated with the same WirelessNodeId.
+		e.m.countIn(mqttsn.MsgEncapsulated)
+		p.node = string(enc.WirelessNodeID)
+		if p.node == "" {
+			p.node = "\x00" // an empty node id is still a forwarded client
+		}
+		m = enc.Inner
+	}
+	e.m.countIn(m.Type())
+	ob := getOutbox()
+	e.mu.Lock()
+	if !e.stopping {
+		e.dispatch(ob, p, m, now)
+	}
+	e.mu.Unlock()
+	e.flush(ob)
+}
+
+// --- outbox: datagrams composed under e.mu, written after it ---
+
+type outItem struct {
+	to         netip.AddrPort
+	start, end int
+}
+
+type outbox struct {
+	buf   []byte
+	items []outItem
+}
+
+var outboxes = sync.Pool{New: func() any { return &outbox{buf: make([]byte, 0, 512)} }}
+
+func getOutbox() *outbox { return outboxes.Get().(*outbox) }
+
+// send encodes m for p into the outbox; e.mu is held.
+func (e *Engine) send(ob *outbox, p peer, m mqttsn.Message) bool {
+	if !p.addr.IsValid() {
+		return false
+	}
+	start := len(ob.buf)
+	var msg mqttsn.Message = m
+	if p.node != "" {
+		node := []byte(p.node)
+		if p.node == "\x00" {
+			node = nil
+		}
+		msg = &mqttsn.Encapsulated{WirelessNodeID: node, Inner: m}
+	}
+	buf, err := mqttsn.Append(ob.buf, msg)
+	if err != nil {
+		e.log.Error("mqttsn: encode", zap.Stringer("type", m.Type()), zap.Error(err))
+		return false
+	}
+	if len(buf)-start > e.o.MaxPacket {
+		ob.buf = buf[:start]
+		return false
+	}
+	ob.buf = buf
+	ob.items = append(ob.items, outItem{to: p.addr, start: start, end: len(buf)})
+	e.m.countOut(m.Type())
+	return true
+}
+
+// flush writes the outbox's datagrams, in order, and recycles it. A failed
+// write is like a lost datagram: retransmission or the client recovers.
+func (e *Engine) flush(ob *outbox) {
+	for _, it := range ob.items {
+		if _, err := e.conn.WriteToUDPAddrPort(ob.buf[it.start:it.end], it.to); err != nil && !udpgw.IsClosed(err) {
+			if ce := e.log.Check(zap.DebugLevel, "write failed"); ce != nil {
+				ce.Write(zap.Stringer("to", it.to), zap.Error(err))
+			}
+		}
+	}
+	if cap(ob.buf) > 64<<10 {
+		return // do not keep a huge buffer in the pool
+	}
+	ob.buf = ob.buf[:0]
+	ob.items = ob.items[:0]
+	outboxes.Put(ob)
+}
+
+// --- predefined topics (MQTT-SN 1.2 §3, §6.7) ---
+
+type predefTable struct {
+	byID   map[uint16]string
+	byName map[string]uint16
+}
+
+type predefined struct {
+	global    predefTable
+	perClient map[string]*predefTable
+}
+
+func newPredefined(list []Predefined) predefined {
+	p := predefined{global: predefTable{byID: map[uint16]string{}, byName: map[string]uint16{}}, perClient: map[string]*predefTable{}}
+	for _, d := range list {
+		t := &p.global
+		if d.ClientID != "" {
+			if p.perClient[d.ClientID] == nil {
+				p.perClient[d.ClientID] = &predefTable{byID: map[uint16]string{}, byName: map[string]uint16{}}
+			}
+			t = p.perClient[d.ClientID]
+		}
+		t.byID[d.ID] = d.Topic
+		if _, dup := t.byName[d.Topic]; !dup {
+			t.byName[d.Topic] = d.ID
+		}
+	}
+	return p
+}
+
+// topic returns the topic name of a predefined id for a client ("" for a client
+// not connected): its own first, then the global ones.
+func (p *predefined) topic(clientID string, id uint16) (string, bool) {
+	if t := p.perClient[clientID]; t != nil {
+		if name, ok := t.byID[id]; ok {
+			return name, true
+		}
+	}
+	name, ok := p.global.byID[id]
+	return name, ok
+}
+
+// id returns the predefined id of a topic name for a client.
+func (p *predefined) id(clientID, name string) (uint16, bool) {
+	if t := p.perClient[clientID]; t != nil {
+		if id, ok := t.byName[name]; ok {
+			return id, true
+		}
+	}
+	id, ok := p.global.byName[name]
+	return id, ok
+}
+
+// --- names ---
+
+// checkTopicName reports why s cannot be a topic to publish to (MQTT 3.1.1 §4.7).
+func checkTopicName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("empty topic name")
+	case strings.ContainsAny(s, "+#"):
+		return fmt.Errorf("topic name %q contains a wildcard", s)
+	case strings.ContainsRune(s, 0) || !utf8.ValidString(s):
+		return fmt.Errorf("topic name %q contains NUL or is not UTF-8", s)
+	}
+	return nil
+}
+
+// checkFilter reports why s is not a valid topic filter (MQTT 3.1.1 §4.7.1).
+func checkFilter(s string) error {
+	if s == "" || strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
+		return fmt.Errorf("filter %q is empty, contains NUL or is not UTF-8", s)
+	}
+	levels := strings.Split(s, "/")
+	for i, l := range levels {
+		if l == "#" && i != len(levels)-1 {
+			return fmt.Errorf("filter %q: '#' must be the last level", s)
+		}
+		if l != "#" && l != "+" && strings.ContainsAny(l, "+#") {
+			return fmt.Errorf("filter %q: a wildcard must fill a whole level", s)
+		}
+	}
+	return nil
+}
+
+func isWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") }
+
+// checkClientID applies MQTT-SN 1.2 §5.3.1: 1 to 23 octets; and UTF-8 without
+// NUL, since the id names the device in logs, topics and ACLs.
+func checkClientID(id string) error {
+	switch {
+	case id == "":
+		return errors.New("empty client id")
+	case len(id) > mqttsn.ClientIDMaxLen:
+		return fmt.Errorf("client id of %d octets: at most %d", len(id), mqttsn.ClientIDMaxLen)
+	case strings.ContainsRune(id, 0) || !utf8.ValidString(id):
+		return errors.New("client id contains NUL or is not UTF-8")
+	}
+	return nil
+}
+
+// qosByte maps an MQTT-SN QoS to MQTT's: -1 is published at 0.
+func qosByte(q mqttsn.QoS) byte {
+	if q <= 0 {
+		return 0
+	}
+	return byte(q)
+}

@@ -1,0 +1,285 @@
+package mqttsn
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/mqttgw/mqttgw/metrics"
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// fakeBroker is a udpgw.Broker in memory. Publishes wait while gate is closed
+// (nil gate: never); err, when set, fails them.
+type fakeBroker struct {
+	mu        sync.Mutex
+	published []udpgw.Message
+	devices   []string
+	calls     []string // "sub F", "unsub F", "unsuball D", in order
+	subs      map[string]func(udpgw.Message)
+	gate      chan struct{}
+	err       error
+}
+
+func newFakeBroker() *fakeBroker { return &fakeBroker{subs: map[string]func(udpgw.Message){}} }
+
+func (b *fakeBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
+	b.mu.Lock()
+	gate, err := b.gate, b.err
+	b.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.published = append(b.published, m)
+	b.devices = append(b.devices, device)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *fakeBroker) Subscribe(ctx context.Context, device, filter string, qos byte, deliver func(udpgw.Message)) (byte, error) {
+	b.mu.Lock()
+	gate := b.gate
+	b.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
+	b.calls = append(b.calls, "sub "+filter)
+	b.subs[device+"\x00"+filter] = deliver
+	return min(qos, 2), nil
+}
+
+func (b *fakeBroker) Unsubscribe(ctx context.Context, device, filter string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, "unsub "+filter)
+	delete(b.subs, device+"\x00"+filter)
+	return nil
+}
+
+func (b *fakeBroker) UnsubscribeAll(device string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, "unsuball "+device)
+	for k := range b.subs {
+		if strings.HasPrefix(k, device+"\x00") {
+			delete(b.subs, k)
+		}
+	}
+}
+
+func (b *fakeBroker) HasTopicRule(string) bool { return false }
+
+func (b *fakeBroker) Retained(context.Context, string) (udpgw.Message, bool, error) {
+	return udpgw.Message{}, false, nil
+}
+
+// send delivers m to device's subscription on filter, as the hub would.
+func (b *fakeBroker) send(t *testing.T, device, filter string, m udpgw.Message) {
+	t.Helper()
+	b.mu.Lock()
+	f := b.subs[device+"\x00"+filter]
+	b.mu.Unlock()
+	if f == nil {
+		t.Fatalf("no subscription of %s to %s", device, filter)
+	}
+	f(m)
+}
+
+func (b *fakeBroker) pubs() []udpgw.Message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]udpgw.Message(nil), b.published...)
+}
+
+func (b *fakeBroker) callList() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.calls...)
+}
+
+type testEngine struct {
+	*Engine
+	b        *fakeBroker
+	sessions *session.Table
+	reg      *metrics.Registry
+	addr     string
+}
+
+// startEngine serves an engine on 127.0.0.1:0 with short timers; tune edits the
+// options first.
+func startEngine(t testing.TB, tune func(*Options)) *testEngine {
+	t.Helper()
+	conn, err := udpgw.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newFakeBroker()
+	te := &testEngine{b: b, sessions: session.NewTable(), reg: metrics.New()}
+	o := Options{Name: "sn", Conn: conn, Broker: b, Sessions: te.sessions, Metrics: te.reg,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), RetryInterval: 50 * time.Millisecond,
+		MaxRetries: 2, DrainTimeout: time.Second, Mountpoint: "mp/"}
+	if tune != nil {
+		tune(&o)
+	}
+	e, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.Engine, te.addr = e, conn.LocalAddr().String()
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		b.mu.Lock()
+		if b.gate != nil {
+			select {
+			case <-b.gate:
+			default:
+				close(b.gate)
+			}
+		}
+		b.mu.Unlock()
+		e.Close()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Serve did not return after Close")
+		}
+	})
+	return te
+}
+
+func (te *testEngine) dropped(reason string) float64 {
+	return te.reg.Get("mqttgw_mqttsn_dropped_total", "listener", "sn", "reason", reason)
+}
+
+func (te *testEngine) refused(reason string) float64 {
+	return te.reg.Get("mqttgw_mqttsn_refused_total", "listener", "sn", "reason", reason)
+}
+
+// device is a raw UDP socket talking to the engine.
+type device struct {
+	t testing.TB
+	c *net.UDPConn
+}
+
+func (te *testEngine) device(t testing.TB) *device {
+	t.Helper()
+	ra, _ := net.ResolveUDPAddr("udp", te.addr)
+	c, err := net.DialUDP("udp", nil, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &device{t, c}
+}
+
+func (d *device) send(m mqttsn.Message) {
+	d.t.Helper()
+	b, err := mqttsn.Append(nil, m)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if _, err := d.c.Write(b); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *device) tryRecv(wait time.Duration) (mqttsn.Message, bool) {
+	d.t.Helper()
+	buf := make([]byte, 70000)
+	_ = d.c.SetReadDeadline(time.Now().Add(wait))
+	n, err := d.c.Read(buf)
+	if err != nil {
+		return nil, false
+	}
+	m, err := mqttsn.Decode(buf[:n])
+	if err != nil {
+		d.t.Fatalf("undecodable answer % x: %v", buf[:n], err)
+	}
+	return m, true
+}
+
+func (d *device) none(wait time.Duration) {
+	d.t.Helper()
+	if m, ok := d.tryRecv(wait); ok {
+		d.t.Fatalf("got %T %+v, want nothing", m, m)
+	}
+}
+
+func recv[T mqttsn.Message](d *device) T {
+	d.t.Helper()
+	m, ok := d.tryRecv(5 * time.Second)
+	if !ok {
+		var zero T
+		d.t.Fatalf("no %T within 5s", zero)
+	}
+	v, ok := m.(T)
+	if !ok {
+		var zero T
+		d.t.Fatalf("got %T %+v, want %T", m, m, zero)
+	}
+	return v
+}
+
+func (d *device) connect(id string, duration uint16, clean bool) {
+	d.t.Helper()
+	d.send(&mqttsn.Connect{Flags: mqttsn.Flags{CleanSession: clean}, Duration: duration, ClientID: id})
+	if ca := recv[*mqttsn.Connack](d); ca.ReturnCode != mqttsn.Accepted {
+		d.t.Fatalf("CONNACK %v", ca.ReturnCode)
+	}
+}
+
+func (d *device) register(name string) uint16 {
+	d.t.Helper()
+	d.send(&mqttsn.Register{MsgID: 1000, TopicName: name})
+	ra := recv[*mqttsn.Regack](d)
+	if ra.ReturnCode != mqttsn.Accepted {
+		d.t.Fatalf("REGACK %v", ra.ReturnCode)
+	}
+	return ra.TopicID
+}
+
+func (d *device) subscribe(filter string, qos mqttsn.QoS) *mqttsn.Suback {
+	d.t.Helper()
+	d.send(&mqttsn.Subscribe{Flags: mqttsn.Flags{QoS: qos}, MsgID: 2000, TopicName: filter})
+	sa := recv[*mqttsn.Suback](d)
+	if sa.ReturnCode != mqttsn.Accepted {
+		d.t.Fatalf("SUBACK %v", sa.ReturnCode)
+	}
+	return sa
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

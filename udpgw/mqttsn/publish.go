@@ -1,0 +1,157 @@
+package mqttsn
+
+import (
+	"bytes"
+	"time"
+
+	"go.uber.org/zap"
+
+	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// uplinkTopic resolves the topic of a client's PUBLISH (MQTT-SN 1.2 §6.7): a
+// registered id, a predefined id (the client's own, then global) or a short name.
+// clientID is "" for a client that is not connected.
+func (e *Engine) uplinkTopic(c *client, clientID string, t mqttsn.TopicIDType, id uint16) (string, bool) {
+	switch t {
+	case mqttsn.TopicNormal:
+		if c == nil {
+			return "", false
+		}
+		name, ok := c.topics.name(id)
+		return name, ok
+	case mqttsn.TopicPredefined:
+		return e.predef.topic(clientID, id)
+	case mqttsn.TopicShort:
+		return mqttsn.ShortTopicName(id), true
+	}
+	return "", false
+}
+
+// onPublishMinusOne handles a QoS -1 PUBLISH: fire and forget, from any address,
+// connected or not, with a predefined id or a short name (MQTT-SN 1.2 §6.8). It
+// keeps no state about the sender.
+func (e *Engine) onPublishMinusOne(ob *outbox, p peer, m *mqttsn.Publish, now time.Time) {
+	var c *client
+	clientID, device := "", p.addr.String()
+	if cc := e.byPeer[p]; cc != nil && cc.state.connected() {
+		c, clientID, device = cc, cc.id, cc.id
+		e.touch(ob, cc, now)
+	}
+	if m.Flags.TopicIDType == mqttsn.TopicNormal {
+		e.m.drop(dropMinusOneTopic)
+		e.debugBad(now, "QoS -1 PUBLISH with a normal topic id dropped", p.addr, nil, zap.Uint16("topic_id", m.TopicID))
+		return
+	}
+	topic, ok := e.uplinkTopic(c, clientID, m.Flags.TopicIDType, m.TopicID)
+	if !ok {
+		// Nobody to answer: the sender may not even be listening.
+		e.m.drop(dropMinusOneTopic)
+		e.debugBad(now, "QoS -1 PUBLISH with an unknown predefined id dropped", p.addr, nil, zap.Uint16("topic_id", m.TopicID))
+		return
+	}
+	o := op{kind: opPublish, device: device, qos: mqttsn.QoSMinusOne,
+		msg: udpgw.Message{Topic: topic, Payload: bytes.Clone(m.Data), Retain: m.Flags.Retain}}
+	if !e.enqueueOp(e.anon, o, false) {
+		e.m.drop(dropBusy)
+	}
+}
+
+// onPublish handles PUBLISH at QoS 0, 1 and 2 from a connected client. MQTT-SN
+// 1.2 §6.6 (client's publish procedure), §6.7 (topic id types), §6.13
+// (duplicates). The client is answered when the broker has answered.
+func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Time) {
+	topic, ok := e.uplinkTopic(c, c.id, m.Flags.TopicIDType, m.TopicID)
+	if !ok {
+		// §6.6: an unknown topic id is answered with PUBACK "rejected:
+		// invalid topic ID", whatever the QoS.
+		e.m.refuse(refuseInvalidTopic)
+		e.send(ob, c.peer, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
+		if ce := e.log.Check(zap.DebugLevel, "PUBLISH to an unknown topic id"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.Stringer("id_type", m.Flags.TopicIDType), zap.Uint16("topic_id", m.TopicID))
+		}
+		return
+	}
+	qos := m.Flags.QoS
+	if qos >= mqttsn.QoS1 {
+		if st, busy := c.uplink[m.MsgID]; busy {
+			// A retransmission while the first copy is at the broker, or (QoS 2)
+			// already published: never publish twice (§6.13, §6.7 QoS 2).
+			e.m.duplicates.Inc()
+			if st == upReceived && qos == mqttsn.QoS2 {
+				e.send(ob, c.peer, &mqttsn.Pubrec{MsgID: m.MsgID})
+			}
+			return
+		}
+		if qos == mqttsn.QoS1 && m.Flags.DUP && c.wasAcked(m.MsgID) {
+			// Our PUBACK was lost: acknowledge again without publishing again.
+			e.m.duplicates.Inc()
+			e.send(ob, c.peer, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+			return
+		}
+	}
+	o := op{kind: opPublish, device: c.id, gen: c.gen, qos: qos, msgID: m.MsgID, topicID: m.TopicID,
+		msg: udpgw.Message{Topic: topic, Payload: bytes.Clone(m.Data), QoS: qosByte(qos), Retain: m.Flags.Retain}}
+	if !e.enqueueOp(c, o, false) {
+		if qos == mqttsn.QoS0 {
+			e.m.drop(dropBusy)
+			return
+		}
+		e.m.refuse(refuseCongestion)
+		e.send(ob, c.peer, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Congestion})
+		return
+	}
+	if qos >= mqttsn.QoS1 {
+		if c.uplink == nil {
+			c.uplink = map[uint16]uplinkState{}
+		}
+		c.uplink[m.MsgID] = upPublishing
+	}
+}
+
+// onPubrel ends an inbound QoS 2 exchange: the message was published once, at
+// PUBREC; PUBCOMP lets the MsgId be reused. MQTT-SN 1.2 §6.7 (Figure 7).
+func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
+	switch st, ok := c.uplink[m.MsgID]; {
+	case ok && st == upPublishing:
+		// PUBREL before our PUBREC: the client is confused; PUBREC follows.
+		e.m.drop(dropUnexpected)
+		return
+	case ok:
+		delete(c.uplink, m.MsgID)
+	default:
+		e.m.duplicates.Inc() // our PUBCOMP was lost: complete again
+	}
+	e.send(ob, c.peer, &mqttsn.Pubcomp{MsgID: m.MsgID})
+}
+
+// onRegister answers a client's REGISTER with the topic id of the name.
+// MQTT-SN 1.2 §6.5. A name already registered keeps its id, which also makes a
+// retransmitted REGISTER harmless.
+//
+// Refusals: a name that cannot be a topic gets 0x02 "invalid topic ID" (it can
+// have no id); a client at max_topics gets 0x03 "not supported": the limit is
+// permanent for this connection, and "congestion" would make the client retry
+// after T_WAIT for nothing (MQTT-SN 1.2 §5.3.10 lists the codes; congestion is
+// the one for transient conditions).
+func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.Time) {
+	if err := checkTopicName(m.TopicName); err != nil {
+		e.m.refuse(refuseInvalidTopic)
+		e.send(ob, c.peer, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
+		if ce := e.log.Check(zap.DebugLevel, "REGISTER refused"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.Error(err))
+		}
+		return
+	}
+	id, ok := c.register(m.TopicName, e.o.MaxTopics)
+	if !ok {
+		e.m.refuse(refuseTopicLimit)
+		e.send(ob, c.peer, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.NotSupported})
+		if ce := e.log.Check(zap.DebugLevel, "REGISTER refused: max_topics reached"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.Int("max_topics", e.o.MaxTopics))
+		}
+		return
+	}
+	e.send(ob, c.peer, &mqttsn.Regack{TopicID: id, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+}
