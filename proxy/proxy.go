@@ -175,6 +175,7 @@ func (p *Proxy) Start() error {
 		SetConnectTimeout(p.opts.ConnectTimeout).
 		SetWriteTimeout(p.opts.PublishTimeout).
 		SetCleanSession(true). // the gateway's own queue redelivers, not paho's store
+		SetStore(noStore{}).
 		SetOrderMatters(true). // downlink messages reach devices in broker order
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
@@ -241,18 +242,13 @@ func (p *Proxy) EmbeddedAddr() string {
 
 func (p *Proxy) onConnect(c paho.Client) {
 	p.mu.Lock()
-	select {
-	case <-p.connected:
-	default:
-		close(p.connected)
-	}
 	subs := make(map[string]byte, len(p.subs))
 	for f, q := range p.subs {
 		subs[f] = q
 	}
 	p.mu.Unlock()
-	p.m.up.Set(1)
-	p.log.Info("connected to broker")
+	// Say online and restore subscriptions before the queue may flush, so that a
+	// watcher sees the gateway come back before the messages it held.
 	if p.opts.StatusTopic != "" {
 		c.Publish(p.opts.StatusTopic, 1, true, []byte("online"))
 	}
@@ -260,6 +256,15 @@ func (p *Proxy) onConnect(c paho.Client) {
 	if len(subs) > 0 {
 		c.SubscribeMultiple(subs, nil)
 	}
+	p.mu.Lock()
+	select {
+	case <-p.connected:
+	default:
+		close(p.connected)
+	}
+	p.mu.Unlock()
+	p.m.up.Set(1)
+	p.log.Info("connected to broker")
 	p.wake()
 }
 
