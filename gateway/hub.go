@@ -31,14 +31,25 @@ type owner struct{ listener, device string }
 
 type filterSubs struct {
 	qos  byte // the QoS the broker subscription was made with
-	subs map[owner]subscriber
+	subs map[owner]*subscriber
 }
 
 type subscriber struct {
 	qos        byte
 	mountpoint string
 	deliver    func(udpgw.Message)
+	// retainedUntil: messages with the retain flag reach this subscriber only
+	// until then. A broker sets the flag only on retained messages it sends because
+	// of a (re)subscription (MQTT 3.1.1 §3.3.1.3), which the hub makes for every new
+	// device subscription; subscribers already holding the filter have had theirs.
+	retainedUntil time.Time
+	// retainedSeen holds the retained topics delivered in the window, so that a
+	// later device's resubscription does not repeat them; hub.mu guards it.
+	retainedSeen map[string]bool
 }
+
+// retainedWindow is how long after subscribing a device takes retained messages.
+const retainedWindow = 5 * time.Second
 
 // lastValues bounds the last-value cache behind CoAP GET.
 const lastValues = 10000
@@ -48,28 +59,25 @@ func newHub() *hub {
 }
 
 // subscribe adds (or replaces) o's subscription to the broker-side filter and
-// subscribes the broker when the filter is new or needs a higher QoS.
+// subscribes the broker every time: a repeated SUBSCRIBE makes the broker send the
+// filter's retained messages again (MQTT 3.1.1 §3.8.4), and dispatch gives them
+// only to the new subscriber.
 func (h *hub) subscribe(ctx context.Context, o owner, filter string, s subscriber) error {
+	s.retainedUntil = time.Now().Add(retainedWindow)
 	h.mu.Lock()
 	fs, ok := h.filters[filter]
 	if !ok {
-		fs = &filterSubs{subs: map[owner]subscriber{}}
+		fs = &filterSubs{subs: map[owner]*subscriber{}}
 		h.filters[filter] = fs
 	}
-	fs.subs[o] = s
+	fs.subs[o] = &s
 	if h.byOwner[o] == nil {
 		h.byOwner[o] = map[string]struct{}{}
 	}
 	h.byOwner[o][filter] = struct{}{}
-	need := !ok || s.qos > fs.qos
-	if need {
-		fs.qos = max(fs.qos, s.qos)
-	}
+	fs.qos = max(fs.qos, s.qos)
 	qos := fs.qos
 	h.mu.Unlock()
-	if !need {
-		return nil
-	}
 	if err := h.proxy.Subscribe(ctx, filter, qos); err != nil {
 		if errors.Is(err, proxy.ErrTimeout) {
 			return fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
@@ -120,10 +128,11 @@ func (h *hub) unsubscribeAll(o owner) {
 // dispatch is the proxy's OnMessage: it runs on paho's delivery goroutine.
 func (h *hub) dispatch(m proxy.Message) {
 	type target struct {
-		s   subscriber
+		s   *subscriber
 		qos byte
 	}
 	var targets map[owner]target
+	now := time.Now()
 	h.mu.Lock()
 	h.remember(udpgw.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	for filter, fs := range h.filters {
@@ -134,6 +143,19 @@ func (h *hub) dispatch(m proxy.Message) {
 			targets = make(map[owner]target, len(fs.subs))
 		}
 		for o, s := range fs.subs {
+			if m.Retain {
+				if now.After(s.retainedUntil) {
+					s.retainedSeen = nil
+					continue // re-sent for another device's subscription
+				}
+				if s.retainedSeen[m.Topic] {
+					continue
+				}
+				if s.retainedSeen == nil {
+					s.retainedSeen = map[string]bool{}
+				}
+				s.retainedSeen[m.Topic] = true
+			}
 			// Overlapping filters of one device: deliver once, with the highest
 			// QoS granted (MQTT 3.1.1 §3.3.5).
 			if t, ok := targets[o]; !ok || s.qos > t.qos {
