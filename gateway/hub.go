@@ -263,6 +263,17 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 	return nil
 }
 
+func (b *listenerBroker) BrokerTopic(device, topic string) (string, error) {
+	out, _, err := b.g.table.MapTopic(b.listener, device, topic)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
+	}
+	if err := config.CheckTopic(out); err != nil {
+		return "", fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
+	}
+	return out, nil
+}
+
 func (b *listenerBroker) HasTopicRule(topic string) bool {
 	return b.g.table.HasTopicRule(b.listener, topic)
 }

@@ -29,7 +29,6 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		Sessions:          g.sessions,
 		Logger:            g.log.Named("mqttsn").With(zap.String("listener", lc.Name)),
 		Metrics:           g.metrics,
-		Mountpoint:        lc.Mountpoint,
 		GatewayID:         uint8(o.GatewayID),
 		AdvertiseInterval: o.AdvertiseInterval.D(),
 		AdvertiseAddr:     o.AdvertiseAddr,

@@ -36,6 +36,10 @@ type Broker interface {
 	// returns only after the broker acknowledged, so the engine can acknowledge the
 	// device then; errors wrap ErrUnavailable, ErrForbidden or ErrBadTopic.
 	Publish(ctx context.Context, device string, m Message) error
+	// BrokerTopic is the broker-side topic a publish by device on topic goes to:
+	// the listener's topic rules and mountpoint applied. It is pure (no I/O, no
+	// locks), for wills, which the gateway publishes later from the session table.
+	BrokerTopic(device, topic string) (string, error)
 	// HasTopicRule reports whether one of the listener's topic rules matches topic,
 	// e.g. for a CoAP path outside /ps/ that only a rule makes publishable.
 	HasTopicRule(topic string) bool

@@ -150,8 +150,9 @@ func (e *Engine) accept(ob *outbox, p peer, id string, clean bool, duration uint
 	e.pump(ob, c, now)
 }
 
-// syncWill mirrors the client's will into its session, with the mountpoint:
-// the gateway's driver publishes it from there when the session expires.
+// syncWill mirrors the client's will into its session, as the broker-side topic
+// (topic rules and mountpoint applied): the gateway's driver publishes it from
+// there when the session expires. A will topic no rule can map is dropped, logged.
 func (e *Engine) syncWill(c *client) {
 	if c.sess == nil {
 		return
@@ -160,7 +161,15 @@ func (e *Engine) syncWill(c *client) {
 		c.sess.SetWill(nil)
 		return
 	}
-	c.sess.SetWill(&session.Will{Topic: e.o.Mountpoint + c.will.Topic, Payload: c.will.Payload, QoS: c.will.QoS, Retain: c.will.Retain})
+	topic, err := e.o.Broker.BrokerTopic(c.id, c.will.Topic)
+	if err != nil {
+		c.sess.SetWill(nil)
+		if ce := e.log.Check(zap.WarnLevel, "will topic cannot be mapped to a broker topic: no will"); ce != nil {
+			ce.Write(zap.String("client", c.id), zap.Error(err))
+		}
+		return
+	}
+	c.sess.SetWill(&session.Will{Topic: topic, Payload: c.will.Payload, QoS: c.will.QoS, Retain: c.will.Retain})
 }
 
 // onWake handles PINGREQ with a ClientId: a sleeping client wakes up, gets its

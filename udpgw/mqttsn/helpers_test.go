@@ -90,6 +90,9 @@ func (b *fakeBroker) UnsubscribeAll(device string) {
 
 func (b *fakeBroker) HasTopicRule(string) bool { return false }
 
+// BrokerTopic applies the fake listener's mountpoint, as the gateway's does.
+func (b *fakeBroker) BrokerTopic(_, topic string) (string, error) { return "mp/" + topic, nil }
+
 func (b *fakeBroker) Retained(context.Context, string) (udpgw.Message, bool, error) {
 	return udpgw.Message{}, false, nil
 }
@@ -138,7 +141,7 @@ func startEngine(t testing.TB, tune func(*Options)) *testEngine {
 	te := &testEngine{b: b, sessions: session.NewTable(), reg: metrics.New()}
 	o := Options{Name: "sn", Conn: conn, Broker: b, Sessions: te.sessions, Metrics: te.reg,
 		Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), RetryInterval: 50 * time.Millisecond,
-		MaxRetries: 2, DrainTimeout: time.Second, Mountpoint: "mp/"}
+		MaxRetries: 2, DrainTimeout: time.Second}
 	if tune != nil {
 		tune(&o)
 	}

@@ -30,11 +30,6 @@ type Options struct {
 	Logger   *zap.Logger    // nil: no logs
 	Metrics  *metrics.Registry
 
-	// Mountpoint is the listener's topic prefix. The Broker applies it to
-	// everything but wills, which the gateway's driver publishes straight from
-	// the session table, so the engine stores them with the prefix.
-	Mountpoint string
-
 	GatewayID         uint8         // GwId of GWINFO and ADVERTISE; default 1
 	AdvertiseInterval time.Duration // T_ADV; 0: no ADVERTISE
 	AdvertiseAddr     string        // HOST:PORT, broadcast or multicast
