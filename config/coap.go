@@ -11,10 +11,19 @@ const (
 // CoAP configures a listener of type "coap" or "coaps" ([listener.coap]).
 type CoAP struct {
 	// Notify is the message type of Observe notifications: "non" (default) or "con".
+	// With "non" a Confirmable notification is still sent at least once every 24 h
+	// (RFC 7641 §4.5).
 	Notify string `toml:"notify"`
-	// MaxObserversPerTopic and MaxObserversPerDevice bound observations.
+	// MaxObserversPerTopic and MaxObserversPerDevice bound observations; a
+	// registration beyond them is answered as a plain GET (RFC 7641 §4.1).
 	MaxObserversPerTopic  int `toml:"max_observers_per_topic"`
 	MaxObserversPerDevice int `toml:"max_observers_per_device"`
+	// ObserverQueue bounds the notifications waiting for one observer; when full
+	// the oldest is dropped and counted.
+	ObserverQueue int `toml:"observer_queue"`
+	// AllowWildcards lets an observation's path be an MQTT filter with '+' and '#'
+	// levels; by default such a path is refused with 4.00.
+	AllowWildcards bool `toml:"allow_wildcards"`
 	// MaxPayload is the largest request or response body, block-wise included
 	// (RFC 7959); larger requests get 4.13.
 	MaxPayload int `toml:"max_payload"`
@@ -23,10 +32,16 @@ type CoAP struct {
 	Keepalive Duration `toml:"keepalive"`
 	// RetryAfter is the Max-Age sent with 5.03 when the broker is unreachable.
 	RetryAfter Duration `toml:"retry_after"`
+	// HandshakeTimeout bounds one DTLS handshake (coaps).
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
 	// CertFile and KeyFile give coaps a certificate besides PSK.
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
 }
+
+// maxCoAPKeepalive bounds keepalive: a year is beyond any sleepy sensor's period,
+// so a larger value is a typo.
+const maxCoAPKeepalive = 365 * 24 * time.Hour
 
 func (c *CoAP) applyDefaults() {
 	if c.Notify == "" {
@@ -38,11 +53,15 @@ func (c *CoAP) applyDefaults() {
 	if c.MaxObserversPerDevice == 0 {
 		c.MaxObserversPerDevice = 16
 	}
+	if c.ObserverQueue == 0 {
+		c.ObserverQueue = 16
+	}
 	if c.MaxPayload == 0 {
 		c.MaxPayload = 64 << 10
 	}
 	setDuration(&c.Keepalive, 24*time.Hour)
 	setDuration(&c.RetryAfter, 5*time.Second)
+	setDuration(&c.HandshakeTimeout, 10*time.Second)
 }
 
 func (c *CoAP) validate(key string, add func(key, format string, args ...any)) {
@@ -55,8 +74,24 @@ func (c *CoAP) validate(key string, add func(key, format string, args ...any)) {
 	if c.MaxObserversPerDevice < 1 {
 		add(key+".max_observers_per_device", "%d: want at least 1", c.MaxObserversPerDevice)
 	}
+	if c.ObserverQueue < 1 || c.ObserverQueue > 10000 {
+		add(key+".observer_queue", "%d is out of range 1..10000", c.ObserverQueue)
+	}
 	if c.MaxPayload < 1 || c.MaxPayload > 16<<20 {
 		add(key+".max_payload", "%d is out of range 1..16777216", c.MaxPayload)
+	}
+	if c.Keepalive.D() < time.Second {
+		add(key+".keepalive", "%v: want at least 1s", c.Keepalive.D())
+	}
+	if c.Keepalive.D() > maxCoAPKeepalive {
+		add(key+".keepalive", "%v: want at most %v", c.Keepalive.D(), maxCoAPKeepalive)
+	}
+	// Max-Age is in whole seconds (RFC 7252 §5.10.5).
+	if c.RetryAfter.D() < time.Second || c.RetryAfter.D() > 24*time.Hour {
+		add(key+".retry_after", "%v: want 1s to 24h (Max-Age counts whole seconds)", c.RetryAfter.D())
+	}
+	if c.HandshakeTimeout.D() < 100*time.Millisecond || c.HandshakeTimeout.D() > 5*time.Minute {
+		add(key+".handshake_timeout", "%v: want 100ms to 5m", c.HandshakeTimeout.D())
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		add(key, "cert_file and key_file go together: set both or neither")

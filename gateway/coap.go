@@ -1,13 +1,88 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"fmt"
 
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/udpgw"
+	"github.com/mqttgw/mqttgw/udpgw/coap"
 )
 
-// newCoAPListener builds the CoAP (or CoAP over DTLS) listener for lc.
+// newCoAPListener builds the CoAP (or CoAP over DTLS) listener for lc. Devices
+// authenticate with the [auth] files: the PSK file for coaps, the password file
+// for the query's u and p. The engine's session-expiry callback is registered in
+// g.onLost.
 func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
-	return nil, fmt.Errorf("gateway: listener %q: the %s listener is not built yet", lc.Name, lc.Type)
+	c := lc.CoAP
+	a := g.cfg.Auth
+	opts := coap.Options{
+		Name:                  lc.Name,
+		Bind:                  lc.Bind,
+		Broker:                g.broker(lc),
+		Sessions:              g.sessions,
+		Logger:                g.log.With(zap.String("listener", lc.Name)),
+		Metrics:               coapMetrics{g.metrics},
+		AllowAnonymous:        a.Anonymous(),
+		NotifyCON:             c.Notify == "con",
+		MaxObserversPerTopic:  c.MaxObserversPerTopic,
+		MaxObserversPerDevice: c.MaxObserversPerDevice,
+		ObserverQueue:         c.ObserverQueue,
+		AllowWildcards:        c.AllowWildcards,
+		MaxPayload:            c.MaxPayload,
+		MaxDatagram:           lc.MaxPacket,
+		Keepalive:             c.Keepalive.D(),
+		RetryAfter:            c.RetryAfter.D(),
+		// The proxy bounds the wait for a PUBACK itself; this only must not be shorter.
+		PublishTimeout: g.cfg.Upstream.PublishTimeout.D() + g.cfg.Upstream.ConnectTimeout.D(),
+	}
+	if a.PasswordFile != "" {
+		pw, err := auth.LoadPasswordFile(g.cfg.Path(a.PasswordFile))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: listener %q: auth.password_file: %w", lc.Name, err)
+		}
+		opts.CheckPassword = pw.Check
+	}
+	if lc.Type == config.ListenerCoAPS {
+		d := &coap.DTLSOptions{HandshakeTimeout: c.HandshakeTimeout.D()}
+		if a.PSKFile != "" {
+			psk, err := auth.LoadPSKFile(g.cfg.Path(a.PSKFile))
+			if err != nil {
+				return nil, fmt.Errorf("gateway: listener %q: auth.psk_file: %w", lc.Name, err)
+			}
+			d.PSK = psk.Key
+		}
+		if c.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(g.cfg.Path(c.CertFile), g.cfg.Path(c.KeyFile))
+			if err != nil {
+				return nil, fmt.Errorf("gateway: listener %q: coap.cert_file: %w", lc.Name, err)
+			}
+			d.Certificates = []tls.Certificate{cert}
+		}
+		if d.PSK == nil && d.Certificates == nil {
+			return nil, fmt.Errorf("gateway: listener %q: type coaps needs auth.psk_file or coap.cert_file and key_file", lc.Name)
+		}
+		opts.DTLS = d
+	}
+	l, err := coap.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
+	}
+	g.onLost[lc.Name] = l.SessionLost
+	return l, nil
+}
+
+// coapMetrics lends the gateway's registry to the CoAP engine.
+type coapMetrics struct{ r *metrics.Registry }
+
+func (m coapMetrics) Counter(name, help string, labels ...string) coap.Counter {
+	return m.r.Counter(name, help, labels...)
+}
+
+func (m coapMetrics) GaugeFunc(name, help string, fn func() float64, labels ...string) {
+	m.r.GaugeFunc(name, help, fn, labels...)
 }

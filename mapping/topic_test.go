@@ -31,9 +31,9 @@ func TestMapTopic(t *testing.T) {
 		want, rule              string
 	}{
 		{"sn", "c1", "d/dev9/temp", "site1/devices/dev9/temp", "kinds"},
-		{"sn", "c1", "d/dev9", "site1/d/dev9", ""},             // too few levels: unchanged
+		{"sn", "c1", "d/dev9", "site1/d/dev9", ""},               // too few levels: unchanged
 		{"sn", "c1", "d/dev9/temp/x", "site1/d/dev9/temp/x", ""}, // too many
-		{"sn", "c1", "d//temp", "site1/d//temp", ""},            // an empty level is no capture
+		{"sn", "c1", "d//temp", "site1/d//temp", ""},             // an empty level is no capture
 		{"sn", "c1", "raw/a/b/c", "site1/gw1/sn/c1/a/b/c", "rest"},
 		{"sn", "c1", "raw", "site1/raw", ""},
 		{"sn", "c1", "other/x", "site1/other/x", ""},

@@ -1,0 +1,715 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+)
+
+// The CoAP load tool. Phase 1, for Confirmable and for Non-confirmable requests:
+// D simulated devices (each its own UDP socket and client id) send PUT
+// /ps/TOPIC one after another, each after the previous one's response, while an
+// MQTT subscriber on the broker timestamps the arrivals; then D paho clients
+// publish the same load straight to the broker (QoS 1 beside CON, QoS 0 beside
+// NON). Phase 2, the cost of an observer: K devices observe one topic and M
+// messages are published to it; then K paho subscribers take the same M
+// messages. Loopback only; every phase is bounded in count and time.
+
+const (
+	coapBenchMaxDevices = 10000
+	coapBenchMaxTotal   = 10_000_000
+	coapBenchHeader     = 16 // send time (8), device (4), sequence (4)
+)
+
+type coapBenchConfig struct {
+	coapURL, mqttURL, user, pass string
+	host                         string // the gateway's CoAP HOST:PORT
+	devices, requests, size      int
+	observers, notifications     int
+	con, non                     bool
+	limit                        time.Duration
+	topic, mountpoint            string
+	gatewayPID, brokerPID        int
+	run                          string
+}
+
+func cmdBenchCoAP(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: mqttgw bench --coap coap://HOST:PORT --mqtt tcp://HOST:PORT [-u USER -P PASS] [--devices D] [--requests N] [--con] [--non] [--observers K] [--notifications M]\n\n"+
+			"D simulated CoAP devices send N publishes in all (each device one at a time, after the\n"+
+			"previous response), Confirmable and/or Non-confirmable, beside D MQTT clients publishing\n"+
+			"the same load straight to the broker; then K devices observe one topic that gets M messages,\n"+
+			"beside K MQTT subscribers. Loopback only. --gateway-pid and --broker-pid (Linux) add memory\n"+
+			"per observer and CPU time per message.")
+		fs.PrintDefaults()
+	}
+	var c coapBenchConfig
+	fs.StringVar(&c.coapURL, "coap", "coap://127.0.0.1:5683", "the gateway's CoAP listener")
+	fs.StringVar(&c.mqttURL, "mqtt", "tcp://127.0.0.1:1883", "the broker, for the subscriber and the direct baseline")
+	fs.StringVar(&c.user, "u", "", "broker user name")
+	fs.StringVar(&c.pass, "P", "", "broker password")
+	fs.IntVar(&c.devices, "devices", 100, "simulated devices (and MQTT clients in the baseline)")
+	fs.IntVar(&c.requests, "requests", 10000, "publishes per mode, in all")
+	fs.BoolVar(&c.con, "con", false, "measure Confirmable publishes (default: both)")
+	fs.BoolVar(&c.non, "non", false, "measure Non-confirmable publishes (default: both)")
+	fs.IntVar(&c.observers, "observers", 100, "observers in the observe phase (0: skip it)")
+	fs.IntVar(&c.notifications, "notifications", 100, "messages published to the observed topic")
+	fs.IntVar(&c.size, "size", 32, "payload size in octets (at least 16)")
+	fs.DurationVar(&c.limit, "duration-limit", 60*time.Second, "bound on each phase")
+	fs.StringVar(&c.topic, "topic", "mqttgw-bench", "topic prefix")
+	fs.StringVar(&c.mountpoint, "mountpoint", "", "the CoAP listener's mountpoint, as the broker sees the topics")
+	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "the gateway's process id, for memory and CPU figures")
+	fs.IntVar(&c.brokerPID, "broker-pid", 0, "the broker's process id, for memory and CPU figures")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if !c.con && !c.non {
+		c.con, c.non = true, true
+	}
+	if err := c.check(); err != nil {
+		fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
+		return 2
+	}
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	c.run = hex.EncodeToString(rb[:])
+	per := max(1, c.requests/c.devices)
+	fmt.Fprintf(stdout, "mqttgw bench --coap run %s: %d devices × %d publishes per mode, %d-octet payloads; %d observers × %d messages; %d CPUs (GOMAXPROCS %d)\n\n",
+		c.run, c.devices, per, c.size, c.observers, c.notifications, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+
+	sub, err := newCoAPBenchSub(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw bench: subscriber: %v\n", err)
+		return 1
+	}
+	defer sub.client.Disconnect(250)
+
+	code := 0
+	var cols []*coapBenchPhase
+	modes := []bool{}
+	if c.con {
+		modes = append(modes, true)
+	}
+	if c.non {
+		modes = append(modes, false)
+	}
+	for _, con := range modes {
+		gw, err := c.publishPhase(sub, con, per, true)
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
+			return 1
+		}
+		direct, err := c.publishPhase(sub, con, per, false)
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
+			return 1
+		}
+		cols = append(cols, gw, direct)
+		if gw.received < gw.expected || direct.received < direct.expected {
+			code = 1
+		}
+	}
+	printCoAPPublishes(stdout, cols)
+	if c.observers > 0 {
+		gw, err := c.observePhase(true)
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
+			return 1
+		}
+		direct, err := c.observePhase(false)
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
+			return 1
+		}
+		printCoAPObservers(stdout, c, gw, direct)
+		if gw.received < gw.expected || direct.received < direct.expected {
+			code = 1
+		}
+	}
+	return code
+}
+
+func (c *coapBenchConfig) check() error {
+	switch {
+	case c.devices < 1 || c.devices > coapBenchMaxDevices:
+		return fmt.Errorf("--devices %d: want 1..%d", c.devices, coapBenchMaxDevices)
+	case c.requests < 1 || c.requests > coapBenchMaxTotal:
+		return fmt.Errorf("--requests %d: want 1..%d", c.requests, coapBenchMaxTotal)
+	case c.observers < 0 || c.observers > coapBenchMaxDevices:
+		return fmt.Errorf("--observers %d: want 0..%d", c.observers, coapBenchMaxDevices)
+	case c.notifications < 1 || c.observers*c.notifications > coapBenchMaxTotal:
+		return fmt.Errorf("--notifications %d: want at least 1 and observers × notifications at most %d", c.notifications, coapBenchMaxTotal)
+	case c.size < coapBenchHeader || c.size > 60000:
+		return fmt.Errorf("--size %d: want %d..60000", c.size, coapBenchHeader)
+	case c.limit <= 0 || c.limit > time.Hour:
+		return fmt.Errorf("--duration-limit %v: want up to 1h", c.limit)
+	}
+	t, err := parseCoAPURL(c.coapURL)
+	if err != nil {
+		return err
+	}
+	if t.secure {
+		return errors.New("--coap: the load tool speaks plain coap:// only")
+	}
+	c.host = t.host
+	if err := coapLoopbackOnly(c.host); err != nil {
+		return fmt.Errorf("--coap: %w", err)
+	}
+	u, err := url.Parse(c.mqttURL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("--mqtt %q: want tcp://HOST:PORT", c.mqttURL)
+	}
+	if err := coapLoopbackOnly(u.Host); err != nil {
+		return fmt.Errorf("--mqtt: %w", err)
+	}
+	return nil
+}
+
+// coapLoopbackOnly refuses anything but a loopback address: the load tool must
+// not be pointed at someone else's gateway or broker.
+func coapLoopbackOnly(hostport string) error {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT", hostport)
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return fmt.Errorf("%q: %v", host, err)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s is not a loopback address: the load tool runs on loopback only", host)
+		}
+	}
+	return nil
+}
+
+// coapBenchPhase is one column of the report.
+type coapBenchPhase struct {
+	name                string
+	expected            int
+	sent, failed        atomic.Int64
+	firstSend, lastAns  time.Time
+	rssBefore, rssAfter int64 // kB; 0 unknown
+	cpu                 map[string]float64
+	connect             time.Duration
+
+	mu        sync.Mutex // guards the fields below (the subscriber or observers write them)
+	received  int
+	dups      int
+	seen      []bool
+	latencies []time.Duration
+	lastRecv  time.Time
+	done      chan struct{}
+	devices   int
+	per       int
+}
+
+func newCoAPBenchPhase(name string, devices, per int) *coapBenchPhase {
+	return &coapBenchPhase{name: name, expected: devices * per, devices: devices, per: per,
+		seen: make([]bool, devices*per), done: make(chan struct{}), latencies: make([]time.Duration, 0, devices*per)}
+}
+
+// arrived records one message (its payload carries send time, device, sequence).
+func (p *coapBenchPhase) arrived(b []byte, now time.Time) {
+	if len(b) < coapBenchHeader {
+		return
+	}
+	sent := time.Unix(0, int64(binary.BigEndian.Uint64(b)))
+	dev, seq := int(binary.BigEndian.Uint32(b[8:])), int(binary.BigEndian.Uint32(b[12:]))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := dev*p.per + seq
+	if dev >= p.devices || seq >= p.per || k >= len(p.seen) {
+		return
+	}
+	if p.seen[k] {
+		p.dups++
+		return
+	}
+	p.seen[k] = true
+	p.received++
+	p.latencies = append(p.latencies, now.Sub(sent))
+	p.lastRecv = now
+	if p.received == p.expected {
+		close(p.done)
+	}
+}
+
+func coapBenchPayload(size, dev, seq int) []byte {
+	b := make([]byte, size)
+	binary.BigEndian.PutUint64(b, uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint32(b[8:], uint32(dev))
+	binary.BigEndian.PutUint32(b[12:], uint32(seq))
+	return b
+}
+
+// --- the subscriber: one paho connection timestamping arrivals ---
+
+type coapBenchSub struct {
+	client paho.Client
+	mu     sync.Mutex
+	phase  *coapBenchPhase
+}
+
+func newCoAPBenchSub(c coapBenchConfig) (*coapBenchSub, error) {
+	s := &coapBenchSub{}
+	cl, err := coapBenchMQTT(c, "sub")
+	if err != nil {
+		return nil, err
+	}
+	s.client = cl
+	filter := c.mountpoint + c.topic + "/" + c.run + "/pub/#"
+	tok := cl.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) {
+		now := time.Now()
+		s.mu.Lock()
+		p := s.phase
+		s.mu.Unlock()
+		if p != nil {
+			p.arrived(m.Payload(), now)
+		}
+	})
+	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		cl.Disconnect(0)
+		return nil, fmt.Errorf("subscribe %s: %v", filter, tok.Error())
+	}
+	return s, nil
+}
+
+func coapBenchMQTT(c coapBenchConfig, id string) (paho.Client, error) {
+	o := paho.NewClientOptions().AddBroker(c.mqttURL).SetClientID("mqttgw-cbench-" + c.run + "-" + id).
+		SetUsername(c.user).SetPassword(c.pass).SetCleanSession(true).SetAutoReconnect(false).
+		SetOrderMatters(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(5 * time.Minute)
+	cl := paho.NewClient(o)
+	if tok := cl.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("connect %s: %v", c.mqttURL, tok.Error())
+	}
+	return cl, nil
+}
+
+func coapWaitTok(ctx context.Context, tok paho.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// parallel runs f(i) for i in [0, n), at most 50 at once, and returns the first error.
+func parallel(n int, f func(i int) error) error {
+	sem := make(chan struct{}, 50)
+	var wg sync.WaitGroup
+	var first atomic.Value
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := f(i); err != nil {
+				first.CompareAndSwap(nil, fmt.Errorf("client %d: %w", i, err))
+			}
+		}()
+	}
+	wg.Wait()
+	err, _ := first.Load().(error)
+	return err
+}
+
+// publishPhase measures per publishes from each of D devices (gateway) or D
+// MQTT clients (direct).
+func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gateway bool) (*coapBenchPhase, error) {
+	mode, qos := "NON", byte(0)
+	if con {
+		mode, qos = "CON", 1
+	}
+	name := "gateway CoAP " + mode
+	if !gateway {
+		name = fmt.Sprintf("direct MQTT QoS %d", qos)
+	}
+	kind := strings.ToLower(mode)
+	if !gateway {
+		kind = "mqtt" + kind
+	}
+	p := newCoAPBenchPhase(name, c.devices, per)
+	ctx, cancel := context.WithTimeout(context.Background(), c.limit)
+	defer cancel()
+
+	var publish func(ctx context.Context, i int, b []byte) error
+	start := time.Now()
+	if gateway {
+		conns := make([]*udpclient.Conn, c.devices)
+		defer func() {
+			for _, cc := range conns {
+				if cc != nil {
+					cc.Close()
+				}
+			}
+		}()
+		if err := parallel(c.devices, func(i int) error {
+			cc, err := dialCoAP(coapTarget{host: c.host}, "", "")
+			conns[i] = cc
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		publish = func(ctx context.Context, i int, b []byte) error {
+			path := fmt.Sprintf("/ps/%s/%s/pub/%s/%d", c.topic, c.run, kind, i)
+			opts := message.Options{{ID: message.URIQuery, Value: fmt.Appendf(nil, "c=cb-%s-%d", c.run, i)}}
+			return coapPublish(ctx, conns[i], path, true, !con, b, opts)
+		}
+	} else {
+		clients := make([]paho.Client, c.devices)
+		defer func() {
+			for _, cl := range clients {
+				if cl != nil {
+					cl.Disconnect(0)
+				}
+			}
+		}()
+		if err := parallel(c.devices, func(i int) error {
+			cl, err := coapBenchMQTT(*c, fmt.Sprintf("%s-%d", kind, i))
+			clients[i] = cl
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		publish = func(ctx context.Context, i int, b []byte) error {
+			topic := fmt.Sprintf("%s%s/%s/pub/%s/%d", c.mountpoint, c.topic, c.run, kind, i)
+			return coapWaitTok(ctx, clients[i].Publish(topic, qos, false, b))
+		}
+	}
+	p.connect = time.Since(start)
+	sub.mu.Lock()
+	sub.phase = p
+	sub.mu.Unlock()
+	defer func() {
+		sub.mu.Lock()
+		sub.phase = nil
+		sub.mu.Unlock()
+	}()
+
+	cpuBefore := c.cpu()
+	p.firstSend = time.Now()
+	var wg sync.WaitGroup
+	var lastAns atomic.Int64
+	for i := range c.devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seq := range per {
+				if err := publish(ctx, i, coapBenchPayload(c.size, i, seq)); err != nil {
+					p.failed.Add(1)
+					if ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				p.sent.Add(1)
+				lastAns.Store(time.Now().UnixNano())
+			}
+		}()
+	}
+	wg.Wait()
+	p.lastAns = time.Unix(0, lastAns.Load())
+	// Non-confirmable QoS 0 messages may be lost on the way; wait a bounded
+	// moment for stragglers, then report what arrived.
+	wait := time.NewTimer(min(c.limit, 5*time.Second))
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	case <-wait.C:
+	}
+	wait.Stop()
+	after := c.cpu()
+	p.cpu = map[string]float64{}
+	for k, v := range after {
+		p.cpu[k] = v - cpuBefore[k]
+	}
+	p.mu.Lock()
+	slices.Sort(p.latencies)
+	p.mu.Unlock()
+	return p, nil
+}
+
+// observePhase registers K observers (gateway) or K MQTT subscribers (direct)
+// on one topic, publishes M messages to it and measures the fan-out.
+func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
+	k, m := c.observers, c.notifications
+	name, pid := "gateway CoAP observers", c.gatewayPID
+	sub := "obs"
+	if !gateway {
+		name, pid, sub = "direct MQTT subscribers", c.brokerPID, "obs-mqtt"
+	}
+	devTopic := fmt.Sprintf("%s/%s/%s", c.topic, c.run, sub)
+	// Every observer gets every message: count them per (observer, message).
+	p := newCoAPBenchPhase(name, k, m)
+	ctx, cancel := context.WithTimeout(context.Background(), c.limit)
+	defer cancel()
+	record := func(i int, b []byte) {
+		if len(b) < coapBenchHeader {
+			return
+		}
+		c := append([]byte(nil), b...)
+		binary.BigEndian.PutUint32(c[8:], uint32(i)) // the observer, not the publisher
+		p.arrived(c, time.Now())
+	}
+
+	p.rssBefore = coapRSS(pid)
+	start := time.Now()
+	var cleanup []func()
+	defer func() {
+		for _, f := range cleanup {
+			f()
+		}
+	}()
+	var mu sync.Mutex
+	if gateway {
+		if err := parallel(k, func(i int) error {
+			cc, err := dialCoAP(coapTarget{host: c.host}, "", "")
+			if err != nil {
+				return err
+			}
+			var registered atomic.Bool
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer rcancel()
+			id := message.Option{ID: message.URIQuery, Value: fmt.Appendf(nil, "c=co-%s-%d", c.run, i)}
+			obs, err := cc.Observe(rctx, "/ps/"+devTopic, func(msg *pool.Message) {
+				b, _ := msg.ReadBody()
+				if registered.CompareAndSwap(false, true) && len(b) == 0 {
+					return // the registration response
+				}
+				record(i, b)
+			}, id)
+			mu.Lock()
+			cleanup = append(cleanup, func() {
+				if obs != nil {
+					dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+					_ = obs.Cancel(dctx, id)
+					dcancel()
+				}
+				cc.Close()
+			})
+			mu.Unlock()
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := parallel(k, func(i int) error {
+			cl, err := coapBenchMQTT(*c, fmt.Sprintf("obs-%d", i))
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			cleanup = append(cleanup, func() { cl.Disconnect(0) })
+			mu.Unlock()
+			return coapWaitTok(ctx, cl.Subscribe(c.mountpoint+devTopic, 0, func(_ paho.Client, msg paho.Message) { record(i, msg.Payload()) }))
+		}); err != nil {
+			return nil, err
+		}
+	}
+	p.connect = time.Since(start)
+	time.Sleep(500 * time.Millisecond) // let the servers settle before measuring memory
+	p.rssAfter = coapRSS(pid)
+
+	pub, err := coapBenchMQTT(*c, "obs-pub-"+sub)
+	if err != nil {
+		return nil, err
+	}
+	defer pub.Disconnect(0)
+	cpuBefore := c.cpu()
+	p.firstSend = time.Now()
+	for seq := range m {
+		if err := coapWaitTok(ctx, pub.Publish(c.mountpoint+devTopic, 1, false, coapBenchPayload(c.size, 0, seq))); err != nil {
+			p.failed.Add(1)
+			continue
+		}
+		p.sent.Add(1)
+	}
+	wait := time.NewTimer(min(c.limit, 10*time.Second))
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+	case <-wait.C:
+	}
+	wait.Stop()
+	after := c.cpu()
+	p.cpu = map[string]float64{}
+	for k, v := range after {
+		p.cpu[k] = v - cpuBefore[k]
+	}
+	p.mu.Lock()
+	slices.Sort(p.latencies)
+	p.mu.Unlock()
+	return p, nil
+}
+
+// --- /proc figures (Linux; zero elsewhere) ---
+
+// coapRSS is a process's resident set in kB, or 0.
+func coapRSS(pid int) int64 {
+	if pid <= 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// coapCPU is a process's user+system CPU seconds, or -1.
+func coapCPU(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return -1
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func (c *coapBenchConfig) cpu() map[string]float64 {
+	m := map[string]float64{"bench": coapCPU(os.Getpid())}
+	if c.gatewayPID > 0 {
+		m["gateway"] = coapCPU(c.gatewayPID)
+	}
+	if c.brokerPID > 0 {
+		m["broker"] = coapCPU(c.brokerPID)
+	}
+	return m
+}
+
+// --- report ---
+
+func (p *coapBenchPhase) pct(q float64) time.Duration {
+	if len(p.latencies) == 0 {
+		return 0
+	}
+	return p.latencies[int(float64(len(p.latencies)-1)*q)]
+}
+
+// rate is messages per second from the first send to the last arrival.
+func (p *coapBenchPhase) rate() float64 {
+	end := p.lastRecv
+	if end.IsZero() {
+		return 0
+	}
+	d := end.Sub(p.firstSend).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(p.received) / d
+}
+
+// answered is requests per second from the first send to the last answer.
+func (p *coapBenchPhase) answered() float64 {
+	d := p.lastAns.Sub(p.firstSend).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(p.sent.Load()) / d
+}
+
+func cpuCell(p *coapBenchPhase, who string, per int) string {
+	v, ok := p.cpu[who]
+	if !ok || v < 0 {
+		return "-"
+	}
+	if per > 0 {
+		return fmt.Sprintf("%.2f s (%.0f µs/msg)", v, v*1e6/float64(per))
+	}
+	return fmt.Sprintf("%.2f s", v)
+}
+
+func printCoAPPublishes(w io.Writer, cols []*coapBenchPhase) {
+	if len(cols) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(label string, f func(p *coapBenchPhase) string) {
+		fmt.Fprintf(tw, "%s\t", label)
+		for _, p := range cols {
+			fmt.Fprintf(tw, "%s\t", f(p))
+		}
+		fmt.Fprintln(tw)
+	}
+	row("publishes", func(p *coapBenchPhase) string { return p.name })
+	row("answered/s (device side)", func(p *coapBenchPhase) string { return fmt.Sprintf("%.0f", p.answered()) })
+	row("delivered/s (subscriber)", func(p *coapBenchPhase) string { return fmt.Sprintf("%.0f", p.rate()) })
+	row("delivered", func(p *coapBenchPhase) string { return fmt.Sprintf("%d/%d", p.received, p.expected) })
+	row("failed requests", func(p *coapBenchPhase) string { return strconv.FormatInt(p.failed.Load(), 10) })
+	row("latency p50 (send→subscriber)", func(p *coapBenchPhase) string { return p.pct(0.5).Round(time.Microsecond).String() })
+	row("latency p99", func(p *coapBenchPhase) string { return p.pct(0.99).Round(time.Microsecond).String() })
+	row("gateway CPU", func(p *coapBenchPhase) string { return cpuCell(p, "gateway", p.received) })
+	row("broker CPU", func(p *coapBenchPhase) string { return cpuCell(p, "broker", p.received) })
+	row("bench CPU", func(p *coapBenchPhase) string { return cpuCell(p, "bench", 0) })
+	tw.Flush()
+	fmt.Fprintln(w)
+}
+
+func printCoAPObservers(w io.Writer, c coapBenchConfig, gw, direct *coapBenchPhase) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	cols := []*coapBenchPhase{gw, direct}
+	row := func(label string, f func(p *coapBenchPhase) string) {
+		fmt.Fprintf(tw, "%s\t", label)
+		for _, p := range cols {
+			fmt.Fprintf(tw, "%s\t", f(p))
+		}
+		fmt.Fprintln(tw)
+	}
+	row(fmt.Sprintf("%d observers × %d messages", c.observers, c.notifications), func(p *coapBenchPhase) string { return p.name })
+	row("register/subscribe all", func(p *coapBenchPhase) string { return p.connect.Round(time.Millisecond).String() })
+	row("notifications/s", func(p *coapBenchPhase) string { return fmt.Sprintf("%.0f", p.rate()) })
+	row("received", func(p *coapBenchPhase) string { return fmt.Sprintf("%d/%d", p.received, p.expected) })
+	row("latency p50 (publish→observer)", func(p *coapBenchPhase) string { return p.pct(0.5).Round(time.Microsecond).String() })
+	row("latency p99", func(p *coapBenchPhase) string { return p.pct(0.99).Round(time.Microsecond).String() })
+	row("server RSS per observer", func(p *coapBenchPhase) string {
+		if p.rssBefore == 0 || p.rssAfter == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f KiB", float64(p.rssAfter-p.rssBefore)/float64(c.observers))
+	})
+	row("gateway CPU", func(p *coapBenchPhase) string { return cpuCell(p, "gateway", p.received) })
+	row("broker CPU", func(p *coapBenchPhase) string { return cpuCell(p, "broker", p.received) })
+	tw.Flush()
+}

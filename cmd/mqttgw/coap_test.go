@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/gateway"
+	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+)
+
+func TestParseCoAPURL(t *testing.T) {
+	tests := []struct {
+		in     string
+		host   string
+		path   string
+		query  []string
+		secure bool
+		bad    bool
+	}{
+		{in: "coap://127.0.0.1/ps/a/b", host: "127.0.0.1:5683", path: "/ps/a/b"},
+		{in: "coaps://127.0.0.1/ps/a", host: "127.0.0.1:5684", path: "/ps/a", secure: true},
+		{in: "coap://[::1]:6000/ps/x?c=dev&qos=1", host: "[::1]:6000", path: "/ps/x", query: []string{"c=dev", "qos=1"}},
+		{in: "coap://h/ps/%23?c=a%26b", host: "h:5683", path: "/ps/#", query: []string{"c=a&b"}},
+		{in: "http://h/ps/x", bad: true},
+		{in: "coap:///ps/x", bad: true},
+	}
+	for _, tt := range tests {
+		got, err := parseCoAPURL(tt.in)
+		if tt.bad {
+			if err == nil {
+				t.Errorf("%s: accepted", tt.in)
+			}
+			continue
+		}
+		if err != nil || got.host != tt.host || got.path != tt.path || got.secure != tt.secure || strings.Join(got.query, "&") != strings.Join(tt.query, "&") {
+			t.Errorf("%s: %+v, %v", tt.in, got, err)
+		}
+	}
+}
+
+// coapBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type coapBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *coapBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *coapBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startCoAPGateway runs Mosquitto and a gateway with a coap and a coaps
+// listener; it returns the broker and the two addresses.
+func startCoAPGateway(t *testing.T) (b *mosquittotest.Broker, g *gateway.Gateway, plain, secure string) {
+	t.Helper()
+	b = mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"}})
+	psk := filepath.Join(t.TempDir(), "psk")
+	if err := os.WriteFile(psk, []byte(fmt.Sprintf("cli-dev:%x\n", "cli-key")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, ps := config.Parse("t.toml", []byte(fmt.Sprintf(`
+[upstream]
+url = %q
+username = "mqttgw"
+password = "gw-secret"
+publish_timeout = "2s"
+[auth]
+psk_file = %q
+[[listener]]
+name = "coap"
+type = "coap"
+bind = "127.0.0.1:0"
+[[listener]]
+name = "coaps"
+type = "coaps"
+bind = "127.0.0.2:0"
+`, b.URL, psk)))
+	if errs := ps.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	g, err := gateway.New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("gateway did not stop")
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !g.Proxy().Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("gateway not connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return b, g, g.ListenerAddr("coap").String(), g.ListenerAddr("coaps").String()
+}
+
+// TestCoAPPubSubTools runs `mqttgw pub --coap` and `mqttgw sub --coap` against
+// a gateway and a real Mosquitto, over coap:// and coaps://.
+func TestCoAPPubSubTools(t *testing.T) {
+	b, _, plain, secure := startCoAPGateway(t)
+	reader := b.Subscribe(t, mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1, Topics: []string{"cli/#"}})
+
+	var out, errs coapBuffer
+	if code := run([]string{"pub", "--coap", "coap://" + plain + "/ps/cli/t", "-m", "hello", "-r"}, &out, &errs); code != 0 {
+		t.Fatalf("pub: exit %d: %s", code, errs.String())
+	}
+	reader.Expect(t, 5*time.Second, "cli/t", "hello")
+	if code := run([]string{"pub", "--coap", "coaps://" + secure + "/ps/cli/s", "-m", "sealed", "--non", "-q", "1",
+		"--psk-identity", "cli-dev", "--psk-key", "cli-key"}, &out, &errs); code != 0 {
+		t.Fatalf("pub coaps: exit %d: %s", code, errs.String())
+	}
+	reader.Expect(t, 5*time.Second, "cli/s", "sealed")
+	if code := run([]string{"pub", "--coap", "coap://" + plain + "/elsewhere", "-m", "x"}, &out, &errs); code != 1 || !strings.Contains(errs.String(), "4.04") {
+		t.Fatalf("pub to an unknown path: exit %d, stderr %q", code, errs.String())
+	}
+
+	// sub: the retained value first, then two more, then exit after -C 3.
+	var subOut, subErr coapBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"sub", "--coap", "coap://" + plain + "/ps/cli/t", "-i", "cli-sub", "-C", "3", "-W", "20"}, &subOut, &subErr)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(subOut.String(), "hello\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("sub printed %q, %q", subOut.String(), subErr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Publish(t, mosquittotest.PubOptions{Username: "reader", Password: "reader-secret", Topic: "cli/t", Payload: []byte("two"), QoS: 1})
+	b.Publish(t, mosquittotest.PubOptions{Username: "reader", Password: "reader-secret", Topic: "cli/t", Payload: []byte("three"), QoS: 1})
+	select {
+	case code := <-done:
+		if code != 0 || subOut.String() != "hello\ntwo\nthree\n" {
+			t.Fatalf("sub: exit %d, printed %q, stderr %q", code, subOut.String(), subErr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("sub did not exit after -C 3")
+	}
+}
+
+// TestCoAPBenchSmall runs the load tool once with a tiny load: it must finish,
+// see every message and exit 0.
+func TestCoAPBenchSmall(t *testing.T) {
+	b, _, plain, _ := startCoAPGateway(t)
+	var out, errs coapBuffer
+	code := run([]string{"bench", "--coap", "coap://" + plain, "--mqtt", b.URL, "-u", "reader", "-P", "reader-secret",
+		"--devices", "5", "--requests", "50", "--observers", "3", "--notifications", "5", "--duration-limit", "20s"}, &out, &errs)
+	if code != 0 {
+		t.Fatalf("bench: exit %d\n%s\n%s", code, out.String(), errs.String())
+	}
+	for _, want := range []string{"gateway CoAP CON", "direct MQTT QoS 1", "gateway CoAP NON", "direct MQTT QoS 0", "gateway CoAP observers", "50/50", "15/15"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code := run([]string{"bench", "--coap", "coap://192.0.2.1:5683", "--mqtt", b.URL}, &out, &errs); code != 2 {
+		t.Errorf("a non-loopback target: exit %d, want 2", code)
+	}
+}

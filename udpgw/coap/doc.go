@@ -1,0 +1,58 @@
+// Package coap is the CoAP (RFC 7252) and CoAP-over-DTLS (§9, "coaps") listener,
+// on go-coap/v3: the gateway's only importer of go-coap.
+//
+// Resources: POST or PUT /ps/{topic...} publishes the payload (query qos, retain;
+// Confirmable → QoS 1, Non-confirmable → QoS 0), answered 2.04 only after the
+// broker acknowledged a QoS ≥ 1 publish, 5.03 with Max-Age when it is away.
+// GET /ps/{topic} reads the retained or last value (2.05, 4.04); with Observe 0 it
+// registers an observation (RFC 7641) backed by an MQTT subscription, ended by
+// Observe 1, by a RST, or by a Confirmable notification never acknowledged.
+// Bodies travel block-wise (RFC 7959) up to Options.MaxPayload, 4.13 above.
+// Devices are named by their DTLS PSK identity, else the query's c, else their
+// source address; credentials come from the PSK or the query (u, p or t).
+//
+// # Device state and go-coap's connections
+//
+// go-coap keeps one connection per peer (per address for plain CoAP, per DTLS
+// session for coaps) holding message-layer state only. The engine's own state —
+// the device, its address, its observations — is keyed by the device's name and
+// lives in the session table's rhythm: created on the first valid request,
+// touched by every request (and by ACK and RST), ended by the gateway when the
+// session expires after Keepalive × 1.5 of silence (SessionLost). So a device
+// that changes address or port (NAT rebinding) keeps its observations, and the
+// notifications follow its latest request's address. go-coap's own inactivity
+// (16 s by default) no longer ends anything: a plain CoAP connection is closed
+// after ConnIdle (EXCHANGE_LIFETIME) and recreated when a notification is due; a
+// DTLS session lives Keepalive × 1.5. No CoAP ping keepalive is sent: a sleepy
+// device could not answer it.
+//
+// # Goroutines
+//
+//   - Serve's caller reads the plain CoAP socket (readUDP); for coaps, go-coap's
+//     DTLS server accepts on it and runs one goroutine per DTLS session that
+//     reads it. Close (or the end of Serve's context) stops them.
+//   - go-coap runs one handler-loop goroutine per connection; Close (and the idle
+//     expiry) cancel it. Every handler call is counted in the listener's
+//     WaitGroup, so Close returns after the last one.
+//   - expirePeers (plain CoAP) or go-coap's periodic runner (coaps), one each,
+//     expire idle connections every 2 s; Close stops it.
+//   - One pump goroutine per device with notifications waiting, exiting when the
+//     queue is empty; short-lived goroutines unsubscribe the broker after an
+//     observation ended off a handler. Close waits for all of them.
+//
+// # Ordering and blocking
+//
+// A reader never waits for a handler: the monitor admits at most maxInflight
+// requests per peer into go-coap's queue (sized for them) and drops the rest;
+// ACK and RST are consumed by the monitor. Handlers may wait for the broker (a
+// QoS 1 publish) — one peer at a time, never the reader. The broker's delivery
+// callback only queues (ObserverQueue per observation, drop-oldest, counted)
+// and starts the device's pump; a pump sends one notification at a time and
+// waits for a Confirmable one's ACK, so a slow observer delays only itself.
+// Notifications of one observation leave in order with rising Observe numbers,
+// after the registration response.
+//
+// Lock order: Listener.mu before device.mu; peersMu and runMu are taken alone.
+// device.subOp (held across Broker.Subscribe/Unsubscribe of that device) is
+// taken before either and never by the reader or the delivery path.
+package coap

@@ -1,0 +1,448 @@
+package coap
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// rawPeer is a device made of one UDP socket and go-coap's codec, so a test
+// decides exactly what it sends and whether it acknowledges.
+type rawPeer struct {
+	t    *testing.T
+	conn *net.UDPConn
+	mid  uint16
+}
+
+func newRawPeer(t *testing.T, addr string) *rawPeer {
+	t.Helper()
+	ra, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", nil, ra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawPeer{t: t, conn: c, mid: 0x100}
+}
+
+type req struct {
+	typ     message.Type
+	code    codes.Code
+	path    string // "/ps/x?c=dev"
+	token   string
+	observe int // -1: none
+	payload string
+}
+
+func (p *rawPeer) encode(r req) ([]byte, int32) {
+	p.t.Helper()
+	m := pool.NewMessage(context.Background())
+	m.SetType(r.typ)
+	m.SetCode(r.code)
+	p.mid++
+	m.SetMessageID(int32(p.mid))
+	m.SetToken([]byte(r.token))
+	path, query, _ := strings.Cut(r.path, "?")
+	if err := m.SetPath(path); err != nil {
+		p.t.Fatal(err)
+	}
+	if query != "" {
+		for _, q := range strings.Split(query, "&") {
+			m.AddQuery(q)
+		}
+	}
+	if r.observe >= 0 {
+		m.SetObserve(uint32(r.observe))
+	}
+	if r.payload != "" {
+		m.SetBody(strings.NewReader(r.payload))
+	}
+	b, err := m.MarshalWithEncoder(coder.DefaultCoder)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return b, int32(p.mid)
+}
+
+func (p *rawPeer) send(b []byte) {
+	p.t.Helper()
+	if _, err := p.conn.Write(b); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// recv returns the next message within d, or nil.
+func (p *rawPeer) recv(d time.Duration) *pool.Message {
+	p.t.Helper()
+	_ = p.conn.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 4096)
+	n, err := p.conn.Read(buf)
+	if err != nil {
+		return nil
+	}
+	m := pool.NewMessage(context.Background())
+	if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
+		p.t.Fatalf("undecodable datagram % x: %v", buf[:n], err)
+	}
+	return m
+}
+
+// do sends a request and returns its response (the first message carrying its
+// token that is not a notification).
+func (p *rawPeer) do(r req) *pool.Message {
+	p.t.Helper()
+	b, _ := p.encode(r)
+	p.send(b)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		m := p.recv(time.Until(deadline))
+		if m == nil {
+			break
+		}
+		if string(m.Token()) == r.token {
+			return m
+		}
+	}
+	p.t.Fatalf("no response to %v %s", r.code, r.path)
+	return nil
+}
+
+// ack acknowledges a Confirmable message.
+func (p *rawPeer) ack(m *pool.Message) {
+	p.t.Helper()
+	b := []byte{0x60, 0x00, byte(m.MessageID() >> 8), byte(m.MessageID())}
+	p.send(b)
+}
+
+func publish(t *testing.T, b *fakeBroker, topic, payload string) {
+	t.Helper()
+	if err := b.Publish(context.Background(), "mqtt", udpgw.Message{Topic: topic, Payload: []byte(payload)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func observeReq(path, token string) req {
+	return req{typ: message.Confirmable, code: codes.GET, path: path, token: token, observe: 0}
+}
+
+// TestRegistrationResponseComesFirst: a retained message the broker delivers
+// during Subscribe is notified only after the registration response, with a
+// higher Observe number (RFC 7641 §4.4).
+func TestRegistrationResponseComesFirst(t *testing.T) {
+	tl := startListener(t, Options{})
+	tl.broker.setRetained(udpgw.Message{Topic: "r/t", Payload: []byte("kept"), Retain: true})
+	p := newRawPeer(t, tl.addr)
+	b, _ := p.encode(observeReq("/ps/r/t?c=d1", "o1"))
+	p.send(b)
+	first := p.recv(5 * time.Second)
+	if first == nil || first.Type() != message.Acknowledgement || first.Code() != codes.Content {
+		t.Fatalf("first message: %v, want the piggybacked 2.05", first)
+	}
+	seq0, err := first.Observe()
+	if err != nil {
+		t.Fatal("registration response without Observe")
+	}
+	second := p.recv(5 * time.Second)
+	if second == nil {
+		t.Fatal("no notification of the retained message")
+	}
+	body, _ := second.ReadBody()
+	seq1, _ := second.Observe()
+	if string(body) != "kept" || seq1 != (seq0+1)&seqMask || string(second.Token()) != "o1" {
+		t.Fatalf("notification %q seq %d token %q, want \"kept\" seq %d", body, seq1, second.Token(), seq0+1)
+	}
+}
+
+// TestSlowObserverDoesNotDelayOthers: one device never acknowledges its
+// Confirmable notifications; another gets every message at once. The silent
+// one's queue drops its oldest messages (counted), and its observation ends
+// when a notification times out (RFC 7641 §4.5).
+func TestSlowObserverDoesNotDelayOthers(t *testing.T) {
+	tl := startListener(t, Options{NotifyCON: true, ObserverQueue: 2, AckTimeout: 100 * time.Millisecond, MaxRetransmit: 2})
+	silent := newRawPeer(t, tl.addr)
+	if r := silent.do(observeReq("/ps/s/t?c=silent", "s1")); r.Code() != codes.Content {
+		t.Fatalf("register: %v", r.Code())
+	}
+	fast := newRawPeer(t, tl.addr)
+	if r := fast.do(observeReq("/ps/s/t?c=fast", "f1")); r.Code() != codes.Content {
+		t.Fatalf("register: %v", r.Code())
+	}
+	for i := range 10 {
+		publish(t, tl.broker, "s/t", fmt.Sprint(i))
+		m := fast.recv(5 * time.Second)
+		if m == nil {
+			t.Fatalf("fast observer got %d of 10", i)
+		}
+		body, _ := m.ReadBody()
+		if string(body) != fmt.Sprint(i) || m.Type() != message.Confirmable {
+			t.Fatalf("notification %d: %q type %v", i, body, m.Type())
+		}
+		fast.ack(m)
+	}
+	waitFor(t, 10*time.Second, "silent observer's CON to time out", func() bool {
+		return tl.metrics.get("mqttgw_coap_observations_ended_total", "reason", "timeout") == 1
+	})
+	if n := tl.metrics.get("mqttgw_coap_notifications_dropped_total", "reason", "queue_full"); n != 7 {
+		t.Errorf("queue_full drops = %d, want 7 (10 messages: one in flight, a queue of 2)", n)
+	}
+	if n := tl.metrics.get("mqttgw_coap_notification_retransmissions_total"); n != 2 {
+		t.Errorf("retransmissions = %d, want 2", n)
+	}
+	// The fast observer is still registered; the silent one's subscription went.
+	publish(t, tl.broker, "s/t", "after")
+	if m := fast.recv(5 * time.Second); m == nil {
+		t.Fatal("fast observer lost its observation")
+	} else {
+		fast.ack(m)
+	}
+	waitFor(t, 5*time.Second, "silent unsubscribed", func() bool { return tl.broker.subscriptions() == 1 })
+}
+
+// TestReaderNeverWaitsForAHandler: while one device's publishes wait for the
+// broker, another device is served, and the waiting device's excess requests
+// are dropped and counted rather than queued without bound.
+func TestReaderNeverWaitsForAHandler(t *testing.T) {
+	block := make(chan struct{})
+	b := &blockingBroker{fakeBroker: newFakeBroker(), block: block}
+	tl := startListener(t, Options{Broker: b})
+	defer close(block)
+	slow := newRawPeer(t, tl.addr)
+	for i := range 3 * maxInflight {
+		m, _ := slow.encode(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/slow/t", token: fmt.Sprint("s", i), observe: -1, payload: "x"})
+		slow.send(m)
+	}
+	waitFor(t, 5*time.Second, "excess requests dropped", func() bool {
+		return tl.metrics.get("mqttgw_coap_datagrams_dropped_total", "reason", "busy") >= 2*maxInflight-1
+	})
+	other := newRawPeer(t, tl.addr)
+	b.fakeBroker.setRetained(udpgw.Message{Topic: "o/t", Payload: []byte("v")})
+	if r := other.do(req{typ: message.Confirmable, code: codes.GET, path: "/ps/o/t", token: "g", observe: -1}); r.Code() != codes.Content {
+		t.Fatalf("other device: %v", r.Code())
+	}
+}
+
+// blockingBroker's Publish waits until block is closed.
+type blockingBroker struct {
+	*fakeBroker
+	block chan struct{}
+}
+
+func (b *blockingBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
+	select {
+	case <-b.block:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return b.fakeBroker.Publish(ctx, device, m)
+}
+
+// TestNotificationAfterConnectionExpired: go-coap's per-address connection is
+// closed when idle, but the device's observation lives on; the next message
+// is notified through a new connection to the same address.
+func TestNotificationAfterConnectionExpired(t *testing.T) {
+	tl := startListener(t, Options{ConnIdle: 100 * time.Millisecond})
+	p := newRawPeer(t, tl.addr)
+	if r := p.do(observeReq("/ps/idle/t?c=sleepy", "i1")); r.Code() != codes.Content {
+		t.Fatalf("register: %v", r.Code())
+	}
+	waitFor(t, 10*time.Second, "connection expired", func() bool {
+		tl.peersMu.Lock()
+		defer tl.peersMu.Unlock()
+		return len(tl.peers) == 0
+	})
+	publish(t, tl.broker, "idle/t", "wake up")
+	m := p.recv(5 * time.Second)
+	if m == nil {
+		t.Fatal("no notification after the connection expired")
+	}
+	if body, _ := m.ReadBody(); string(body) != "wake up" {
+		t.Fatalf("notification %q", body)
+	}
+}
+
+// TestObserverLimits: registrations beyond max_observers_per_device or
+// max_observers_per_topic are answered as plain GETs, without Observe (RFC 7641
+// §4.1), and counted.
+func TestObserverLimits(t *testing.T) {
+	tl := startListener(t, Options{MaxObserversPerDevice: 1, MaxObserversPerTopic: 2})
+	a := newRawPeer(t, tl.addr)
+	if r := a.do(observeReq("/ps/l/1?c=a", "a1")); !r.HasOption(message.Observe) {
+		t.Fatal("first registration refused")
+	}
+	if r := a.do(observeReq("/ps/l/2?c=a", "a2")); r.HasOption(message.Observe) || r.Code() != codes.NotFound {
+		t.Fatalf("second registration of one device: %v observe %v, want 4.04 without Observe", r.Code(), r.HasOption(message.Observe))
+	}
+	// Re-registering the same token is an update, not a new observer (§4.1).
+	if r := a.do(observeReq("/ps/l/1?c=a", "a1")); !r.HasOption(message.Observe) {
+		t.Fatal("re-registration refused")
+	}
+	b := newRawPeer(t, tl.addr)
+	if r := b.do(observeReq("/ps/l/1?c=b", "b1")); !r.HasOption(message.Observe) {
+		t.Fatal("second observer of the topic refused")
+	}
+	c := newRawPeer(t, tl.addr)
+	if r := c.do(observeReq("/ps/l/1?c=c", "c1")); r.HasOption(message.Observe) {
+		t.Fatal("third observer of a topic limited to 2 accepted")
+	}
+	if n := tl.metrics.get("mqttgw_coap_observations_refused_total"); n != 2 {
+		t.Errorf("refused = %d, want 2", n)
+	}
+}
+
+// TestSessionLostEndsObservations: when the gateway expires a device's session
+// its observations end, the broker subscription goes and the device is forgotten.
+func TestSessionLostEndsObservations(t *testing.T) {
+	tl := startListener(t, Options{})
+	p := newRawPeer(t, tl.addr)
+	p.do(observeReq("/ps/x/t?c=gone", "g1"))
+	if tl.broker.subscriptions() != 1 {
+		t.Fatal("not subscribed")
+	}
+	s := tl.opts.Sessions.Get(session.Key{Listener: "test", Device: "gone"})
+	if s == nil {
+		t.Fatal("no session for the device")
+	}
+	tl.opts.Sessions.Delete(s.Key)
+	tl.SessionLost(s)
+	waitFor(t, 5*time.Second, "unsubscribed", func() bool { return tl.broker.subscriptions() == 0 })
+	waitFor(t, 5*time.Second, "device forgotten", func() bool {
+		tl.mu.Lock()
+		defer tl.mu.Unlock()
+		return len(tl.devices) == 0 && len(tl.byAddr) == 0 && len(tl.perTopic) == 0 && len(tl.sent) == 0
+	})
+	if n := tl.metrics.get("mqttgw_coap_observations_ended_total", "reason", "lost"); n != 1 {
+		t.Errorf("ended{lost} = %d", n)
+	}
+}
+
+// TestDeviceCannotBeTakenOver: a client id first used with a password cannot be
+// claimed by a request without it.
+func TestDeviceCannotBeTakenOver(t *testing.T) {
+	tl := startListener(t, Options{AllowAnonymous: true, CheckPassword: func(u, p string) bool { return u == "u" && p == "pw" }})
+	a := newRawPeer(t, tl.addr)
+	if r := a.do(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/t?c=owned&u=u&p=pw", token: "a", observe: -1, payload: "1"}); r.Code() != codes.Changed {
+		t.Fatalf("owner: %v", r.Code())
+	}
+	b := newRawPeer(t, tl.addr)
+	if r := b.do(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/t?c=owned", token: "b", observe: -1, payload: "2"}); r.Code() != codes.Unauthorized {
+		t.Fatalf("anonymous claim of an owned client id: %v, want 4.01", r.Code())
+	}
+	if r := b.do(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/t?c=free", token: "c", observe: -1, payload: "3"}); r.Code() != codes.Changed {
+		t.Fatalf("anonymous: %v", r.Code())
+	}
+}
+
+// TestTopicRulePath: a path outside /ps/ is publishable when a topic rule
+// matches it, and 4.04 otherwise.
+func TestTopicRulePath(t *testing.T) {
+	tl := startListener(t, Options{})
+	p := newRawPeer(t, tl.addr)
+	if r := p.do(req{typ: message.Confirmable, code: codes.POST, path: "/rule/d1/temp", token: "r", observe: -1, payload: "1"}); r.Code() != codes.Changed {
+		t.Fatalf("rule path: %v", r.Code())
+	}
+	if got := tl.broker.published(); len(got) != 1 || got[0].Topic != "rule/d1/temp" {
+		t.Fatalf("published %v", got)
+	}
+	if r := p.do(req{typ: message.Confirmable, code: codes.POST, path: "/other/x", token: "o", observe: -1, payload: "1"}); r.Code() != codes.NotFound {
+		t.Fatalf("no rule: %v", r.Code())
+	}
+	if r := p.do(req{typ: message.Confirmable, code: codes.GET, path: "/rule/d1/temp", token: "g", observe: -1}); r.Code() != codes.NotFound {
+		t.Fatalf("GET on a rule path: %v, want 4.04 (rules rewrite publishes only)", r.Code())
+	}
+}
+
+// TestCloseStopsEverything: Close is idempotent, Serve returns, and no goroutine
+// of the listener outlives it.
+func TestCloseStopsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	tl := startListener(t, Options{NotifyCON: true, AckTimeout: time.Hour})
+	p := newRawPeer(t, tl.addr)
+	p.do(observeReq("/ps/c/t?c=x", "c1"))
+	publish(t, tl.broker, "c/t", "pending") // a CON notification never acknowledged: the pump waits
+	if m := p.recv(5 * time.Second); m == nil {
+		t.Fatal("no notification")
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tl.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, 5*time.Second, "goroutines to exit", func() bool { return runtime.NumGoroutine() <= before+1 })
+}
+
+// FuzzDatagram feeds arbitrary datagrams through go-coap's decoder, the
+// monitor and the request logic of a listener, synchronously (go-coap's own
+// queue would make coverage depend on goroutine timing): nothing may panic.
+func FuzzDatagram(f *testing.F) {
+	f.Add([]byte{0x40, 0x01, 0x12, 0x34})                                                           // CON GET, no options
+	f.Add([]byte{0x44, 0x03, 0x00, 0x01, 't', 'o', 'k', '1', 0xb2, 'p', 's', 0x01, 'x', 0xff, 'v'}) // CON PUT /ps/x "v"
+	f.Add([]byte{0x41, 0x01, 0x00, 0x02, 'o', 0x60, 0xb2, 'p', 's', 0x01, 'y'})                     // CON GET Observe=0 /ps/y
+	f.Add([]byte{0x41, 0x01, 0x00, 0x03, 'o', 0x61, 0x01, 0xb2, 'p', 's', 0x01, 'y'})               // CON GET Observe=1 /ps/y
+	f.Add([]byte{0x42, 0x03, 0x00, 0x04, 'a', 'b', 0xb2, 'p', 's', 0x01, 'z', 0xd1, 0x0e, 0x08})    // PUT with Block1 NUM 0 M
+	f.Add([]byte{0x70, 0x00, 0x00, 0x05})                                                           // RST
+	f.Add([]byte{0x40, 0x01, 0x00, 0x06, 0xb5, 'p'})                                                // truncated option
+	f.Add([]byte{0x51, 0x02, 0x00, 0x07, 'q', 0xb2, 'p', 's', 0x01, 'a', 0x44, 'c', '=', 'i', 'd'}) // NON POST /ps/a?c=id
+	// A broker that keeps nothing, so that state from earlier inputs does not
+	// make later ones slower; nothing may log to f while it fuzzes.
+	tl := startListener(f, Options{Broker: nopBroker{}, Logger: zap.NewNop()})
+	from := netip.MustParseAddrPort("127.0.0.1:9") // discard: answers go nowhere
+	f.Fuzz(func(t *testing.T, d []byte) {
+		if len(d) < 4 || d[0]>>6 != 1 {
+			return // readUDP drops these before go-coap
+		}
+		p, _ := tl.peer(from)
+		if p == nil {
+			t.Skip("listener closed")
+		}
+		m := p.cc.AcquireMessage(context.Background())
+		defer p.cc.ReleaseMessage(m)
+		if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, d); err != nil {
+			return // go-coap rejects it (RST for a Confirmable one)
+		}
+		st := stateOf(p.cc)
+		if drop, _ := tl.monitor(p.cc, m); drop || !isRequest(m) {
+			return
+		}
+		st.release(m.MessageID())
+		tl.serve(p.cc, st, m)
+	})
+}
+
+// nopBroker accepts everything and delivers nothing.
+type nopBroker struct{}
+
+func (nopBroker) Publish(context.Context, string, udpgw.Message) error { return nil }
+func (nopBroker) HasTopicRule(string) bool                             { return false }
+func (nopBroker) BrokerTopic(_, topic string) (string, error)          { return topic, nil }
+func (nopBroker) Subscribe(_ context.Context, _, _ string, qos byte, _ func(udpgw.Message)) (byte, error) {
+	return qos, nil
+}
+func (nopBroker) Unsubscribe(context.Context, string, string) error { return nil }
+func (nopBroker) UnsubscribeAll(string)                             {}
+func (nopBroker) Retained(context.Context, string) (udpgw.Message, bool, error) {
+	return udpgw.Message{}, false, nil
+}

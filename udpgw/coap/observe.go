@@ -1,0 +1,488 @@
+package coap
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// observation is one entry of a resource's list of observers (RFC 7641 §4.1),
+// keyed by its device and token. Its fields are guarded by its device's mu.
+type observation struct {
+	token  []byte
+	filter string // the MQTT filter observed, in the device's topic space
+
+	queue     []udpgw.Message // waiting notifications, oldest first, at most ObserverQueue
+	seq       uint32          // last Observe value sent (24 bits, RFC 7641 §4.4)
+	armed     bool            // the registration response is out: notifications may follow
+	ended     bool            // removed from its device
+	lastCON   time.Time       // last acknowledged Confirmable notification
+	recent    [4]sentKey      // the last notifications sent, for matching a RST (§3.6)
+	recentPos int
+}
+
+// sentKey names a notification on the wire: a message id is unique per remote
+// endpoint (RFC 7252 §4.4), and two devices may use one address in turn.
+type sentKey struct {
+	addr netip.AddrPort
+	mid  int32
+}
+
+// sentRef is what an ACK or RST to a notification refers to.
+type sentRef struct {
+	d   *device
+	o   *observation
+	ack chan bool // Confirmable: the pump waits here (true ACK, false RST)
+}
+
+// endReason says why an observation was removed, for metrics and logs.
+type endReason string
+
+const (
+	endDeregister endReason = "deregister" // GET with Observe=1 (RFC 7641 §3.6)
+	endReset      endReason = "reset"      // RST to a notification (RFC 7641 §3.6)
+	endTimeout    endReason = "timeout"    // Confirmable notification never acknowledged (§4.5)
+	endLost       endReason = "lost"       // the device's session expired
+	endReplaced   endReason = "replaced"   // same token registered for another path (§4.1)
+	endError      endReason = "error"      // the broker refused the subscription
+)
+
+// sequence values are 24 bits (RFC 7641 §4.4).
+const seqMask = 1<<24 - 1
+
+// register adds (or, for the same token, renews) an observation of filter by d
+// and subscribes the broker when d did not observe filter yet. It runs on a
+// handler goroutine. refused is set when a limit says no: the caller answers
+// as for a plain GET (RFC 7641 §4.1).
+func (l *Listener) register(ctx context.Context, d *device, token []byte, filter string, qos byte) (o *observation, refused bool, err error) {
+	d.subOp.Lock()
+	defer d.subOp.Unlock()
+
+	d.mu.Lock()
+	if old := d.obs[string(token)]; old != nil {
+		if old.filter == filter {
+			// §4.1: the same client and token again: update, do not add.
+			d.mu.Unlock()
+			return old, false, nil
+		}
+		d.mu.Unlock()
+		l.endObservation(d, old, endReplaced, false)
+		d.mu.Lock()
+	}
+	if len(d.obs) >= l.opts.MaxObserversPerDevice {
+		d.mu.Unlock()
+		return nil, true, nil
+	}
+	d.mu.Unlock()
+
+	l.mu.Lock()
+	if l.perTopic[filter] >= l.opts.MaxObserversPerTopic {
+		l.mu.Unlock()
+		return nil, true, nil
+	}
+	l.perTopic[filter]++
+	l.mu.Unlock()
+
+	o = &observation{token: bytes.Clone(token), filter: filter, seq: rand.Uint32() & seqMask, lastCON: time.Now()}
+	d.mu.Lock()
+	d.obs[string(token)] = o
+	n, subscribed := d.subs[filter]
+	d.subs[filter] = n + 1
+	d.mu.Unlock()
+	if subscribed {
+		return o, false, nil
+	}
+	if _, err := l.opts.Broker.Subscribe(ctx, d.key, filter, qos, l.deliverer(d)); err != nil {
+		l.endObservation(d, o, endError, false)
+		d.mu.Lock()
+		if d.subs[filter] == 0 {
+			delete(d.subs, filter)
+		}
+		d.mu.Unlock()
+		return nil, false, err
+	}
+	return o, false, nil
+}
+
+// arm lets notifications flow once the registration response is written, so that
+// none overtakes it (a client drops a notification for a token it does not know
+// yet, and answers it with RST).
+func (l *Listener) arm(d *device, o *observation) {
+	d.mu.Lock()
+	o.armed = true
+	start := l.shouldPumpLocked(d)
+	d.mu.Unlock()
+	if start {
+		l.startPump(d)
+	}
+}
+
+// endObservation removes o from d. When sync is set it also unsubscribes the
+// broker from a filter nobody observes any more, on the calling goroutine;
+// otherwise on a new one. It never blocks the caller on the network when sync
+// is false, so the reader may call it.
+func (l *Listener) endObservation(d *device, o *observation, why endReason, sync bool) {
+	d.mu.Lock()
+	if o.ended {
+		d.mu.Unlock()
+		return
+	}
+	o.ended = true
+	o.queue = nil
+	if d.obs[string(o.token)] == o {
+		delete(d.obs, string(o.token))
+	}
+	last := false
+	if n, ok := d.subs[o.filter]; ok {
+		d.subs[o.filter] = n - 1
+		last = n == 1
+	}
+	recent := o.recent
+	d.mu.Unlock()
+
+	l.mu.Lock()
+	for _, k := range recent {
+		if ref, ok := l.sent[k]; ok && ref.o == o && ref.ack == nil {
+			delete(l.sent, k)
+		}
+	}
+	if l.perTopic[o.filter] <= 1 {
+		delete(l.perTopic, o.filter)
+	} else {
+		l.perTopic[o.filter]--
+	}
+	l.mu.Unlock()
+	l.ctr.observationEnded(why)
+	if ce := l.log.Check(zap.DebugLevel, "coap: observation ended"); ce != nil {
+		ce.Write(zap.String("device", d.key), zap.String("filter", o.filter), zap.String("reason", string(why)))
+	}
+	if !last || why == endError || why == endLost {
+		return // endError: register cleans up; endLost: SessionLost does
+	}
+	if sync {
+		l.syncSubscription(d, o.filter)
+		return
+	}
+	filter := o.filter
+	l.goStart(func() { l.syncSubscription(d, filter) })
+}
+
+// deliverer is the broker delivery callback of d's subscriptions. It runs on the
+// broker's delivery goroutine and never blocks: it queues the message on every
+// matching observation (dropping the oldest when full) and starts the device's
+// pump if none runs.
+func (l *Listener) deliverer(d *device) func(udpgw.Message) {
+	return func(m udpgw.Message) {
+		if len(m.Payload) > l.opts.MaxPayload {
+			l.ctr.notifyTooLarge.Inc()
+			return
+		}
+		d.mu.Lock()
+		for _, o := range d.obs {
+			// The broker delivers a message once per device even when several of
+			// its filters match (MQTT 3.1.1 §3.3.5), so match each observation.
+			if !matchFilter(o.filter, m.Topic) {
+				continue
+			}
+			if len(o.queue) >= l.opts.ObserverQueue {
+				copy(o.queue, o.queue[1:])
+				o.queue = o.queue[:len(o.queue)-1]
+				l.ctr.notifyQueueFull.Inc()
+			}
+			o.queue = append(o.queue, m)
+		}
+		start := l.shouldPumpLocked(d)
+		d.mu.Unlock()
+		if start {
+			l.startPump(d)
+		}
+	}
+}
+
+// shouldPumpLocked reports whether a pump must start, and marks it started;
+// d.mu must be held.
+func (l *Listener) shouldPumpLocked(d *device) bool {
+	if d.pumping || d.gone || !d.addr.IsValid() {
+		return false
+	}
+	for _, o := range d.obs {
+		if o.armed && len(o.queue) > 0 {
+			d.pumping = true
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Listener) startPump(d *device) {
+	if !l.goStart(func() { l.pump(d) }) {
+		d.mu.Lock()
+		d.pumping = false
+		d.mu.Unlock()
+	}
+}
+
+// nextLocked picks the next observation with a waiting notification, round
+// robin, so one busy topic does not starve another; d.mu must be held.
+func (d *device) nextLocked() *observation {
+	if len(d.obs) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(d.obs))
+	for k, o := range d.obs {
+		if o.armed && len(o.queue) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	// Map order is random; a sorted pass keeps the rotation fair.
+	slices.Sort(keys)
+	d.rr++
+	return d.obs[keys[d.rr%len(keys)]]
+}
+
+// pump sends d's waiting notifications one at a time, until none waits: the
+// next one starts after the previous Confirmable one was acknowledged (NSTART = 1,
+// RFC 7252 §4.7). One pump runs per device with waiting notifications, so a slow
+// or absent observer delays nobody else.
+func (l *Listener) pump(d *device) {
+	for {
+		d.mu.Lock()
+		o := d.nextLocked()
+		if o == nil || d.gone || l.ctx.Err() != nil {
+			d.pumping = false
+			d.mu.Unlock()
+			return
+		}
+		cc0, addr := d.cc, d.addr
+		d.mu.Unlock()
+
+		cc := l.liveConn(cc0, addr)
+
+		d.mu.Lock()
+		if d.cc != cc0 || d.addr != addr {
+			d.mu.Unlock()
+			continue // the device moved meanwhile: use its new address
+		}
+		if cc == nil {
+			// A DTLS device whose session ended: its notifications wait (bounded)
+			// until it comes back; attach restarts the pump.
+			d.pumping = false
+			d.mu.Unlock()
+			return
+		}
+		if o.ended || len(o.queue) == 0 {
+			d.mu.Unlock()
+			continue
+		}
+		m := o.queue[0]
+		copy(o.queue, o.queue[1:])
+		o.queue = o.queue[:len(o.queue)-1]
+		o.seq = (o.seq + 1) & seqMask
+		con := l.opts.NotifyCON || time.Since(o.lastCON) >= conNotifyEvery
+		key := sentKey{addr: addr, mid: cc.GetMessageID()}
+		evicted := o.recent[o.recentPos%len(o.recent)]
+		o.recent[o.recentPos%len(o.recent)] = key
+		o.recentPos++
+		token, seq := o.token, o.seq
+		d.mu.Unlock()
+
+		ref := sentRef{d: d, o: o}
+		if con {
+			ref.ack = make(chan bool, 1)
+		}
+		l.mu.Lock()
+		if old, ok := l.sent[evicted]; ok && old.o == o {
+			delete(l.sent, evicted)
+		}
+		l.sent[key] = ref
+		l.mu.Unlock()
+
+		msg := l.notification(cc, token, seq, m.Payload, con, key.mid)
+		err := cc.Session().WriteMessage(msg)
+		if !con {
+			cc.ReleaseMessage(msg)
+			if err == nil {
+				l.ctr.notifyNON.Inc()
+			}
+			continue
+		}
+		l.ctr.notifyCON.Inc()
+		result := l.awaitAck(cc, addr, msg, ref.ack)
+		cc.ReleaseMessage(msg)
+		l.mu.Lock()
+		if cur, ok := l.sent[key]; ok && cur.o == o {
+			delete(l.sent, key)
+		}
+		l.mu.Unlock()
+		if result == ackReceived {
+			d.mu.Lock()
+			o.lastCON = time.Now()
+			d.mu.Unlock()
+		}
+		switch result {
+		case ackReset:
+			l.endObservation(d, o, endReset, true)
+		case ackTimeout:
+			// RFC 7641 §4.5: a Confirmable notification that times out removes
+			// the observer.
+			l.endObservation(d, o, endTimeout, true)
+		case ackClosed:
+			d.mu.Lock()
+			d.pumping = false
+			d.mu.Unlock()
+			return
+		}
+	}
+}
+
+type ackResult int
+
+const (
+	ackReceived ackResult = iota
+	ackReset
+	ackTimeout
+	ackClosed
+)
+
+// awaitAck retransmits a Confirmable notification with exponential back-off
+// until the ACK or RST arrives (the reader signals ack), at most MaxRetransmit
+// times (RFC 7252 §4.2, §4.8).
+func (l *Listener) awaitAck(cc *udpclient.Conn, addr netip.AddrPort, msg *pool.Message, ack chan bool) ackResult {
+	timeout := time.Duration(float64(l.opts.AckTimeout) * (1 + rand.Float64()/2)) // ACK_RANDOM_FACTOR 1.5
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	var closed <-chan struct{}
+	if l.dtls != nil {
+		// The DTLS session is the only path to the device.
+		closed = cc.Context().Done()
+	}
+	for n := 0; ; n++ {
+		select {
+		case ok := <-ack:
+			if ok {
+				return ackReceived
+			}
+			return ackReset
+		case <-l.ctx.Done():
+			return ackClosed
+		case <-closed:
+			return ackClosed
+		case <-t.C:
+		}
+		if n >= l.opts.MaxRetransmit {
+			return ackTimeout
+		}
+		timeout *= 2
+		t.Reset(timeout)
+		// A plain CoAP connection may have been closed for idleness meanwhile;
+		// the device is still at its address.
+		if c := l.liveConn(cc, addr); c != nil {
+			_ = c.Session().WriteMessage(msg)
+		}
+		l.ctr.notifyRetransmit.Inc()
+	}
+}
+
+// notification builds one notification (RFC 7641 §4.2): 2.05 with the
+// observation's token and the next sequence number. A payload above one block
+// goes out as its first block; the client fetches the rest with GET and Block2
+// (RFC 7959 §2.6, §3.4).
+func (l *Listener) notification(cc *udpclient.Conn, token []byte, seq uint32, payload []byte, con bool, mid int32) *pool.Message {
+	msg := cc.AcquireMessage(l.ctx)
+	msg.SetCode(codes.Content)
+	msg.SetToken(token)
+	msg.SetMessageID(mid)
+	if con {
+		msg.SetType(message.Confirmable)
+	} else {
+		msg.SetType(message.NonConfirmable)
+	}
+	msg.SetObserve(seq)
+	msg.SetOptionUint32(message.MaxAge, l.maxAge())
+	if len(payload) > blockSize {
+		if v, err := blockwise.EncodeBlockOption(blockwise.SZX1024, 0, true); err == nil {
+			msg.SetOptionUint32(message.Block2, v)
+			msg.SetOptionUint32(message.Size2, uint32(len(payload)))
+			payload = payload[:blockSize]
+		}
+	}
+	msg.SetBody(bytes.NewReader(payload))
+	return msg
+}
+
+// maxAge is the Max-Age of notifications: the representation stays fresh for as
+// long as the observation lives (RFC 7641 §3.3.1), so a sleepy client does not
+// consider it stale and re-register after the default 60 s.
+func (l *Listener) maxAge() uint32 {
+	s := l.opts.Keepalive * 3 / 2 / time.Second
+	if s > 1<<32-1 {
+		s = 1<<32 - 1
+	}
+	return uint32(s)
+}
+
+// ackOrReset is the reader's handling of an empty ACK or RST (RFC 7252 §4.2,
+// RFC 7641 §3.6): it completes a pending Confirmable notification, or ends the
+// observation a Non-confirmable one belonged to. It never blocks.
+func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) {
+	key := sentKey{addr: from, mid: mid}
+	l.mu.Lock()
+	ref, ok := l.sent[key]
+	if ok && (reset || ref.ack != nil) {
+		delete(l.sent, key)
+	}
+	l.mu.Unlock()
+	if !ok {
+		return
+	}
+	switch {
+	case ref.ack != nil:
+		select {
+		case ref.ack <- !reset:
+		default:
+		}
+	case reset:
+		l.endObservation(ref.d, ref.o, endReset, false)
+	}
+	l.touch(ref.d, time.Now())
+}
+
+// matchFilter reports whether topic matches the MQTT filter (MQTT 3.1.1 §4.7).
+func matchFilter(filter, topic string) bool {
+	if filter == topic {
+		return true
+	}
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
+			return true
+		}
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore || !tmore {
+			return fmore == tmore || (fmore && frest == "#")
+		}
+		filter, topic = frest, trest
+	}
+}
