@@ -125,3 +125,24 @@ y = { z = 3 }
 		}
 	}
 }
+
+func TestPortZeroMayRepeat(t *testing.T) {
+	_, ps := Parse("t.toml", []byte("[[listener]]\nname=\"a\"\ntype=\"udp\"\nbind=\"127.0.0.1:0\"\n[[listener]]\nname=\"b\"\ntype=\"udp\"\nbind=\"127.0.0.1:0\"\n"))
+	if len(ps) != 0 {
+		t.Fatalf("two listeners on port 0: %v", ps)
+	}
+}
+
+func TestAuthFiles(t *testing.T) {
+	_, ps := Parse("t.toml", []byte("[auth]\npassword_file = \"/nonexistent/passwd\"\nacl_file = \"acl\"\n"))
+	want := []string{
+		`t.toml:2: auth.password_file: cannot read "/nonexistent/passwd": no such file or directory`,
+		`t.toml:3: auth.acl_file: device ACLs are not enforced by this version of mqttgw`,
+	}
+	got := ps.Error()
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("want %q in\n%s", w, got)
+		}
+	}
+}

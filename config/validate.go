@@ -156,10 +156,21 @@ func (c *Config) validate() Problems {
 	}
 
 	c.MQTTSN.validate(add)
-	if c.Auth.PSKFile != "" {
-		if _, err := os.Stat(c.Path(c.Auth.PSKFile)); err != nil {
-			add("auth.psk_file", "cannot read %q: %v", c.Auth.PSKFile, unwrapPathError(err))
+	for _, f := range []struct{ key, path string }{
+		{"auth.psk_file", c.Auth.PSKFile},
+		{"auth.password_file", c.Auth.PasswordFile},
+	} {
+		if f.path == "" {
+			continue
 		}
+		if _, err := os.Stat(c.Path(f.path)); err != nil {
+			add(f.key, "cannot read %q: %v", f.path, unwrapPathError(err))
+		}
+	}
+	if c.Auth.ACLFile != "" {
+		// Refuse rather than ignore: an ACL the gateway does not enforce would be a
+		// false sense of security. (The broker's own ACL still applies to the gateway.)
+		add("auth.acl_file", "device ACLs are not enforced by this version of mqttgw: remove the key (the broker's ACL still applies to the gateway's own account)")
 	}
 	if len(c.Listeners) == 0 {
 		warn("listener", "no [[listener]] configured: the gateway will accept no devices")
@@ -191,7 +202,7 @@ func (c *Config) validate() Problems {
 			add(key+".bind", "missing: want HOST:PORT such as \"127.0.0.1:1885\" or \":1885\"")
 		} else if err := checkHostPort(l.Bind); err != nil {
 			add(key+".bind", "%v", err)
-		} else if j, dup := binds[l.Bind]; dup {
+		} else if j, dup := binds[l.Bind]; dup && !strings.HasSuffix(l.Bind, ":0") { // port 0: the kernel picks distinct ports
 			add(key+".bind", "%q is already bound by listener[%d]", l.Bind, j)
 		} else {
 			binds[l.Bind] = i

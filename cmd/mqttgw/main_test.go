@@ -41,7 +41,7 @@ func TestCheckExampleConfig(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("check config.toml.example: exit %d\n%s%s", code, out, errOut)
 	}
-	if !strings.Contains(out, "valid: 1 listener(s), 3 rule(s), 5 rule test(s) passed") {
+	if !strings.Contains(out, "valid: 3 listener(s), 3 rule(s), 5 rule test(s) passed") {
 		t.Errorf("unexpected output: %s", out)
 	}
 }

@@ -67,6 +67,8 @@ func TestRunBinaryEmbeddedBroker(t *testing.T) {
 	}
 	mqttPort, udpPort, metricsPort := freePort(t, "tcp"), freePort(t, "udp"), freePort(t, "tcp")
 	cfg := strings.NewReplacer(
+		`bind = "127.0.0.1:1884"`, `bind = "127.0.0.1:0"`,
+		`bind = "127.0.0.1:5683"`, `bind = "127.0.0.1:0"`,
 		`listen = "127.0.0.1:1883"`, fmt.Sprintf(`listen = "127.0.0.1:%d"`, mqttPort),
 		`bind = "127.0.0.1:1885"`, fmt.Sprintf(`bind = "127.0.0.1:%d"`, udpPort),
 		`listen = "127.0.0.1:9100"`, fmt.Sprintf(`listen = "127.0.0.1:%d"`, metricsPort),
