@@ -35,6 +35,18 @@ func TestCoAPBadInput(t *testing.T) {
 		}
 		waitFor(t, 5*time.Second, "malformed counted", func() bool { return env.dropped("malformed") >= 1 })
 	})
+	t.Run("unknown critical option: bare 4.02, no amplification", func(t *testing.T) {
+		// CON GET, MID 0x2345, no token, option 9 (critical, unassigned): RFC 7252
+		// §5.4.1 wants 4.02; its diagnostic text would make the answer 7× larger.
+		req := []byte{0x40, 0x01, 0x23, 0x45, 0x90}
+		p.send(req)
+		b := p.recv(5 * time.Second)
+		r, err := decodeCoAP(b)
+		if err != nil || r.typ != coapACK || r.mid != 0x2345 || r.code != 0x82 || len(b) > len(req) {
+			t.Fatalf("want a bare ACK 4.02 for MID 0x2345 no larger than %d bytes, got % x (%+v, %v)", len(req), b, r, err)
+		}
+		waitFor(t, 5*time.Second, "bad option counted", func() bool { return env.dropped("bad_option") >= 1 })
+	})
 	t.Run("token length 9: RST", func(t *testing.T) {
 		// TKL 9 to 15 are reserved: a message format error (§3).
 		p.send([]byte{0x49, 0x01, 0x00, 0x07, 1, 2, 3, 4, 5, 6, 7, 8, 9})

@@ -240,6 +240,11 @@ func (l *Listener) readUDP() error {
 			l.ctr.malformed.Inc()
 			continue
 		}
+		if reply := badOptionReply(d); reply != nil {
+			l.ctr.badOption.Inc()
+			_, _ = l.conn.WriteToUDPAddrPort(reply, from)
+			continue
+		}
 		p, created := l.peer(from)
 		if p == nil {
 			l.ctr.peersFull.Inc()

@@ -15,6 +15,7 @@ type counters struct {
 	malformed        Counter // datagram that is not CoAP (RFC 7252 §3)
 	badVersion       Counter // CoAP version other than 1: silently ignored (§3)
 	tooLarge         Counter // datagram above MaxDatagram
+	badOption        Counter // request with an unknown critical option: bare 4.02 or Reset
 	busy             Counter // request dropped: its peer has maxInflight in flight
 	peersFull        Counter // datagram from a new address dropped: MaxPeers reached
 	handshakeFailed  Counter // DTLS handshake failed (wrong key, unknown identity, timeout)
@@ -38,6 +39,7 @@ func newCounters(m Metrics, listener string) *counters {
 	c.malformed = dropped("malformed")
 	c.badVersion = dropped("bad_version")
 	c.tooLarge = dropped("too_large")
+	c.badOption = dropped("bad_option")
 	c.busy = dropped("busy")
 	c.peersFull = dropped("peers_full")
 	c.handshakeFailed = m.Counter("mqttgw_coap_dtls_handshake_failures_total", "DTLS handshakes that failed.", "listener", listener)
