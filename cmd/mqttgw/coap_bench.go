@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"runtime"
@@ -175,34 +174,15 @@ func (c *coapBenchConfig) check() error {
 		return errors.New("--coap: the load tool speaks plain coap:// only")
 	}
 	c.host = t.host
-	if err := coapLoopbackOnly(c.host); err != nil {
+	if err := loopbackOnly(c.host); err != nil {
 		return fmt.Errorf("--coap: %w", err)
 	}
 	u, err := url.Parse(c.mqttURL)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("--mqtt %q: want tcp://HOST:PORT", c.mqttURL)
 	}
-	if err := coapLoopbackOnly(u.Host); err != nil {
+	if err := loopbackOnly(u.Host); err != nil {
 		return fmt.Errorf("--mqtt: %w", err)
-	}
-	return nil
-}
-
-// coapLoopbackOnly refuses anything but a loopback address: the load tool must
-// not be pointed at someone else's gateway or broker.
-func coapLoopbackOnly(hostport string) error {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return fmt.Errorf("%q is not HOST:PORT", hostport)
-	}
-	ips, err := net.LookupIP(host)
-	if err != nil || len(ips) == 0 {
-		return fmt.Errorf("%q: %v", host, err)
-	}
-	for _, ip := range ips {
-		if !ip.IsLoopback() {
-			return fmt.Errorf("%s is not a loopback address: the load tool runs on loopback only", host)
-		}
 	}
 	return nil
 }
@@ -478,7 +458,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 		p.arrived(c, time.Now())
 	}
 
-	p.rssBefore = coapRSS(pid)
+	p.rssBefore = rssKB(pid)
 	start := time.Now()
 	var cleanup []func()
 	defer func() {
@@ -534,7 +514,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 	}
 	p.connect = time.Since(start)
 	time.Sleep(500 * time.Millisecond) // let the servers settle before measuring memory
-	p.rssAfter = coapRSS(pid)
+	p.rssAfter = rssKB(pid)
 
 	pub, err := coapBenchMQTT(*c, "obs-pub-"+sub)
 	if err != nil {
@@ -570,51 +550,13 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 
 // --- /proc figures (Linux; zero elsewhere) ---
 
-// coapRSS is a process's resident set in kB, or 0.
-func coapRSS(pid int) int64 {
-	if pid <= 0 {
-		return 0
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-// coapCPU is a process's user+system CPU seconds, or -1.
-func coapCPU(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return -1
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return -1
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return -1
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
-
 func (c *coapBenchConfig) cpu() map[string]float64 {
-	m := map[string]float64{"bench": coapCPU(os.Getpid())}
+	m := map[string]float64{"bench": cpuSeconds(os.Getpid())}
 	if c.gatewayPID > 0 {
-		m["gateway"] = coapCPU(c.gatewayPID)
+		m["gateway"] = cpuSeconds(c.gatewayPID)
 	}
 	if c.brokerPID > 0 {
-		m["broker"] = coapCPU(c.brokerPID)
+		m["broker"] = cpuSeconds(c.brokerPID)
 	}
 	return m
 }
