@@ -21,8 +21,9 @@ import (
 type hub struct {
 	proxy *proxy.Proxy
 
-	mu      sync.RWMutex                  // guards filters, byOwner and last
+	mu      sync.RWMutex                  // guards filters, tree, byOwner and last
 	filters map[string]*filterSubs        // broker-side filter → subscribers
+	tree    trie                          // the same filters, indexed by level for dispatch
 	byOwner map[owner]map[string]struct{} // owner → its broker-side filters
 	last    map[string]udpgw.Message      // topic → last message seen (bounded)
 }
@@ -69,6 +70,7 @@ func (h *hub) subscribe(ctx context.Context, o owner, filter string, s subscribe
 	if !ok {
 		fs = &filterSubs{subs: map[owner]*subscriber{}}
 		h.filters[filter] = fs
+		h.tree.insert(filter, fs)
 	}
 	fs.subs[o] = &s
 	if h.byOwner[o] == nil {
@@ -95,6 +97,7 @@ func (h *hub) unsubscribe(ctx context.Context, o owner, filter string) error {
 		delete(fs.subs, o)
 		if len(fs.subs) == 0 {
 			delete(h.filters, filter)
+			h.tree.remove(filter)
 			empty = true
 		}
 	}
@@ -135,10 +138,7 @@ func (h *hub) dispatch(m proxy.Message) {
 	now := time.Now()
 	h.mu.Lock()
 	h.remember(udpgw.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
-	for filter, fs := range h.filters {
-		if !Match(filter, m.Topic) {
-			continue
-		}
+	h.tree.match(m.Topic, func(fs *filterSubs) {
 		if targets == nil {
 			targets = make(map[owner]target, len(fs.subs))
 		}
@@ -162,7 +162,7 @@ func (h *hub) dispatch(m proxy.Message) {
 				targets[o] = target{s, s.qos}
 			}
 		}
-	}
+	})
 	h.mu.Unlock()
 	for _, t := range targets {
 		topic, ok := strings.CutPrefix(m.Topic, t.s.mountpoint)
