@@ -1,0 +1,69 @@
+// Package layout holds one test: the import rules of the package table in README's
+// architecture section, checked over the whole tree so that a new import that breaks
+// the picture fails CI instead of drifting.
+package layout
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/mqttgw/mqttgw/"
+
+// owners: a third-party module and the only project packages that may import it.
+var owners = map[string][]string{
+	"github.com/eclipse/paho.mqtt.golang": {"proxy", "cmd/mqttgw"}, // cmd: the load tools' direct-to-broker baseline
+	"github.com/mochi-mqtt/server":        {"proxy"},
+	"github.com/plgd-dev/go-coap":         {"udpgw/coap", "cmd/mqttgw"}, // cmd: the CoAP client tools
+	"github.com/pion/":                    {"udpgw/coap", "cmd/mqttgw"},
+	"github.com/BurntSushi/toml":          {"config"},
+}
+
+// pure: packages that must stay free of I/O frameworks and logging, and the
+// project packages they may use.
+var pure = map[string][]string{
+	"config":    {},
+	"mapping":   {"config"},
+	"mqttsn":    {},
+	"session":   {},
+	"udpgw":     {},
+	"udpgw/raw": {"udpgw"},
+	"metrics":   {},
+	"auth":      {},
+}
+
+func TestImportRules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}: {{join .Imports \" \"}}", module+"...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imports, _ := strings.Cut(line, ": ")
+		pkg = strings.TrimPrefix(pkg, module)
+		for _, imp := range strings.Fields(imports) {
+			for mod, allowed := range owners {
+				if strings.HasPrefix(imp, mod) && !contains(allowed, pkg) {
+					t.Errorf("%s imports %s: only %v may (README, architecture)", pkg, imp, allowed)
+				}
+			}
+			if allowedProject, ok := pure[pkg]; ok {
+				if strings.HasPrefix(imp, module) && !contains(allowedProject, strings.TrimPrefix(imp, module)) {
+					t.Errorf("%s imports %s: it may use only %v of the project", pkg, imp, allowedProject)
+				}
+				if strings.Contains(imp, ".") && !strings.HasPrefix(imp, module) && !(pkg == "config" && strings.HasPrefix(imp, "github.com/BurntSushi/toml")) {
+					t.Errorf("%s imports %s: it stays on the standard library", pkg, imp)
+				}
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
