@@ -191,47 +191,6 @@ func (h *hub) lastValue(topic string) (udpgw.Message, bool) {
 	return m, ok
 }
 
-// Match reports whether topic matches the MQTT filter (MQTT 3.1.1 §4.7): '+' is one
-// level, a final '#' is any number of levels including none, and wildcards at the
-// first level do not match topics beginning with '$' (§4.7.2).
-func Match(filter, topic string) bool {
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		if !fmore || !tmore {
-			// "a/#" matches "a": the filter's next level is a final '#'.
-			return fmore == tmore || (fmore && frest == "#")
-		}
-		filter, topic = frest, trest
-	}
-}
-
-// CheckFilter reports why f is not a valid MQTT topic filter (MQTT 3.1.1 §4.7.1).
-func CheckFilter(f string) error {
-	if f == "" || strings.ContainsRune(f, 0) {
-		return fmt.Errorf("filter %q is empty or contains NUL", f)
-	}
-	levels := strings.Split(f, "/")
-	for i, l := range levels {
-		switch {
-		case l == "#" && i != len(levels)-1:
-			return fmt.Errorf("filter %q: '#' must be the last level", f)
-		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
-			return fmt.Errorf("filter %q: a wildcard must fill a whole level", f)
-		}
-	}
-	return nil
-}
-
 // listenerBroker is the udpgw.Broker one listener's engine talks to: it applies the
 // listener's mountpoint both ways.
 type listenerBroker struct {
@@ -279,7 +238,7 @@ func (b *listenerBroker) HasTopicRule(topic string) bool {
 }
 
 func (b *listenerBroker) Subscribe(ctx context.Context, device, filter string, qos byte, deliver func(udpgw.Message)) (byte, error) {
-	if err := CheckFilter(filter); err != nil {
+	if err := udpgw.CheckFilter(filter); err != nil {
 		return 0, fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
 	}
 	qos = min(qos, 2)

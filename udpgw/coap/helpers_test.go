@@ -65,7 +65,7 @@ func (b *fakeBroker) deliver(m udpgw.Message) {
 	seen := map[string]bool{}
 	var fs []func(udpgw.Message)
 	for k, f := range b.subs {
-		if matchFilter(k[1], m.Topic) && !seen[k[0]] {
+		if udpgw.MatchTopic(k[1], m.Topic) && !seen[k[0]] {
 			seen[k[0]] = true
 			fs = append(fs, f)
 		}

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -194,7 +193,7 @@ func (l *Listener) deliverer(d *device) func(udpgw.Message) {
 		for _, o := range d.obs {
 			// The broker delivers a message once per device even when several of
 			// its filters match (MQTT 3.1.1 §3.3.5), so match each observation.
-			if !matchFilter(o.filter, m.Topic) {
+			if !udpgw.MatchTopic(o.filter, m.Topic) {
 				continue
 			}
 			if len(o.queue) >= l.opts.ObserverQueue {
@@ -461,28 +460,4 @@ func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) {
 		l.endObservation(ref.d, ref.o, endReset, false)
 	}
 	l.touch(ref.d, time.Now())
-}
-
-// matchFilter reports whether topic matches the MQTT filter (MQTT 3.1.1 §4.7).
-func matchFilter(filter, topic string) bool {
-	if filter == topic {
-		return true
-	}
-	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
-		return false
-	}
-	for {
-		fl, frest, fmore := strings.Cut(filter, "/")
-		if fl == "#" {
-			return true
-		}
-		tl, trest, tmore := strings.Cut(topic, "/")
-		if fl != "+" && fl != tl {
-			return false
-		}
-		if !fmore || !tmore {
-			return fmore == tmore || (fmore && frest == "#")
-		}
-		filter, topic = frest, trest
-	}
 }

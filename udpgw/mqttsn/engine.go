@@ -408,23 +408,6 @@ func checkTopicName(s string) error {
 	return nil
 }
 
-// checkFilter reports why s is not a valid topic filter (MQTT 3.1.1 §4.7.1).
-func checkFilter(s string) error {
-	if s == "" || strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
-		return fmt.Errorf("filter %q is empty, contains NUL or is not UTF-8", s)
-	}
-	levels := strings.Split(s, "/")
-	for i, l := range levels {
-		if l == "#" && i != len(levels)-1 {
-			return fmt.Errorf("filter %q: '#' must be the last level", s)
-		}
-		if l != "#" && l != "+" && strings.ContainsAny(l, "+#") {
-			return fmt.Errorf("filter %q: a wildcard must fill a whole level", s)
-		}
-	}
-	return nil
-}
-
 func isWildcard(filter string) bool { return strings.ContainsAny(filter, "+#") }
 
 // checkClientID applies MQTT-SN 1.2 §5.3.1: 1 to 23 octets; and UTF-8 without

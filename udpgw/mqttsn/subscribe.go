@@ -6,6 +6,7 @@ import (
 	"go.uber.org/zap"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // requestFilter resolves the topic of a SUBSCRIBE or UNSUBSCRIBE (MQTT-SN 1.2
@@ -41,7 +42,7 @@ func (e *Engine) onSubscribe(ob *outbox, c *client, m *mqttsn.Subscribe, now tim
 		refuse(mqttsn.InvalidTopicID, refuseInvalidTopic, "unknown predefined topic id")
 		return
 	}
-	if err := checkFilter(filter); err != nil {
+	if err := udpgw.CheckFilter(filter); err != nil {
 		refuse(mqttsn.InvalidTopicID, refuseInvalidTopic, err.Error())
 		return
 	}
