@@ -1,37 +1,19 @@
 package auth
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/deptest"
 )
 
 // TestImportsStdlibOnly: auth reads files and checks hashes with the standard
 // library alone (crypto/pbkdf2 since Go 1.24), so every engine and the CLI may
 // use it without pulling in anything else.
 func TestImportsStdlibOnly(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
+	deptest.Each(t, func(_, path string) string {
+		if !deptest.Std(path) {
+			return "only the standard library is allowed"
 		}
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			first, _, _ := strings.Cut(path, "/")
-			if strings.Contains(first, ".") {
-				t.Errorf("%s imports %s: only the standard library is allowed", fset.Position(imp.Pos()), path)
-			}
-		}
-	}
+		return ""
+	})
 }

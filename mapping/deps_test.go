@@ -1,13 +1,11 @@
 package mapping
 
 import (
-	"go/parser"
-	"go/token"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/deptest"
 )
 
 // forbiddenImports are packages this package must not import directly, and why.
@@ -30,29 +28,15 @@ var forbiddenImports = map[string]string{
 var forbiddenDeps = []string{"go.uber.org/zap", "github.com/eclipse/paho.mqtt.golang", "github.com/plgd-dev/go-coap/v3", "github.com/mochi-mqtt/server/v2"}
 
 func TestImports(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
+	deptest.Each(t, func(_, path string) string {
+		if why, bad := forbiddenImports[path]; bad {
+			return why
 		}
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
+		if !deptest.Std(path) && path != "github.com/mqttgw/mqttgw/config" {
+			return "mapping uses the standard library and config only"
 		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if why, bad := forbiddenImports[path]; bad {
-				t.Errorf("%s imports %s: %s", name, path, why)
-			}
-			if strings.Contains(path, ".") && path != "github.com/mqttgw/mqttgw/config" {
-				t.Errorf("%s imports %s: mapping uses the standard library and config only", name, path)
-			}
-		}
-	}
+		return ""
+	})
 }
 
 func TestDeps(t *testing.T) {

@@ -1,13 +1,10 @@
 package mqttsn
 
 import (
-	"go/parser"
-	"go/token"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/deptest"
 )
 
 // TestImports pins what this package may import. The codec must stay pure
@@ -27,32 +24,14 @@ func TestImports(t *testing.T) {
 		"net": true, "os": true, "strings": true, "sync": true,
 		"sync/atomic": true, "syscall": true, "time": true,
 	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		src, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		f, err := parser.ParseFile(fset, name, src, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
+	deptest.Each(t, func(file, path string) string {
 		allowed := codecImports
-		if strings.HasPrefix(name, "client") {
+		if strings.HasPrefix(file, "client") {
 			allowed = clientImports
 		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if !allowed[path] {
-				t.Errorf("%s imports %q, which this package must not use here", name, path)
-			}
+		if !allowed[path] {
+			return "this package must not use it here"
 		}
-	}
+		return ""
+	})
 }

@@ -1,12 +1,9 @@
 package mosquittotest
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/deptest"
 )
 
 // TestImportsStdlibOnly checks the package imports only the standard
@@ -14,22 +11,10 @@ import (
 // must not add dependencies to go.mod, nor import mqttgw packages that would
 // then be unable to use it in their own tests (an import cycle).
 func TestImportsStdlibOnly(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
+	deptest.Each(t, func(_, path string) string {
+		if !deptest.Std(path) {
+			return "only the standard library is allowed"
 		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			first, _, _ := strings.Cut(path, "/")
-			if strings.Contains(first, ".") {
-				t.Errorf("%s imports %s: only the standard library is allowed", fset.Position(imp.Pos()), path)
-			}
-		}
-	}
+		return ""
+	})
 }

@@ -1,12 +1,10 @@
 package coap
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
-	"strconv"
-	"strings"
+	"fmt"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/deptest"
 )
 
 // TestImports pins what the engine may import (ARCHITECTURE.md: udpgw/coap
@@ -23,32 +21,10 @@ func TestImports(t *testing.T) {
 		"github.com/pion/logging",          // pion's logs, sent to zap
 		"go.uber.org/zap",                  // the logger passed in Options
 	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
+	deptest.Each(t, func(_, path string) string {
+		if !deptest.Std(path) && !deptest.Allowed(path, allowed) {
+			return fmt.Sprintf("the engine may import only %v", allowed)
 		}
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-	next:
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			first, _, _ := strings.Cut(path, "/")
-			if !strings.Contains(first, ".") {
-				continue // standard library
-			}
-			for _, a := range allowed {
-				if path == a || strings.HasSuffix(a, "/") && strings.HasPrefix(path, a) {
-					continue next
-				}
-			}
-			t.Errorf("%s imports %q: the engine may import only %v", name, path, allowed)
-		}
-	}
+		return ""
+	})
 }

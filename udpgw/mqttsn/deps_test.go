@@ -1,12 +1,10 @@
 package mqttsn
 
 import (
-	"go/parser"
-	"go/token"
-	"path/filepath"
-	"strconv"
-	"strings"
+	"fmt"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/deptest"
 )
 
 // TestImports pins what the engine may import (ARCHITECTURE.md: udpgw/mqttsn
@@ -15,34 +13,17 @@ import (
 // only inputs, so it stays testable with a fake broker and usable by another
 // owner. zap and metrics come in through Options.
 func TestImports(t *testing.T) {
-	allowed := map[string]string{
-		"github.com/mqttgw/mqttgw/mqttsn":  "the codec",
-		"github.com/mqttgw/mqttgw/udpgw":   "Listener, Broker, Message",
-		"github.com/mqttgw/mqttgw/session": "liveness and wills",
-		"github.com/mqttgw/mqttgw/metrics": "counters passed in Options",
-		"go.uber.org/zap":                  "the logger passed in Options",
+	allowed := []string{
+		"github.com/mqttgw/mqttgw/mqttsn",  // the codec
+		"github.com/mqttgw/mqttgw/udpgw",   // Listener, Broker, Message
+		"github.com/mqttgw/mqttgw/session", // liveness and wills
+		"github.com/mqttgw/mqttgw/metrics", // counters passed in Options
+		"go.uber.org/zap",                  // the logger passed in Options
 	}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
+	deptest.Each(t, func(_, path string) string {
+		if !deptest.Std(path) && !deptest.Allowed(path, allowed) {
+			return fmt.Sprintf("the engine may import only %v", allowed)
 		}
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range f.Imports {
-			path, _ := strconv.Unquote(imp.Path.Value)
-			if !strings.Contains(path, ".") {
-				continue // standard library
-			}
-			if _, ok := allowed[path]; !ok {
-				t.Errorf("%s imports %q: the engine may import only %v", name, path, allowed)
-			}
-		}
-	}
+		return ""
+	})
 }
