@@ -149,7 +149,9 @@ func TestMQTTSNDownlinkQoS2ExactlyOnce(t *testing.T) {
 	if rel.MsgID != p.MsgID {
 		t.Fatalf("PUBREL %+v", rel)
 	}
-	rel = snExpect[*mqttsn.Pubrel](r) // again, until PUBCOMP
+	if rel = snExpect[*mqttsn.Pubrel](r); rel.MsgID != p.MsgID { // again, until PUBCOMP
+		t.Fatalf("retransmitted PUBREL %+v", rel)
+	}
 	r.send(&mqttsn.Pubcomp{MsgID: p.MsgID})
 	r.none(500 * time.Millisecond)
 	if env.metric("mqttgw_mqttsn_retransmissions_total", "listener", "sn") < 2 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"strings"
 )
@@ -42,9 +41,4 @@ func hasFlag(args []string, name string) bool {
 		}
 	}
 	return false
-}
-
-func notBuilt(stderr io.Writer, what string) int {
-	fmt.Fprintf(stderr, "mqttgw: %s is not built yet\n", what)
-	return 1
 }

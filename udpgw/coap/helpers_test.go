@@ -1,10 +1,7 @@
 package coap
 
 import (
-	"bytes"
 	"context"
-	"net"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -236,43 +233,4 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// exchange sends one raw datagram from a fresh socket and returns the first
-// datagram that comes back within wait (nil when none).
-func exchange(t *testing.T, addr string, req []byte, wait time.Duration) []byte {
-	t.Helper()
-	c, err := net.Dial("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(wait))
-	buf := make([]byte, 2048)
-	n, err := c.Read(buf)
-	if err != nil {
-		return nil
-	}
-	return bytes.Clone(buf[:n])
-}
-
-// coapClient runs libcoap's coap-client-notls with a bound and returns its
-// output.
-func coapClient(t *testing.T, bound time.Duration, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "coap-client-notls", args...)
-	cmd.WaitDelay = time.Second
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("coap-client-notls %s: no exit within %v: %s", strings.Join(args, " "), bound, out)
-	}
-	if err != nil {
-		t.Logf("coap-client-notls %s: %v", strings.Join(args, " "), err)
-	}
-	return string(out)
 }

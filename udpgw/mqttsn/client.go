@@ -176,15 +176,6 @@ func (q *msgQueue) pushBack(m udpgw.Message) {
 	q.n++
 }
 
-func (q *msgQueue) pushFront(m udpgw.Message) {
-	if q.n == len(q.buf) {
-		q.grow()
-	}
-	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
-	q.buf[q.head] = m
-	q.n++
-}
-
 func (q *msgQueue) popFront() (udpgw.Message, bool) {
 	if q.n == 0 {
 		return udpgw.Message{}, false

@@ -179,10 +179,6 @@ func (te *testEngine) dropped(reason string) float64 {
 	return te.reg.Get("mqttgw_mqttsn_dropped_total", "listener", "sn", "reason", reason)
 }
 
-func (te *testEngine) refused(reason string) float64 {
-	return te.reg.Get("mqttgw_mqttsn_refused_total", "listener", "sn", "reason", reason)
-}
-
 // device is a raw UDP socket talking to the engine.
 type device struct {
 	t testing.TB
