@@ -3,11 +3,15 @@ package main
 // Helpers both load tools share (bench --mqttsn, bench --coap).
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // loopbackOnly refuses anything but a loopback address: the load tool must not
@@ -67,4 +71,49 @@ func cpuSeconds(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+func cpuTimes(gatewayPID, brokerPID int) map[string]float64 {
+	m := map[string]float64{"bench": cpuSeconds(os.Getpid())}
+	if gatewayPID > 0 {
+		m["gateway"] = cpuSeconds(gatewayPID)
+	}
+	if brokerPID > 0 {
+		m["broker"] = cpuSeconds(brokerPID)
+	}
+	return m
+}
+
+// --- the straight-to-the-broker side, over paho ---
+
+// benchMQTT connects one MQTT client for the direct baseline or the measuring
+// subscriber: clean session, no reconnect (a lost connection is a failed run), and
+// handlers that need not keep order.
+func benchMQTT(url, user, pass, clientID string) (paho.Client, error) {
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(clientID).
+		SetUsername(user).SetPassword(pass).SetCleanSession(true).SetAutoReconnect(false).
+		SetOrderMatters(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(5 * time.Minute)
+	cl := paho.NewClient(o)
+	if tok := cl.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("connect %s: %v", url, tok.Error())
+	}
+	return cl, nil
+}
+
+// waitTok waits for a paho token or the end of ctx.
+func waitTok(ctx context.Context, tok paho.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// percentile of sorted latencies, p in [0, 1].
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(float64(len(sorted)-1)*p)]
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -257,7 +256,7 @@ type coapBenchSub struct {
 
 func newCoAPBenchSub(c coapBenchConfig) (*coapBenchSub, error) {
 	s := &coapBenchSub{}
-	cl, err := coapBenchMQTT(c, "sub")
+	cl, err := benchMQTT(c.mqttURL, c.user, c.pass, "mqttgw-cbench-"+c.run+"-sub")
 	if err != nil {
 		return nil, err
 	}
@@ -277,26 +276,6 @@ func newCoAPBenchSub(c coapBenchConfig) (*coapBenchSub, error) {
 		return nil, fmt.Errorf("subscribe %s: %v", filter, tok.Error())
 	}
 	return s, nil
-}
-
-func coapBenchMQTT(c coapBenchConfig, id string) (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker(c.mqttURL).SetClientID("mqttgw-cbench-" + c.run + "-" + id).
-		SetUsername(c.user).SetPassword(c.pass).SetCleanSession(true).SetAutoReconnect(false).
-		SetOrderMatters(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(5 * time.Minute)
-	cl := paho.NewClient(o)
-	if tok := cl.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("connect %s: %v", c.mqttURL, tok.Error())
-	}
-	return cl, nil
-}
-
-func coapWaitTok(ctx context.Context, tok paho.Token) error {
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // parallel runs f(i) for i in [0, n), at most 50 at once, and returns the first error.
@@ -371,7 +350,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 			}
 		}()
 		if err := parallel(c.devices, func(i int) error {
-			cl, err := coapBenchMQTT(*c, fmt.Sprintf("%s-%d", kind, i))
+			cl, err := benchMQTT(c.mqttURL, c.user, c.pass, fmt.Sprintf("mqttgw-cbench-%s-%s-%d", c.run, kind, i))
 			clients[i] = cl
 			return err
 		}); err != nil {
@@ -379,7 +358,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		}
 		publish = func(ctx context.Context, i int, b []byte) error {
 			topic := fmt.Sprintf("%s%s/%s/pub/%s/%d", c.mountpoint, c.topic, c.run, kind, i)
-			return coapWaitTok(ctx, clients[i].Publish(topic, qos, false, b))
+			return waitTok(ctx, clients[i].Publish(topic, qos, false, b))
 		}
 	}
 	p.connect = time.Since(start)
@@ -392,7 +371,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		sub.mu.Unlock()
 	}()
 
-	cpuBefore := c.cpu()
+	cpuBefore := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.firstSend = time.Now()
 	var wg sync.WaitGroup
 	var lastAns atomic.Int64
@@ -424,7 +403,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 	case <-wait.C:
 	}
 	wait.Stop()
-	after := c.cpu()
+	after := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.cpu = map[string]float64{}
 	for k, v := range after {
 		p.cpu[k] = v - cpuBefore[k]
@@ -500,14 +479,14 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 		}
 	} else {
 		if err := parallel(k, func(i int) error {
-			cl, err := coapBenchMQTT(*c, fmt.Sprintf("obs-%d", i))
+			cl, err := benchMQTT(c.mqttURL, c.user, c.pass, fmt.Sprintf("mqttgw-cbench-%s-obs-%d", c.run, i))
 			if err != nil {
 				return err
 			}
 			mu.Lock()
 			cleanup = append(cleanup, func() { cl.Disconnect(0) })
 			mu.Unlock()
-			return coapWaitTok(ctx, cl.Subscribe(c.mountpoint+devTopic, 0, func(_ paho.Client, msg paho.Message) { record(i, msg.Payload()) }))
+			return waitTok(ctx, cl.Subscribe(c.mountpoint+devTopic, 0, func(_ paho.Client, msg paho.Message) { record(i, msg.Payload()) }))
 		}); err != nil {
 			return nil, err
 		}
@@ -516,15 +495,15 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 	time.Sleep(500 * time.Millisecond) // let the servers settle before measuring memory
 	p.rssAfter = rssKB(pid)
 
-	pub, err := coapBenchMQTT(*c, "obs-pub-"+sub)
+	pub, err := benchMQTT(c.mqttURL, c.user, c.pass, "mqttgw-cbench-"+c.run+"-obs-pub-"+sub)
 	if err != nil {
 		return nil, err
 	}
 	defer pub.Disconnect(0)
-	cpuBefore := c.cpu()
+	cpuBefore := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.firstSend = time.Now()
 	for seq := range m {
-		if err := coapWaitTok(ctx, pub.Publish(c.mountpoint+devTopic, 1, false, coapBenchPayload(c.size, 0, seq))); err != nil {
+		if err := waitTok(ctx, pub.Publish(c.mountpoint+devTopic, 1, false, coapBenchPayload(c.size, 0, seq))); err != nil {
 			p.failed.Add(1)
 			continue
 		}
@@ -537,7 +516,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 	case <-wait.C:
 	}
 	wait.Stop()
-	after := c.cpu()
+	after := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.cpu = map[string]float64{}
 	for k, v := range after {
 		p.cpu[k] = v - cpuBefore[k]
@@ -550,24 +529,10 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 
 // --- /proc figures (Linux; zero elsewhere) ---
 
-func (c *coapBenchConfig) cpu() map[string]float64 {
-	m := map[string]float64{"bench": cpuSeconds(os.Getpid())}
-	if c.gatewayPID > 0 {
-		m["gateway"] = cpuSeconds(c.gatewayPID)
-	}
-	if c.brokerPID > 0 {
-		m["broker"] = cpuSeconds(c.brokerPID)
-	}
-	return m
-}
-
 // --- report ---
 
 func (p *coapBenchPhase) pct(q float64) time.Duration {
-	if len(p.latencies) == 0 {
-		return 0
-	}
-	return p.latencies[int(float64(len(p.latencies)-1)*q)]
+	return percentile(p.latencies, q)
 }
 
 // rate is messages per second from the first send to the last arrival.

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -158,13 +157,11 @@ type benchSub struct {
 
 func newBenchSub(c benchConfig) (*benchSub, error) {
 	s := &benchSub{}
-	o := paho.NewClientOptions().AddBroker(c.mqttURL).SetClientID("mqttgw-bench-sub-" + c.run).
-		SetUsername(c.user).SetPassword(c.pass).SetCleanSession(true).SetAutoReconnect(false).
-		SetOrderMatters(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(60 * time.Second)
-	s.client = paho.NewClient(o)
-	if tok := s.client.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
-		return nil, fmt.Errorf("connect %s: %v", c.mqttURL, tok.Error())
+	cl, err := benchMQTT(c.mqttURL, c.user, c.pass, "mqttgw-bench-sub-"+c.run)
+	if err != nil {
+		return nil, err
 	}
+	s.client = cl
 	filter := c.mountpoint + c.topic + "/" + c.run + "/#"
 	tok := s.client.Subscribe(filter, byte(c.qos), func(_ paho.Client, m paho.Message) { s.received(m.Payload()) })
 	if !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
@@ -273,7 +270,7 @@ func runPhase(c benchConfig, sub *benchSub, name string, pid int, ps publisherSe
 		sub.mu.Unlock()
 	}()
 
-	cpuBefore := cpuTimes(c)
+	cpuBefore := cpuTimes(c.gatewayPID, c.brokerPID)
 	r.firstSend = time.Now()
 	payloadBase := make([]byte, c.size)
 	for i := range c.clients {
@@ -302,7 +299,7 @@ func runPhase(c benchConfig, sub *benchSub, name string, pid int, ps publisherSe
 	case <-ctx.Done():
 	}
 	end := time.Now()
-	cpuAfter := cpuTimes(c)
+	cpuAfter := cpuTimes(c.gatewayPID, c.brokerPID)
 	sub.mu.Lock()
 	r.wall = end.Sub(r.firstSend)
 	if r.received > 0 {
@@ -367,21 +364,13 @@ func mqttPublishers(c benchConfig) publisherSet {
 	topic := func(i int) string { return fmt.Sprintf("%s%s/%s/mqtt/%d", c.mountpoint, c.topic, c.run, i) }
 	return publisherSet{
 		connect: func(ctx context.Context, i int) error {
-			o := paho.NewClientOptions().AddBroker(c.mqttURL).SetClientID(fmt.Sprintf("mqttgw-bench-%s-%d", c.run, i)).
-				SetUsername(c.user).SetPassword(c.pass).SetCleanSession(true).SetAutoReconnect(false).
-				SetConnectTimeout(10 * time.Second).SetKeepAlive(5 * time.Minute)
-			cl := paho.NewClient(o)
+			cl, err := benchMQTT(c.mqttURL, c.user, c.pass, fmt.Sprintf("mqttgw-bench-%s-%d", c.run, i))
 			clients[i] = cl
-			tok := cl.Connect()
-			if !waitTok(ctx, tok) {
-				return fmt.Errorf("connect: %v", tok.Error())
-			}
-			return nil
+			return err
 		},
 		publish: func(ctx context.Context, i int, p []byte) error {
-			tok := clients[i].Publish(topic(i), byte(c.qos), false, p)
-			if !waitTok(ctx, tok) {
-				return fmt.Errorf("publish: %v", tok.Error())
+			if err := waitTok(ctx, clients[i].Publish(topic(i), byte(c.qos), false, p)); err != nil {
+				return fmt.Errorf("publish: %w", err)
 			}
 			return nil
 		},
@@ -395,35 +384,7 @@ func mqttPublishers(c benchConfig) publisherSet {
 	}
 }
 
-func waitTok(ctx context.Context, tok paho.Token) bool {
-	select {
-	case <-tok.Done():
-		return tok.Error() == nil
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func cpuTimes(c benchConfig) map[string]float64 {
-	m := map[string]float64{"bench": cpuSeconds(os.Getpid())}
-	if c.gatewayPID > 0 {
-		m["gateway"] = cpuSeconds(c.gatewayPID)
-	}
-	if c.brokerPID > 0 {
-		m["broker"] = cpuSeconds(c.brokerPID)
-	}
-	return m
-}
-
 // --- report ---
-
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted)-1) * p)
-	return sorted[i]
-}
 
 func (r *phaseResult) rate() float64 {
 	if r.wall <= 0 {
