@@ -1,20 +1,13 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
-	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/gateway"
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
 )
@@ -49,24 +42,6 @@ func TestParseCoAPURL(t *testing.T) {
 	}
 }
 
-// coapBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type coapBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *coapBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *coapBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startCoAPGateway runs Mosquitto and a gateway with a coap and a coaps
 // listener; it returns the broker and the two addresses.
 func startCoAPGateway(t *testing.T) (b *mosquittotest.Broker, g *gateway.Gateway, plain, secure string) {
@@ -76,7 +51,7 @@ func startCoAPGateway(t *testing.T) (b *mosquittotest.Broker, g *gateway.Gateway
 	if err := os.WriteFile(psk, []byte(fmt.Sprintf("cli-dev:%x\n", "cli-key")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, ps := config.Parse("t.toml", []byte(fmt.Sprintf(`
+	g = runGateway(t, fmt.Sprintf(`
 [upstream]
 url = %q
 username = "mqttgw"
@@ -92,32 +67,7 @@ bind = "127.0.0.1:0"
 name = "coaps"
 type = "coaps"
 bind = "127.0.0.2:0"
-`, b.URL, psk)))
-	if errs := ps.Errors(); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	g, err := gateway.New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for !g.Proxy().Connected() {
-		if time.Now().After(deadline) {
-			t.Fatal("gateway not connected")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+`, b.URL, psk))
 	return b, g, g.ListenerAddr("coap").String(), g.ListenerAddr("coaps").String()
 }
 
@@ -127,7 +77,7 @@ func TestCoAPPubSubTools(t *testing.T) {
 	b, _, plain, secure := startCoAPGateway(t)
 	reader := b.Subscribe(t, mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1, Topics: []string{"cli/#"}})
 
-	var out, errs coapBuffer
+	var out, errs syncBuffer
 	if code := run([]string{"pub", "--coap", "coap://" + plain + "/ps/cli/t", "-m", "hello", "-r"}, &out, &errs); code != 0 {
 		t.Fatalf("pub: exit %d: %s", code, errs.String())
 	}
@@ -142,7 +92,7 @@ func TestCoAPPubSubTools(t *testing.T) {
 	}
 
 	// sub: the retained value first, then two more, then exit after -C 3.
-	var subOut, subErr coapBuffer
+	var subOut, subErr syncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"sub", "--coap", "coap://" + plain + "/ps/cli/t", "-i", "cli-sub", "-C", "3", "-W", "20"}, &subOut, &subErr)
@@ -170,7 +120,7 @@ func TestCoAPPubSubTools(t *testing.T) {
 // see every message and exit 0.
 func TestCoAPBenchSmall(t *testing.T) {
 	b, _, plain, _ := startCoAPGateway(t)
-	var out, errs coapBuffer
+	var out, errs syncBuffer
 	code := run([]string{"bench", "--coap", "coap://" + plain, "--mqtt", b.URL, "-u", "reader", "-P", "reader-secret",
 		"--devices", "5", "--requests", "50", "--observers", "3", "--notifications", "5", "--duration-limit", "20s"}, &out, &errs)
 	if code != 0 {

@@ -2,45 +2,21 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
-	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/gateway"
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
 )
-
-// snBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type snBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *snBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *snBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startSNGateway runs Mosquitto and a gateway with an MQTT-SN listener; it
 // returns the broker and the listener's address.
 func startSNGateway(t *testing.T) (*mosquittotest.Broker, *gateway.Gateway, string) {
 	t.Helper()
 	b := mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"}})
-	cfg, ps := config.Parse("t.toml", []byte(fmt.Sprintf(`
+	g := runGateway(t, fmt.Sprintf(`
 [upstream]
 url = %q
 username = "mqttgw"
@@ -54,38 +30,8 @@ type = "mqttsn"
 bind = "127.0.0.1:0"
 [listener.mqttsn]
 retry_interval = "300ms"
-`, b.URL)))
-	if errs := ps.Errors(); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	g, err := gateway.New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("gateway did not stop")
-		}
-	})
-	waitCond(t, "gateway connected", g.Proxy().Connected)
+`, b.URL))
 	return b, g, g.ListenerAddr("sn").String()
-}
-
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestMQTTSNPubSub runs `mqttgw sub` and `mqttgw pub` against a gateway: QoS 1
@@ -93,7 +39,7 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 // published when a client sent to sleep with --sleep never wakes.
 func TestMQTTSNPubSub(t *testing.T) {
 	_, g, addr := startSNGateway(t)
-	var out, serr snBuffer
+	var out, serr syncBuffer
 	subDone := make(chan int, 1)
 	go func() {
 		subDone <- run([]string{"sub", "--mqttsn", addr, "-t", "cli/#", "-q", "1", "-v", "-C", "4", "-W", "30", "--retry", "300ms", "-i", "cli-sub"}, &out, &serr)
@@ -133,7 +79,7 @@ func TestMQTTSNPubSub(t *testing.T) {
 		}
 	}
 	// The will of the client that never woke, seen by a new subscriber.
-	var out2, e2 snBuffer
+	var out2, e2 syncBuffer
 	if rc := run([]string{"sub", "--mqttsn", addr, "-t", "cli/will", "-C", "1", "-W", "10", "--retry", "300ms"}, &out2, &e2); rc != 0 {
 		t.Fatalf("sub cli/will: exit %d: %s", rc, e2.String())
 	}
