@@ -91,18 +91,7 @@ bind = "127.0.0.1:%s"
 handshake_timeout = "3s"
 `, freeUDPPort(t))
 	}
-	cfg := fmt.Sprintf(`
-[upstream]
-url = %q
-username = "mqttgw"
-password = "gw-secret"
-reconnect_min = "100ms"
-reconnect_max = "300ms"
-publish_timeout = "2s"
-
-[gateway]
-drain_timeout = "2s"
-
+	cfg := upstreamTOML(b) + fmt.Sprintf(`
 [auth]
 %s
 
@@ -116,7 +105,7 @@ retry_after = "7s"
 %s
 %s
 %s
-`, b.URL, authText, o.listen, o.coap, dtlsText, o.extra)
+`, authText, o.listen, o.coap, dtlsText, o.extra)
 	g := startGateway(t, cfg)
 	env := &coapEnv{b: b, g: g, addr: g.ListenerAddr("coap").String(), dir: dir}
 	if o.dtls {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -115,4 +116,28 @@ func replaceOnce(t *testing.T, s, old, new string) string {
 		t.Fatalf("%q not in text", old)
 	}
 	return s[:i] + new + s[i+len(old):]
+}
+
+// upstreamTOML is the [gateway] and [upstream] tables of every end-to-end test:
+// gateway id "gwtest" (status topic mqttgw/gwtest/status), the test broker with the
+// gateway's account (over TLS with the broker's CA when it has one), and timers short
+// enough for tests.
+func upstreamTOML(b *mosquittotest.Broker) string {
+	tls := ""
+	if b.CAFile != "" {
+		tls = fmt.Sprintf("[upstream.tls]\nca_file = %q\n", b.CAFile)
+	}
+	return fmt.Sprintf(`
+[gateway]
+id = "gwtest"
+drain_timeout = "5s"
+[upstream]
+url = %q
+username = "mqttgw"
+password = "gw-secret"
+keepalive = "5s"
+reconnect_min = "100ms"
+reconnect_max = "300ms"
+publish_timeout = "2s"
+%s`, b.URL, tls)
 }

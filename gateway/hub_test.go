@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 func TestRetainedReachesEverySubscriber(t *testing.T) {
 	b := startMosquitto(t, false)
 	b.Publish(t, mosquittotest.PubOptions{Username: "reader", Password: "reader-secret", Topic: "r/t", Payload: []byte("21"), QoS: 1, Retain: true})
-	g := startGateway(t, fmt.Sprintf("[upstream]\nurl = %q\nusername = \"mqttgw\"\npassword = \"gw-secret\"\n[[listener]]\nname = \"sn\"\ntype = \"mqttsn\"\nbind = \"127.0.0.1:0\"\n", b.URL))
+	g := startGateway(t, upstreamTOML(b)+"[[listener]]\nname = \"sn\"\ntype = \"mqttsn\"\nbind = \"127.0.0.1:0\"\n")
 	br := g.broker(g.cfg.Listeners[0])
 	got := map[string]chan udpgw.Message{"a": make(chan udpgw.Message, 4), "b": make(chan udpgw.Message, 4)}
 	for _, dev := range []string{"a", "b"} {

@@ -30,18 +30,7 @@ type snOpts struct {
 func startSN(t *testing.T, o snOpts) *snEnv {
 	t.Helper()
 	b := startMosquitto(t, false)
-	cfg := fmt.Sprintf(`
-[upstream]
-url = %q
-username = "mqttgw"
-password = "gw-secret"
-reconnect_min = "100ms"
-reconnect_max = "300ms"
-publish_timeout = "2s"
-
-[gateway]
-drain_timeout = "2s"
-
+	cfg := upstreamTOML(b) + fmt.Sprintf(`
 [[listener]]
 name = "sn"
 type = "mqttsn"
@@ -52,7 +41,7 @@ retry_interval = "200ms"
 max_retries = 3
 %s
 %s
-`, b.URL, o.listener, o.mqttsn, o.top)
+`, o.listener, o.mqttsn, o.top)
 	g := startGateway(t, cfg)
 	return &snEnv{b: b, g: g, addr: g.ListenerAddr("sn").String()}
 }

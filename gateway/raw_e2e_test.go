@@ -12,23 +12,7 @@ import (
 // rawConfig is a gateway with one plain-datagram listener and one rule per payload
 // kind, pointed at broker b (with TLS when caFile is set).
 func rawConfig(b *mosquittotest.Broker, extra string) string {
-	tls := ""
-	if b.CAFile != "" {
-		tls = fmt.Sprintf("[upstream.tls]\nca_file = %q\n", b.CAFile)
-	}
-	return fmt.Sprintf(`
-[gateway]
-id = "gwtest"
-drain_timeout = "5s"
-[upstream]
-url = %q
-username = "mqttgw"
-password = "gw-secret"
-keepalive = "5s"
-reconnect_min = "100ms"
-reconnect_max = "500ms"
-publish_timeout = "3s"
-%s
+	return upstreamTOML(b) + fmt.Sprintf(`
 [[listener]]
 name = "sensors"
 type = "udp"
@@ -72,7 +56,7 @@ retain = true
 topic = "bin/{device}/raw"
 payload = "raw"
 qos = 1
-`, b.URL, tls, extra)
+`, extra)
 }
 
 func reader(topics ...string) mosquittotest.SubOptions {
