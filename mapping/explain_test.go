@@ -38,3 +38,27 @@ func TestExplain(t *testing.T) {
 		t.Errorf("min_len: %+v", got[1])
 	}
 }
+
+// FuzzExplainAgreesWithMap: rejects (the diagnostic copy of the match logic) says ""
+// for exactly the rule accepts takes, so `rules test` never explains a different
+// decision than the gateway makes.
+func FuzzExplainAgreesWithMap(f *testing.F) {
+	f.Add(binFrame)
+	f.Add(jsonDoc)
+	f.Add(textLine)
+	f.Add([]byte{0xa5})
+	f.Add([]byte(`{"id":1}x`))
+	prefixed := binRule()
+	prefixed.Name, prefixed.Match.HexPrefix, prefixed.Match.TextPrefix = "prefixed", "", "T,"
+	tb := mustCompile(f, binRule(), jsonRule(), prefixed, textRule())
+	f.Fuzz(func(t *testing.T, p []byte) {
+		js := jsonUnchecked
+		for _, ru := range tb.byListener["udp"] {
+			js2 := jsonUnchecked
+			ok, _ := ru.accepts(p, &js)
+			if why := ru.rejects(p, &js2); ok != (why == "") {
+				t.Fatalf("rule %s on %q: accepts=%v but rejects says %q", ru.name, p, ok, why)
+			}
+		}
+	})
+}
