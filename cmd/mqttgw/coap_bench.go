@@ -396,21 +396,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 	p.lastAns = time.Unix(0, lastAns.Load())
 	// Non-confirmable QoS 0 messages may be lost on the way; wait a bounded
 	// moment for stragglers, then report what arrived.
-	wait := time.NewTimer(min(c.limit, 5*time.Second))
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-	case <-wait.C:
-	}
-	wait.Stop()
-	after := cpuTimes(c.gatewayPID, c.brokerPID)
-	p.cpu = map[string]float64{}
-	for k, v := range after {
-		p.cpu[k] = v - cpuBefore[k]
-	}
-	p.mu.Lock()
-	slices.Sort(p.latencies)
-	p.mu.Unlock()
+	p.finish(ctx, min(c.limit, 5*time.Second), cpuBefore, c)
 	return p, nil
 }
 
@@ -509,25 +495,28 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 		}
 		p.sent.Add(1)
 	}
-	wait := time.NewTimer(min(c.limit, 10*time.Second))
+	p.finish(ctx, min(c.limit, 10*time.Second), cpuBefore, c)
+	return p, nil
+}
+
+// finish waits a bounded moment for the last arrivals (or the phase's end), then
+// records the CPU each process spent since cpuBefore and sorts the latencies.
+func (p *coapBenchPhase) finish(ctx context.Context, grace time.Duration, cpuBefore map[string]float64, c *coapBenchConfig) {
+	wait := time.NewTimer(grace)
 	select {
 	case <-p.done:
 	case <-ctx.Done():
 	case <-wait.C:
 	}
 	wait.Stop()
-	after := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.cpu = map[string]float64{}
-	for k, v := range after {
+	for k, v := range cpuTimes(c.gatewayPID, c.brokerPID) {
 		p.cpu[k] = v - cpuBefore[k]
 	}
 	p.mu.Lock()
 	slices.Sort(p.latencies)
 	p.mu.Unlock()
-	return p, nil
 }
-
-// --- /proc figures (Linux; zero elsewhere) ---
 
 // --- report ---
 
