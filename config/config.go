@@ -19,6 +19,8 @@ type Config struct {
 	MQTTSN    MQTTSNGlobal `toml:"mqttsn"`
 	Listeners []Listener   `toml:"listener"`
 	Rules     []Rule       `toml:"rule"`
+	Classes   []Class      `toml:"class"`
+	Downlinks []Downlink   `toml:"downlink"`
 
 	// File is the path the config was read from ("" for text loaded from memory).
 	File string `toml:"-"`
@@ -105,7 +107,10 @@ type Rule struct {
 	Device   Extract          `toml:"device"`
 	Fields   map[string]Field `toml:"fields"`
 	Publish  []Publish        `toml:"publish"`
-	Tests    []RuleTest       `toml:"tests"`
+	// Ack, when set, answers the device once the broker has the rule's publishes
+	// ([rule.ack]).
+	Ack   *Ack       `toml:"ack"`
+	Tests []RuleTest `toml:"tests"`
 }
 
 // Match selects datagrams. All set conditions must hold.
@@ -177,6 +182,10 @@ type RuleTest struct {
 	// NoMatch expects this rule not to take the datagram: no rule, or another one,
 	// takes it.
 	NoMatch bool `toml:"no_match"`
+	// Ack (as text) or AckHex is the ack the rule must render for the datagram;
+	// unset, the ack is not checked.
+	Ack    string `toml:"ack"`
+	AckHex string `toml:"ack_hex"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s", "1m30s").

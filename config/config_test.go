@@ -33,6 +33,23 @@ func TestProblemsHaveLineAndKey(t *testing.T) {
 		{"wildcard status topic", "[gateway]\nstatus_topic = \"a/#\"\n", `t.toml:2: gateway.status_topic: topic "a/#" contains a wildcard ('+' or '#'): publish topics cannot`},
 		{"syntax error", "[gateway]\nid = \"a\"\nlisten = @\n", `t.toml:3: gateway.listen: syntax: expected value but found '@' instead`},
 		{"quoted map key", "[[rule]]\nname = \"r\"\ntests = [ { hex = \"00\", expect = { \"a/b\" = 1 } } ]\n", `t.toml:3: rule[0].tests[0].expect."a/b": want a string, got integer 1`},
+		{"class keepalive too short", "[[class]]\nname = \"c\"\nkeepalive = \"100ms\"\n", `t.toml:3: class[0].keepalive: 100ms: want 0 (the listener's own) or at least 1s`},
+		{"class keepalive too long", "[[class]]\nname = \"c\"\nkeepalive = \"9000h\"\n", `t.toml:3: class[0].keepalive: 9000h0m0s: want at most 8760h0m0s`},
+		{"class keepalive not a duration", "[[class]]\nname = \"c\"\nkeepalive = 300\n", `t.toml:3: class[0].keepalive: want a duration like "30s", got integer 300`},
+		{"class will qos", "[[class]]\nname = \"c\"\nwill = { topic = \"t\",\n  qos = 3 }\n", `t.toml:4: class[0].will.qos: qos must be 0, 1 or 2, got integer 3`},
+		{"class listeners not an array", "[[class]]\nname = \"c\"\nlisteners = \"a\"\n", `t.toml:3: class[0].listeners: want an array, got string "a"`},
+		{"class unknown key", "[[class]]\nname = \"c\"\n[class.brith]\ntopic = \"t\"\n", `t.toml:3: class[0].brith: unknown key "brith" (did you mean "birth"?)`},
+		{"downlink ttl zero", "[[downlink]]\nname = \"d\"\ndeliver = \"on_uplink\"\nttl = \"0s\"\n", `t.toml:4: downlink[0].ttl: 0s: want more than 0 (leave ttl out for 10m0s)`},
+		{"downlink max_queued zero", "[[downlink]]\nname = \"d\"\ndeliver = \"on_uplink\"\nmax_queued = 0\n", `t.toml:4: downlink[0].max_queued: 0 is out of range 1..10000`},
+		{"downlink max_queued too large", "[[downlink]]\nname = \"d\"\ndeliver = \"on_uplink\"\nmax_queued = 100000\n", `t.toml:4: downlink[0].max_queued: 100000 is out of range 1..10000`},
+		{"downlink queue settings ignored", "[[downlink]]\nname = \"d\"\nmax_queued = 4\n", `t.toml:3: warning: downlink[0].max_queued: ignored: deliver is "now"; max_queued applies to deliver = "on_uplink"`},
+		{"downlink unknown key", "[[downlink]]\nname = \"d\"\nfiltre = \"c/{device}\"\n", `t.toml:3: downlink[0].filtre: unknown key "filtre" (did you mean "filter"?)`},
+		{"downlink field unknown key", "[[downlink]]\nname = \"d\"\nfields = [ { value = \"/a\", typ = \"int8\" } ]\n", `t.toml:3: downlink[0].fields[0].typ: unknown key "typ" (did you mean "type"?)`},
+		{"downlink test message unknown key", "[[downlink]]\nname = \"d\"\ntests = [ { message = { topik = \"a\" }, hex = \"00\" } ]\n", `t.toml:3: downlink[0].tests[0].message.topik: unknown key "topik" (did you mean "topic"?)`},
+		{"ack window zero", "[[rule]]\nname = \"r\"\n[rule.ack]\nhex = \"06\"\ndedup = \"{device}\"\nwindow = \"0s\"\n", `t.toml:6: rule[0].ack.window: 0s: want more than 0 (leave window out for 5m0s)`},
+		{"ack window without dedup", "[[rule]]\nname = \"r\"\nack = { hex = \"06\", window = \"1m\" }\n", `t.toml:3: warning: rule[0].ack.window: ignored: window applies with dedup`},
+		{"ack unknown key", "[[rule]]\nname = \"r\"\n[rule.ack]\ntemplte = \"A\"\n", `t.toml:4: rule[0].ack.templte: unknown key "templte" (did you mean "template"?)`},
+		{"rule test ack unknown key", "[[rule]]\nname = \"r\"\ntests = [ { text = \"a\", ack_text = \"A\" } ]\n", `t.toml:3: rule[0].tests[0].ack_text: unknown key "ack_text" (did you mean "ack_hex"?)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,6 +106,46 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Upstream.Keepalive.D() != 30*time.Second || c.Listeners[0].MaxPacket != MaxDatagram {
 		t.Errorf("keepalive %v max_packet %d", c.Upstream.Keepalive.D(), c.Listeners[0].MaxPacket)
+	}
+}
+
+// TestClassDownlinkAckDefaults: one place for each default; a value left out takes
+// it, a value written stays.
+func TestClassDownlinkAckDefaults(t *testing.T) {
+	c, ps := Parse("t.toml", []byte(`
+[[class]]
+name = "c"
+[[downlink]]
+name = "d"
+[[downlink]]
+name = "q"
+deliver = "on_uplink"
+ttl = "1m"
+max_queued = 2
+[[rule]]
+name = "r"
+ack = { hex = "06", dedup = "{device}" }
+[[rule]]
+name = "s"
+ack = { hex = "06" }
+`))
+	if errs := ps.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if m := c.Classes[0].Match; m != "*" {
+		t.Errorf("class match %q, want *", m)
+	}
+	if d := c.Downlinks[0]; d.TTL.D() != 10*time.Minute || d.MaxQueued != 8 {
+		t.Errorf("downlink defaults: ttl %v max_queued %d", d.TTL.D(), d.MaxQueued)
+	}
+	if d := c.Downlinks[1]; d.TTL.D() != time.Minute || d.MaxQueued != 2 {
+		t.Errorf("downlink set: ttl %v max_queued %d", d.TTL.D(), d.MaxQueued)
+	}
+	if w := c.Rules[0].Ack.Window.D(); w != 5*time.Minute {
+		t.Errorf("ack window with dedup %v, want 5m", w)
+	}
+	if w := c.Rules[1].Ack.Window.D(); w != 0 {
+		t.Errorf("ack window without dedup %v, want 0", w)
 	}
 }
 

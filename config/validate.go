@@ -65,6 +65,17 @@ func (c *Config) applyDefaults() {
 		l.MQTTSN.applyDefaults()
 		l.CoAP.applyDefaults()
 	}
+	for i := range c.Rules {
+		if a := c.Rules[i].Ack; a != nil {
+			a.applyDefaults(c, fmt.Sprintf("rule[%d].ack", i))
+		}
+	}
+	for i := range c.Classes {
+		c.Classes[i].applyDefaults()
+	}
+	for i := range c.Downlinks {
+		c.Downlinks[i].applyDefaults(c, fmt.Sprintf("downlink[%d]", i))
+	}
 }
 
 func setDuration(d *Duration, def time.Duration) {
@@ -230,6 +241,19 @@ func (c *Config) validate() Problems {
 				add(key+".dead_letter_topic", "%v", err)
 			}
 		}
+	}
+	// Rules, classes and downlinks are compiled by mapping, which reports their
+	// names, listeners and templates; here only their plain values.
+	for i := range c.Rules {
+		if a := c.Rules[i].Ack; a != nil {
+			a.validate(c, fmt.Sprintf("rule[%d].ack", i), add, warn)
+		}
+	}
+	for i := range c.Classes {
+		c.Classes[i].validate(fmt.Sprintf("class[%d]", i), add)
+	}
+	for i := range c.Downlinks {
+		c.Downlinks[i].validate(c, fmt.Sprintf("downlink[%d]", i), add, warn)
 	}
 	return ps
 }

@@ -12,14 +12,17 @@ import (
 	"github.com/mqttgw/mqttgw/config"
 )
 
-// Table is a compiled rules table. It is immutable: Map, RunTests and HasRules may be
-// called from any number of goroutines at once (each with its own Result).
+// Table is a compiled rules table, with the classes and downlinks. It is immutable:
+// its methods may be called from any number of goroutines at once (Map each with its
+// own Result).
 type Table struct {
 	gateway     string
 	rules       []*rule                 // every rule, in file order
 	byListener  map[string][]*rule      // a listener's rules, in file order
 	topicRules  map[string][]*topicRule // a protocol listener's topic rules, in file order
 	mountpoints map[string]string       // listener → mountpoint
+	classes     []*Class                // in file order
+	downlinks   []*Downlink             // in file order
 }
 
 // rule is one compiled config.Rule.
@@ -37,6 +40,7 @@ type rule struct {
 	groupSlots []groupSlot // groups used by templates; slot 1+len(fields)+k
 	jsonPlan   []jsonEntry // the "json" payload: device and fields, keys sorted
 	pubs       []publish
+	ack        *ack // nil: the rule does not acknowledge
 	tests      []ruleTest
 }
 
@@ -196,6 +200,8 @@ type ruleTest struct {
 	from    netip.AddrPort
 	expect  map[string]string
 	noMatch bool
+	ack     []byte // the expected ack; nil: not checked
+	ackText bool   // ack was written as text: report it as text
 }
 
 // defaultTestFrom is the sender of an inline test datagram without "from".
@@ -204,15 +210,27 @@ var defaultTestFrom = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}),
 // reserved names are placeholders every rule has; fields may not take them.
 var reserved = []string{"device", "gateway", "listener"}
 
-// Compile checks and compiles every rule. It reports every problem it finds, each with
-// the key path of the offending setting ("rule[2].match.regex",
-// "rule[0].publish[1].topic", "rule[1].fields.temp.type"), for config.(*Config).Locate
-// to turn into a line. Warnings (an unreachable rule, a topic starting with '$') do not
-// stop compilation; any other problem does, and the Table is then nil.
+// CompileConfig checks and compiles the rules, classes and downlinks of a config. It
+// reports every problem it finds, each with the key path of the offending setting
+// ("rule[2].match.regex", "class[0].will.topic", "downlink[1].listener"), for
+// config.(*Config).Locate to turn into a line. Warnings (an unreachable rule or
+// class, a topic starting with '$') do not stop compilation; any other problem does,
+// and the Table is then nil.
 //
-// Listeners are taken as config validated them: their names, and mountpoints free of
-// '+', '#' and NUL, are not checked again here, so that a mistake is reported once.
+// Values are taken as config.Load validated and defaulted them: listener names,
+// mountpoints free of '+', '#' and NUL, durations, downlink ttl and max_queued are not
+// checked again here, so that a mistake is reported once.
+func CompileConfig(cfg *config.Config) (*Table, config.Problems) {
+	return compile(cfg.Gateway.ID, cfg.Listeners, cfg.Rules, cfg.Classes, cfg.Downlinks)
+}
+
+// Compile is CompileConfig for rules alone: the table has no classes and no
+// downlinks. Tests and tools that build rules by hand use it.
 func Compile(gatewayID string, listeners []config.Listener, rules []config.Rule) (*Table, config.Problems) {
+	return compile(gatewayID, listeners, rules, nil, nil)
+}
+
+func compile(gatewayID string, listeners []config.Listener, rules []config.Rule, classes []config.Class, downlinks []config.Downlink) (*Table, config.Problems) {
 	c := compiler{gateway: gatewayID, listeners: map[string]*config.Listener{}}
 	for i := range listeners {
 		l := &listeners[i]
@@ -256,6 +274,20 @@ func Compile(gatewayID string, listeners []config.Listener, rules []config.Rule)
 				}
 				break
 			}
+		}
+	}
+	classNames := map[string]int{}
+	for i := range classes {
+		if cl := c.class(i, &classes[i], classNames); cl != nil {
+			cl.mountpoints = t.mountpoints
+			t.classes = append(t.classes, cl)
+		}
+	}
+	c.warnUnreachableClasses(t.classes)
+	downlinkNames := map[string]int{}
+	for i := range downlinks {
+		if d := c.downlink(i, &downlinks[i], downlinkNames); d != nil {
+			t.downlinks = append(t.downlinks, d)
 		}
 	}
 	if len(c.ps.Errors()) > 0 {
@@ -401,6 +433,9 @@ func (c *compiler) rule(i int, cr *config.Rule) *rule {
 	for j := range cr.Publish {
 		ru.pubs = append(ru.pubs, c.publish(fmt.Sprintf("%s.publish[%d]", key, j), &cr.Publish[j], mount, lookup, known))
 	}
+	if cr.Ack != nil {
+		ru.ack = c.ack(key+".ack", cr.Name, cr.Ack, lookup, known)
+	}
 
 	ru.jsonPlan = append(ru.jsonPlan, jsonEntry{key: `"device":`, slot: deviceSlot})
 	for n, name := range names {
@@ -409,7 +444,7 @@ func (c *compiler) rule(i int, cr *config.Rule) *rule {
 	slices.SortFunc(ru.jsonPlan, func(a, b jsonEntry) int { return strings.Compare(a.key, b.key) })
 
 	for j := range cr.Tests {
-		if tc, ok := c.test(fmt.Sprintf("%s.tests[%d]", key, j), &cr.Tests[j]); ok {
+		if tc, ok := c.test(fmt.Sprintf("%s.tests[%d]", key, j), &cr.Tests[j], cr.Ack != nil); ok {
 			ru.tests = append(ru.tests, tc)
 		}
 	}
@@ -740,7 +775,7 @@ func (c *compiler) publish(key string, p *config.Publish, mount string, lookup f
 	return out
 }
 
-func (c *compiler) test(key string, t *config.RuleTest) (ruleTest, bool) {
+func (c *compiler) test(key string, t *config.RuleTest, hasAck bool) (ruleTest, bool) {
 	bad := false
 	fail := func(k, format string, args ...any) {
 		c.add(k, format, args...)
@@ -777,6 +812,23 @@ func (c *compiler) test(key string, t *config.RuleTest) (ruleTest, bool) {
 		fail(key, "no_match and expect are both set")
 	case !t.NoMatch && len(t.Expect) == 0:
 		fail(key, "set expect (topic = payload) or no_match = true")
+	}
+	switch {
+	case t.Ack == "" && t.AckHex == "":
+	case t.Ack != "" && t.AckHex != "":
+		fail(key, "set one of ack and ack_hex, not both")
+	case !hasAck:
+		fail(key+"."+sources("ack", t.Ack != "", "ack_hex", t.AckHex != "")[0], "the rule has no [rule.ack]: there is no ack to expect")
+	case t.NoMatch:
+		fail(key, "no_match and an expected ack are both set")
+	case t.Ack != "":
+		tc.ack, tc.ackText = []byte(t.Ack), true
+	default:
+		b, err := decodeHex(t.AckHex)
+		if err != nil {
+			fail(key+".ack_hex", "%v", err)
+		}
+		tc.ack = b
 	}
 	return tc, !bad
 }

@@ -1,7 +1,11 @@
 package mapping
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,7 +18,6 @@ var forbiddenImports = map[string]string{
 	"os":                                  "mapping is pure: no files, no environment",
 	"log":                                 "mapping does not log: it returns errors for the owner to log",
 	"log/slog":                            "mapping does not log: it returns errors for the owner to log",
-	"time":                                "mapping is pure: time, if ever needed, is an argument",
 	"sync":                                "a Table is immutable and a Result belongs to one goroutine: no locks",
 	"unsafe":                              "the allocation budget is met without it",
 	"reflect":                             "the hot path must not reflect",
@@ -55,5 +58,40 @@ func TestDeps(t *testing.T) {
 				t.Errorf("mapping depends on %s", dep)
 			}
 		}
+	}
+}
+
+// clockFuncs are the parts of package time that read or wait on the clock. mapping
+// imports time for durations only (a class's keepalive, a downlink's ttl, an ack's
+// dedup window): it is pure, so time, when needed, is an argument.
+var clockFuncs = map[string]bool{
+	"Now": true, "Since": true, "Until": true, "Sleep": true, "After": true,
+	"AfterFunc": true, "Tick": true, "NewTimer": true, "NewTicker": true,
+}
+
+func TestNoClock(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			if x, ok := sel.X.(*ast.Ident); ok && x.Name == "time" && clockFuncs[sel.Sel.Name] {
+				t.Errorf("%s: time.%s: mapping is pure: time, if ever needed, is an argument", fset.Position(sel.Pos()), sel.Sel.Name)
+			}
+			return true
+		})
 	}
 }

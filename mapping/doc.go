@@ -1,5 +1,7 @@
 // Package mapping is the rules table compiled from the config: it turns one uplink
-// datagram into the MQTT publishes it stands for.
+// datagram into the MQTT publishes it stands for (and the ack that answers it), gives
+// a device its class (keepalive, will, birth), and turns an MQTT message into a
+// downlink datagram for a plain-UDP device.
 //
 // A rule belongs to a listener. Map tries the listener's rules in file order and the
 // first whose match accepts the datagram wins; the rule then extracts a device id and
@@ -12,9 +14,10 @@
 // rule with no condition takes every datagram of its listener; Compile warns about
 // the rules after it.
 //
-// The package is pure: no I/O, no logging, no goroutines, no package state. A Table is
-// immutable once compiled, so any number of goroutines may call Map at once, each with
-// its own Result. Map never blocks.
+// The package is pure: no I/O, no logging, no goroutines, no package state, no clock
+// (durations are values it hands on). A Table is immutable once compiled, so any
+// number of goroutines may call Map at once, each with its own Result, and Class,
+// Will, Birth and Encode likewise. Nothing blocks.
 //
 // # Templates
 //
@@ -40,6 +43,35 @@
 // values as they are: a payload has no structure for a value to break out of, except
 // that a template writing JSON by hand must quote string values itself.
 //
+// # Acks
+//
+// A rule with [rule.ack] also renders an ack, from a template of the rule's names or
+// fixed hex bytes, into Result.Ack; the gateway sends it once the broker has the
+// publishes. With ack.dedup, Result.DedupKey is the rule's name, a NUL and the
+// rendered dedup template, and DedupWindow how long the gateway remembers it.
+//
+// # Classes
+//
+// A [[class]] applies to the devices of its listeners (all when none are listed)
+// whose id matches its glob (path.Match syntax, but '*' and '?' match '/' too: an
+// id is not a path, and the default "*" takes every device); Table.Class takes
+// the first in file order. Its will and birth are templates of {device}, {listener},
+// {addr}, {gateway} and {class}, rendered per device by Class.Will and Class.Birth
+// with the listener's mountpoint prefixed. Their topics follow the rule of Map's
+// topics below: a value that would break a level is an error wrapping
+// ErrUnsafeTopic, never escaped.
+//
+// # Downlinks
+//
+// A [[downlink]] is an MQTT filter whose {name} levels capture one whole level each
+// ({device} is required); Downlink.Filter is what the gateway subscribes to (the
+// mountpoint prefixed, captures as '+'). Downlink.Encode matches a delivered topic
+// by MQTT's rules ('+' one level, '#' the rest including the parent, no wildcard
+// first level for a '$' topic) and renders the datagram: the payload as it is, a
+// template of the captures, {topic}, {payload}, {listener} and {gateway}, or
+// numbers from a JSON payload packed in order, each in its type's width and byte
+// order. A payload that cannot be packed is an error wrapping ErrDecode.
+//
 // # Values
 //
 // A binary integer with neither scale nor add stays an integer. With scale 0.1, 0.01,
@@ -64,7 +96,8 @@
 // order of "json" payloads. Map validates a JSON payload with one scan and resolves
 // pointers over the raw bytes (no encoding/json, no maps). It renders into the
 // Result's scratch buffers and hands out two allocations per datagram whatever the
-// number of publishes: one string holding the device, field values and topics, and one
-// byte slice holding the payloads. A rule whose regex groups are used costs one more
-// (regexp's submatch indices).
+// number of publishes: one string holding the device, field values, topics and the
+// dedup key, and one byte slice holding the payloads and the ack. A rule whose regex
+// groups are used costs one more (regexp's submatch indices). Classes and downlinks
+// run once per session start or broker message and allocate freely.
 package mapping

@@ -1,8 +1,12 @@
 package mapping
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -12,7 +16,7 @@ import (
 
 // fuzzRules is the table the Map fuzz targets run: the three fixtures plus variants
 // that reach the other extractors (little endian, floats, ascii device, pointers into
-// arrays, scaled JSON numbers, group numbers).
+// arrays, scaled JSON numbers, group numbers) and an ack with a dedup key.
 func fuzzRules() []config.Rule {
 	bin2 := config.Rule{
 		Name:     "bin2",
@@ -55,6 +59,7 @@ func fuzzRules() []config.Rule {
 		Publish: []config.Publish{
 			{Topic: "text2/{k}/{device}/{opt}"},
 		},
+		Ack: &config.Ack{Template: "ok {k} {n}", Dedup: "{device}/{opt}", Window: 1},
 	}
 	return []config.Rule{binRule(), bin2, jsonRule(), json2, textRule(), text2}
 }
@@ -83,6 +88,12 @@ func checkMap(t *testing.T, tab *Table, payload []byte) {
 	}
 	if r.Device == "" {
 		t.Fatal("empty device")
+	}
+	if (ru.ack != nil) != (r.Ack != nil) || (ru.ack != nil && ru.ack.dedup != nil) != (r.DedupKey != "") {
+		t.Fatalf("rule %q: ack %q, dedup key %q", ru.name, r.Ack, r.DedupKey)
+	}
+	if r.DedupKey != "" && !strings.HasPrefix(r.DedupKey, ru.name+"\x00") {
+		t.Fatalf("dedup key %q lacks the rule's name", r.DedupKey)
 	}
 	for i, m := range r.Publishes {
 		if strings.ContainsAny(m.Topic, "+#\x00") || !utf8.ValidString(m.Topic) || m.Topic == "" || m.Topic[0] == '$' {
@@ -287,4 +298,109 @@ func FuzzTemplate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// mqttMatches is MQTT 3.1.1 §4.7 filter matching, written plainly from the spec as a
+// reference for Downlink.match: '+' one level, '#' the rest including the parent, no
+// wildcard first level for a topic starting with '$'. A topic name is non-empty and
+// free of wildcards and NUL.
+func mqttMatches(filter, topic string) bool {
+	if topic == "" || strings.ContainsAny(topic, "+#\x00") {
+		return false
+	}
+	f, tp := strings.Split(filter, "/"), strings.Split(topic, "/")
+	if topic[0] == '$' && (f[0] == "+" || f[0] == "#") {
+		return false
+	}
+	for i, lv := range f {
+		if lv == "#" {
+			return true
+		}
+		if i >= len(tp) || lv != "+" && lv != tp[i] {
+			return false
+		}
+	}
+	return len(f) == len(tp)
+}
+
+// FuzzDownlinkEncode: for any topic and payload, Encode agrees with the reference
+// filter match and with ExplainTopic, fails only with ErrDecode, gives a device that
+// is one level, and renders what the payload kind says: raw as it came, fields
+// packed to their width and back again.
+func FuzzDownlinkEncode(f *testing.F) {
+	// valve: the documented message.
+	f.Add("site1/cmd/dev7/valve", []byte(`{"open":1,"level":-2,"t":1.5}`))
+	// valve: extremes, an exponent and a negative zero.
+	f.Add("site1/cmd/d/valve", []byte(`{"open":65535,"level":-32768,"t":-0,"x":1e2}`))
+	// valve: a value out of range.
+	f.Add("site1/cmd/d/valve", []byte(`{"open":65536,"level":0,"t":0}`))
+	// valve: not JSON.
+	f.Add("site1/cmd/d/valve", []byte(`{"open":`))
+	// say: '+' and '#' levels, the template.
+	f.Add("say/n/d9/x/y/z", []byte("on"))
+	// say: '#' matching its parent level.
+	f.Add("say/n/d9/x", []byte{})
+	// raw: binary payload.
+	f.Add("raw/d1", []byte{0x00, 0xff, 0x10})
+	// raw: empty device level.
+	f.Add("raw/", []byte("x"))
+	// any: a '$' topic a leading capture must not match.
+	f.Add("$SYS/any", []byte("x"))
+	// A topic with a wildcard is no topic name.
+	f.Add("raw/+", []byte("x"))
+	tab := mustLoadTOML(f, downlinksTOML)
+	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
+		for _, d := range tab.Downlinks() {
+			device, b, ok, err := d.Encode(topic, payload)
+			if want := mqttMatches(d.Filter, topic); ok != want {
+				t.Fatalf("%s: Encode(%q) ok %v, filter %q matches %v", d.Name, topic, ok, d.Filter, want)
+			}
+			if why := d.ExplainTopic(topic); ok != (why == "") {
+				t.Fatalf("%s: Encode(%q) ok %v, but ExplainTopic says %q", d.Name, topic, ok, why)
+			}
+			if !ok {
+				if device != "" || b != nil || err != nil {
+					t.Fatalf("%s: no match, yet %q %x %v", d.Name, device, b, err)
+				}
+				continue
+			}
+			if err != nil {
+				if !errors.Is(err, ErrDecode) || b != nil {
+					t.Fatalf("%s: error %v, datagram %x", d.Name, err, b)
+				}
+				continue
+			}
+			if device == "" || strings.Contains(device, "/") || !strings.Contains(topic, "/"+device+"/") && !strings.HasPrefix(topic, device+"/") && !strings.HasSuffix(topic, "/"+device) {
+				t.Fatalf("%s: device %q is not a level of %q", d.Name, device, topic)
+			}
+			if b == nil {
+				t.Fatalf("%s: nil datagram", d.Name)
+			}
+			switch d.Name {
+			case "raw", "any":
+				if string(b) != string(payload) {
+					t.Fatalf("%s: raw datagram %x, payload %x", d.Name, b, payload)
+				}
+			case "valve":
+				checkPacked(t, d, topic, b)
+			}
+		}
+	})
+}
+
+// checkPacked unpacks a "valve" datagram (uint16 big, int16 little, float32 big),
+// writes the numbers back as JSON and encodes that again: the same datagram.
+func checkPacked(t *testing.T, d *Downlink, topic string, b []byte) {
+	t.Helper()
+	if len(b) != 8 {
+		t.Fatalf("valve datagram %x: want 8 bytes", b)
+	}
+	open := binary.BigEndian.Uint16(b[0:2])
+	level := int16(binary.LittleEndian.Uint16(b[2:4]))
+	temp := math.Float32frombits(binary.BigEndian.Uint32(b[4:8]))
+	again := fmt.Sprintf(`{"open":%d,"level":%d,"t":%s}`, open, level, strconv.FormatFloat(float64(temp), 'g', -1, 32))
+	_, b2, ok, err := d.Encode(topic, []byte(again))
+	if !ok || err != nil || string(b2) != string(b) {
+		t.Fatalf("round trip of %x through %s: %x %v %v", b, again, b2, ok, err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // Datagram is one uplink datagram as a listener received it.
@@ -70,6 +71,17 @@ type Result struct {
 	Fields    []Field   // sorted by name
 	Publishes []Message // in the rule's order
 
+	// Ack is the datagram that answers the device once the broker has the
+	// publishes; nil when the rule has no [rule.ack]. Like the payloads it stays
+	// valid after the Result is reused; treat it as read-only.
+	Ack []byte
+	// DedupKey identifies the datagram among the device's retries: the rule's name,
+	// a NUL and its rendered ack.dedup, so that two rules' keys never meet. "" when
+	// the rule has no dedup. A retry with the same key within DedupWindow is
+	// acknowledged again but published once.
+	DedupKey    string
+	DedupWindow time.Duration
+
 	text  []byte  // values and topics, rendered
 	pay   []byte  // payloads, rendered
 	vals  []value // value slots of the rule
@@ -111,7 +123,7 @@ func (s *jsonState) check(p []byte, object bool) bool {
 func (t *Table) HasRules(listener string) bool { return t != nil && len(t.byListener[listener]) > 0 }
 
 // Map runs the first rule of d.Listener whose match accepts d.Payload and fills r with
-// its device, fields and publishes. It returns ErrNoMatch if no rule accepts the
+// its device, fields and publishes, and its ack and dedup key when it has [rule.ack]. It returns ErrNoMatch if no rule accepts the
 // datagram, and an error wrapping ErrDecode or ErrUnsafeTopic (with the rule name and
 // the reason) if the matching rule cannot map it; then r.Rule names the rule and
 // r.Publishes is empty. Map does no I/O and allocates two blocks per datagram (one
@@ -120,6 +132,7 @@ func (t *Table) HasRules(listener string) bool { return t != nil && len(t.byList
 func (t *Table) Map(d Datagram, r *Result) error {
 	r.Rule, r.Device = "", ""
 	r.Fields, r.Publishes = r.Fields[:0], r.Publishes[:0]
+	r.Ack, r.DedupKey, r.DedupWindow = nil, "", 0
 	if t == nil {
 		return ErrNoMatch
 	}
@@ -232,6 +245,21 @@ func (r *Result) apply(ru *rule, d Datagram, sub []int, js *jsonState) error {
 		spans = append(spans, t0, len(r.text), p0, len(r.pay))
 	}
 	r.spans = spans
+	// The ack goes after the payloads, the dedup key after the topics: both are cut
+	// from the same two blocks.
+	var a0, a1, k0, k1 int
+	if a := ru.ack; a != nil {
+		a0 = len(r.pay)
+		if a.hex != nil {
+			r.pay = append(r.pay, a.hex...)
+		} else {
+			r.pay = appendText(r.pay, a.tmpl, r.vals, r.text)
+		}
+		a1 = len(r.pay)
+		k0 = len(r.text)
+		r.text = appendText(r.text, a.dedup, r.vals, r.text)
+		k1 = len(r.text)
+	}
 
 	// Hand out two blocks that are never written again: one string for the device,
 	// field values and topics, one byte slice for the payloads.
@@ -255,6 +283,15 @@ func (r *Result) apply(ru *rule, d Datagram, sub []int, js *jsonState) error {
 			QoS:     ru.pubs[n].qos,
 			Retain:  ru.pubs[n].retain,
 		})
+	}
+	if a := ru.ack; a != nil {
+		r.Ack = block[a0:a1:a1]
+		if r.Ack == nil {
+			r.Ack = []byte{} // an empty ack is still an ack
+		}
+		if a.dedup != nil {
+			r.DedupKey, r.DedupWindow = s[k0:k1], a.window
+		}
 	}
 	return nil
 }

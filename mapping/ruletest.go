@@ -1,20 +1,25 @@
 package mapping
 
 import (
+	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/mqttgw/mqttgw/config"
 )
 
 // RunTests runs every rule's inline tests ([[rule.tests]]) through the table, in file
-// order. Each test datagram goes through all the rules of its rule's listener, as a
-// real datagram would, so a test also fails when an earlier rule takes the datagram.
-// A failing test is one Problem at key "rule[i].tests[j]" that says what was expected
-// and what came out. Topics in expect are full topics, mountpoint included; payloads
-// are compared byte for byte, and the set of topics must be exactly the expected one.
+// order, then every downlink's. Each test datagram goes through all the rules of its
+// rule's listener, as a real datagram would, so a test also fails when an earlier
+// rule takes the datagram. A failing test is one Problem at key "rule[i].tests[j]"
+// or "downlink[i].tests[j]" that says what was expected and what came out. Topics in
+// expect, and a downlink test's message topic, are full topics, mountpoint included;
+// payloads, acks and datagrams are compared byte for byte, and the set of topics
+// must be exactly the expected one.
 func (t *Table) RunTests() config.Problems {
 	var ps config.Problems
 	var r Result
@@ -25,7 +30,45 @@ func (t *Table) RunTests() config.Problems {
 			}
 		}
 	}
+	for _, d := range t.downlinks {
+		for k := range d.tests {
+			if msg := d.runTest(&d.tests[k]); msg != "" {
+				ps = append(ps, config.Problemf(d.tests[k].key, "%s", msg))
+			}
+		}
+	}
 	return ps
+}
+
+// runTest returns what is wrong, or "" if the test passes.
+func (d *Downlink) runTest(tc *downlinkTest) string {
+	device, got, ok, err := d.Encode(tc.topic, tc.payload)
+	switch {
+	case !ok:
+		return fmt.Sprintf("the message does not match: %s", d.ExplainTopic(tc.topic))
+	case err != nil:
+		return fmt.Sprintf("expected datagram %s, got error: %v", showBytes(tc.want, tc.wantText), err)
+	}
+	var diffs []string
+	if tc.device != "" && device != tc.device {
+		diffs = append(diffs, fmt.Sprintf("expected device %q, got %q", tc.device, device))
+	}
+	if !bytes.Equal(got, tc.want) {
+		diffs = append(diffs, fmt.Sprintf("expected datagram %s, got %s", showBytes(tc.want, tc.wantText), showBytes(got, tc.wantText)))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// showBytes shows a datagram or ack as it was written in the test: text quoted, or
+// hex.
+func showBytes(b []byte, text bool) string {
+	if text {
+		return strconv.Quote(string(b))
+	}
+	if len(b) == 0 {
+		return "(empty)"
+	}
+	return hex.EncodeToString(b)
 }
 
 // runTest returns what is wrong, or "" if the test passes.
@@ -71,6 +114,9 @@ func (t *Table) runTest(ru *rule, tc *ruleTest, r *Result) string {
 	slices.Sort(missing)
 	for _, topic := range missing {
 		diffs = append(diffs, fmt.Sprintf("expected a publish to %q, got none (published: %s)", topic, describe(r.Publishes)))
+	}
+	if tc.ack != nil && !bytes.Equal(r.Ack, tc.ack) {
+		diffs = append(diffs, fmt.Sprintf("expected ack %s, got %s", showBytes(tc.ack, tc.ackText), showBytes(r.Ack, tc.ackText)))
 	}
 	return strings.Join(diffs, "; ")
 }

@@ -50,6 +50,9 @@ func (c *compiler) topicRule(i int, cr *config.Rule) *topicRule {
 	if cr.Device != (config.Extract{}) || len(cr.Fields) > 0 || len(cr.Tests) > 0 {
 		c.add(key, "device, fields and tests belong to rules of udp listeners; a topic rule takes its names from match.topic")
 	}
+	if cr.Ack != nil {
+		c.add(key+".ack", "acks answer datagrams of udp listeners; a %s device gets its protocol's own acknowledgement", c.listeners[cr.Listener].Type)
+	}
 	names := map[string]bool{"device": true, "listener": true, "gateway": true}
 	if m.Topic != "" {
 		levels := strings.Split(m.Topic, "/")

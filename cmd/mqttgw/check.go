@@ -9,19 +9,21 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 )
 
-// loadAndCompile loads a config and compiles its rules, returning every problem
-// with its line. table is nil when there were errors.
+// loadAndCompile loads a config and compiles its rules, classes and downlinks,
+// returning every problem with its line. table is nil when there were errors.
 func loadAndCompile(file string) (*config.Config, *mapping.Table, config.Problems) {
 	cfg, ps := config.Load(file)
 	if cfg == nil {
 		return nil, nil, ps
 	}
-	table, mps := mapping.Compile(cfg.Gateway.ID, cfg.Listeners, cfg.Rules)
+	table, mps := mapping.CompileConfig(cfg)
 	ps = append(ps, cfg.Locate(mps)...)
 	ps.Sort()
 	if len(ps.Errors()) > 0 {
@@ -58,17 +60,41 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, p.Error())
 	}
 	if len(failed) > 0 {
-		fmt.Fprintf(stdout, "%s: invalid: %d rule test(s) failed\n", *file, len(failed))
+		ruleFails, downFails := 0, 0
+		for _, p := range failed {
+			if strings.HasPrefix(p.Key, "downlink[") {
+				downFails++
+			} else {
+				ruleFails++
+			}
+		}
+		var what []string
+		if ruleFails > 0 {
+			what = append(what, fmt.Sprintf("%d rule test(s)", ruleFails))
+		}
+		if downFails > 0 {
+			what = append(what, fmt.Sprintf("%d downlink test(s)", downFails))
+		}
+		fmt.Fprintf(stdout, "%s: invalid: %s failed\n", *file, strings.Join(what, " and "))
 		return 1
 	}
-	tests := 0
+	tests, downTests := 0, 0
 	for _, r := range cfg.Rules {
 		tests += len(r.Tests)
 	}
+	for _, d := range cfg.Downlinks {
+		downTests += len(d.Tests)
+	}
+	// Classes and downlinks are named only when there are some, so that the line of
+	// a rules-only config stays as it was.
+	more := ""
+	if len(cfg.Classes) > 0 || len(cfg.Downlinks) > 0 {
+		more = fmt.Sprintf("; %d class(es), %d downlink(s), %d downlink test(s) passed", len(cfg.Classes), len(cfg.Downlinks), downTests)
+	}
 	data, _ := os.ReadFile(*file)
 	sum := sha256.Sum256(data)
-	fmt.Fprintf(stdout, "%s: valid: %d listener(s), %d rule(s), %d rule test(s) passed; sha256 %s\n",
-		*file, len(cfg.Listeners), len(cfg.Rules), tests, hex.EncodeToString(sum[:8]))
+	fmt.Fprintf(stdout, "%s: valid: %d listener(s), %d rule(s), %d rule test(s) passed%s; sha256 %s\n",
+		*file, len(cfg.Listeners), len(cfg.Rules), tests, more, hex.EncodeToString(sum[:8]))
 	return 0
 }
 
@@ -81,8 +107,18 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 	textIn := fs.String("text", "", "datagram as text")
 	fileIn := fs.String("file", "", "datagram read from a file")
 	from := fs.String("from", "127.0.0.1:40000", "sender address")
+	downlink := fs.String("downlink", "", "encode an MQTT message with this downlink instead of mapping a datagram")
+	topic := fs.String("topic", "", "with --downlink: the message's topic, as the broker has it (mountpoint included)")
+	payloadIn := fs.String("payload", "", "with --downlink: the message's payload")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *downlink != "" || *topic != "" {
+		if *downlink == "" || *topic == "" || *listener != "" || *hexIn != "" || *textIn != "" || *fileIn != "" {
+			fmt.Fprintln(stderr, rulesTestUsage)
+			return 2
+		}
+		return downlinkTest(*file, *downlink, *topic, []byte(*payloadIn), stdout, stderr)
 	}
 	set := 0
 	for _, s := range []string{*hexIn, *textIn, *fileIn} {
@@ -91,7 +127,7 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *listener == "" || set != 1 {
-		fmt.Fprintln(stderr, "usage: mqttgw rules test --config FILE --listener NAME (--hex HEX | --text TEXT | --file F) [--from ADDR]")
+		fmt.Fprintln(stderr, rulesTestUsage)
 		return 2
 	}
 	var payload []byte
@@ -147,4 +183,59 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "publish: topic=%s qos=%d retain=%t payload=%s\n", p.Topic, p.QoS, p.Retain, p.Payload)
 	}
 	return 0
+}
+
+const rulesTestUsage = `usage: mqttgw rules test --config FILE --listener NAME (--hex HEX | --text TEXT | --file F) [--from ADDR]
+       mqttgw rules test --config FILE --downlink NAME --topic TOPIC [--payload PAYLOAD]`
+
+// downlinkTest encodes one MQTT message with a downlink and prints the device and
+// the datagram, or why there is none: 0 encoded, 1 not (or a bad config), 2 usage.
+func downlinkTest(file, name, topic string, payload []byte, stdout, stderr io.Writer) int {
+	_, table, ps := loadAndCompile(file)
+	for _, p := range ps {
+		fmt.Fprintln(stderr, p.Error())
+	}
+	if table == nil {
+		return 1
+	}
+	d := table.Downlink(name)
+	if d == nil {
+		var names []string
+		for _, d := range table.Downlinks() {
+			names = append(names, d.Name)
+		}
+		fmt.Fprintf(stderr, "mqttgw: no downlink named %q in %s (downlinks: %s)\n", name, file, strings.Join(names, ", "))
+		return 2
+	}
+	device, datagram, ok, err := d.Encode(topic, payload)
+	switch {
+	case !ok:
+		fmt.Fprintf(stdout, "no datagram: %s\n", d.ExplainTopic(topic))
+		return 1
+	case err != nil:
+		fmt.Fprintf(stdout, "no datagram: %v\n", err)
+		return 1
+	}
+	deliver := "now"
+	if d.OnUplink {
+		deliver = fmt.Sprintf("on_uplink (ttl %v, max_queued %d)", d.TTL, d.MaxQueued)
+	}
+	fmt.Fprintf(stdout, "downlink: %s\nlistener: %s\ndevice:   %s\ndeliver:  %s\nhex:      %s\n", d.Name, d.Listener, device, deliver, hex.EncodeToString(datagram))
+	if printable(datagram) {
+		fmt.Fprintf(stdout, "text:     %s\n", datagram)
+	}
+	return 0
+}
+
+// printable reports whether b reads as one line of text.
+func printable(b []byte) bool {
+	if len(b) == 0 || !utf8.Valid(b) {
+		return false
+	}
+	for _, r := range string(b) {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }

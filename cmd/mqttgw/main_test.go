@@ -105,6 +105,59 @@ publish: topic=sensors/0007/climate qos=1 retain=true payload={"battery":3600,"d
 	}
 }
 
+// TestCheckClassesDownlinksAcks: a config with a class, downlinks and an acknowledged
+// rule passes its inline tests, ack expectations included, and says what it checked.
+func TestCheckClassesDownlinksAcks(t *testing.T) {
+	code, out, _ := runCLI("check", "testdata/devices.toml")
+	if code != 0 || !strings.Contains(out, "valid: 1 listener(s), 1 rule(s), 1 rule test(s) passed; 1 class(es), 2 downlink(s), 2 downlink test(s) passed; sha256 ") {
+		t.Errorf("exit %d: %s", code, out)
+	}
+}
+
+func TestRulesTestDownlink(t *testing.T) {
+	rules := func(args ...string) (int, string, string) {
+		return runCLI(append([]string{"rules", "test", "--config", "testdata/devices.toml"}, args...)...)
+	}
+	code, out, errOut := rules("--downlink", "valve", "--topic", "site1/cmd/dev7/valve", "--payload", `{"open":258}`)
+	want := `downlink: valve
+listener: sensors
+device:   dev7
+deliver:  on_uplink (ttl 10m0s, max_queued 8)
+hex:      0102
+`
+	if code != 0 || out != want {
+		t.Errorf("fields: exit %d, got\n%s%s\nwant\n%s", code, out, errOut, want)
+	}
+	code, out, _ = rules("--downlink", "say", "--topic", "site1/say/dev7", "--payload", "1")
+	want = `downlink: say
+listener: sensors
+device:   dev7
+deliver:  now
+hex:      53455420646576372031
+text:     SET dev7 1
+`
+	if code != 0 || out != want {
+		t.Errorf("template: exit %d, got\n%s\nwant\n%s", code, out, want)
+	}
+	code, out, _ = rules("--downlink", "valve", "--topic", "cmd/dev7/valve", "--payload", `{"open":1}`)
+	if want := "no datagram: topic \"cmd/dev7/valve\" does not start with the mountpoint \"site1/\" of listener \"sensors\"\n"; code != 1 || out != want {
+		t.Errorf("no match: exit %d, got %q, want %q", code, out, want)
+	}
+	code, out, _ = rules("--downlink", "valve", "--topic", "site1/cmd/dev7/valve", "--payload", `{"open":-1}`)
+	if want := "no datagram: mapping: downlink \"valve\": decode: fields[0]: \"/open\" is -1, out of range for uint16\n"; code != 1 || out != want {
+		t.Errorf("bad payload: exit %d, got %q, want %q", code, out, want)
+	}
+	if code, _, errOut := rules("--downlink", "nosuch", "--topic", "x"); code != 2 || !strings.Contains(errOut, `no downlink named "nosuch"`) {
+		t.Errorf("unknown downlink: exit %d, %q", code, errOut)
+	}
+	if code, _, _ := rules("--downlink", "valve"); code != 2 {
+		t.Errorf("no topic: exit %d, want 2", code)
+	}
+	if code, _, _ := rules("--downlink", "valve", "--topic", "x", "--listener", "sensors"); code != 2 {
+		t.Errorf("downlink and listener: exit %d, want 2", code)
+	}
+}
+
 func TestVersion(t *testing.T) {
 	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "mqttgw ") {
 		t.Errorf("version: %d %q", code, out)

@@ -1,0 +1,77 @@
+package mapping
+
+import (
+	"path"
+	"strings"
+	"testing"
+)
+
+func TestGlob(t *testing.T) {
+	for _, tc := range []struct {
+		glob, name string
+		want       bool
+	}{
+		{"*", "", true},
+		{"*", "a/b", true}, // unlike path.Match
+		{"meter-*", "meter-a/b/c", true},
+		{"?", "/", true}, // unlike path.Match
+		{"a?c", "abc", true},
+		{"a?c", "ac", false},
+		{"*x*y", "axxbxy", true},
+		{"*x*y", "axxbx", false},
+		{"[a-c]*", "b1", true},
+		{"[^a-c]*", "b1", false},
+		{"[^a-c]*", "d1", true},
+		{`\*`, "*", true},
+		{`\*`, "a", false},
+		{`[\]]`, "]", true},
+		{"é?", "éü", true}, // characters, not bytes
+		{"**", "anything", true},
+		{"ab", "abc", false},
+	} {
+		toks, err := compileGlob(tc.glob)
+		if err != nil {
+			t.Errorf("%q: %v", tc.glob, err)
+			continue
+		}
+		if got := matchGlob(toks, tc.name); got != tc.want {
+			t.Errorf("%q on %q = %v, want %v", tc.glob, tc.name, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"[", "[]", "[a-", `\`, "[^]", "a[b", "[a-]"} {
+		if _, err := compileGlob(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// FuzzGlob: on names without '/', where the two mean the same, matchGlob agrees with
+// path.Match, and both refuse the same malformed globs.
+func FuzzGlob(f *testing.F) {
+	// Prefix and star.
+	f.Add("meter-*", "meter-12")
+	// A class and an escape.
+	f.Add(`[a-c\]]?\*`, "b!*")
+	// Negated class.
+	f.Add("[^0-9]*", "x1")
+	// Unclosed class.
+	f.Add("[a-", "a")
+	// Stars that must backtrack.
+	f.Add("*a*a*a", "aaaaab")
+	// Bytes that are not UTF-8.
+	f.Add("?\xff", "\xff\xff")
+	f.Fuzz(func(t *testing.T, glob, name string) {
+		toks, err := compileGlob(glob)
+		_, perr := path.Match(glob, "")
+		if (err != nil) != (perr != nil) {
+			t.Fatalf("glob %q: compileGlob error %v, path.Match error %v", glob, err, perr)
+		}
+		if err != nil || strings.Contains(name, "/") || strings.Contains(glob, "/") {
+			return
+		}
+		want, _ := path.Match(glob, name)
+		if got := matchGlob(toks, name); got != want {
+			t.Fatalf("glob %q on %q: %v, path.Match %v", glob, name, got, want)
+		}
+	})
+}
