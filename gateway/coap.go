@@ -4,29 +4,21 @@ import (
 	"crypto/tls"
 	"fmt"
 
-	"go.uber.org/zap"
-
 	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
-	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/coap"
 )
 
 // newCoAPListener builds the CoAP (or CoAP over DTLS) listener for lc. Devices
 // authenticate with the [auth] files: the PSK file for coaps, the password file
-// for the query's u and p. The engine's session-expiry callback is registered in
-// g.onLost.
+// for the query's u and p. Keepalive is the listener's default, which
+// newListener also gives the registry; the engine is the owner of its sessions.
 func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 	c := lc.CoAP
 	a := g.cfg.Auth
 	opts := coap.Options{
-		Name:                  lc.Name,
 		Bind:                  lc.Bind,
-		Broker:                g.broker(lc),
-		Sessions:              g.sessions,
-		Logger:                g.log.With(zap.String("listener", lc.Name)),
-		Metrics:               coapMetrics{g.metrics},
 		AllowAnonymous:        a.Anonymous(),
 		NotifyCON:             c.Notify == "con",
 		MaxObserversPerTopic:  c.MaxObserversPerTopic,
@@ -68,21 +60,9 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		}
 		opts.DTLS = d
 	}
-	l, err := coap.New(opts)
+	l, err := coap.New(g.env(lc), opts)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
 	}
-	g.onLost[lc.Name] = l.SessionLost
 	return l, nil
-}
-
-// coapMetrics lends the gateway's registry to the CoAP engine.
-type coapMetrics struct{ r *metrics.Registry }
-
-func (m coapMetrics) Counter(name, help string, labels ...string) coap.Counter {
-	return m.r.Counter(name, help, labels...)
-}
-
-func (m coapMetrics) GaugeFunc(name, help string, fn func() float64, labels ...string) {
-	m.r.GaugeFunc(name, help, fn, labels...)
 }

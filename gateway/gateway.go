@@ -2,10 +2,18 @@
 // rules table, connects the proxy and routes each uplink through mapping to the
 // broker.
 //
-// Goroutines: Run starts one reader per listener, the metrics server when configured,
-// and the proxy's own; it returns after all have exited. On the end of Run's context
-// the listeners stop first, then the proxy drains in-flight QoS >= 1 publishes for at
-// most gateway.drain_timeout.
+// Every device, whatever its protocol, has one record in the session registry
+// (package session), which the listeners share: the gateway gives each new
+// session its class (keepalive, will, birth), publishes the will of each session
+// its driver finds lost, and sends downlinks and acks to plain-UDP devices.
+//
+// Goroutines: Run starts one reader per listener, the one driver of every timed
+// thing (session expiry, engines' retransmissions, dedup windows), the metrics
+// server when configured, the proxy's own, and one per acknowledged datagram at
+// the broker; it returns after all have exited. On the end of Run's context the
+// listeners stop first, then the proxy drains in-flight QoS >= 1 publishes for at
+// most gateway.drain_timeout. No device wills are published at shutdown: the
+// devices did not go silent.
 package gateway
 
 import (
@@ -18,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -28,6 +37,7 @@ import (
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
+	"github.com/mqttgw/mqttgw/udpgw/raw"
 )
 
 // Gateway is one running mqttgw.
@@ -38,12 +48,17 @@ type Gateway struct {
 	table    *mapping.Table
 	proxy    *proxy.Proxy
 	hub      *hub
-	sessions *session.Table
-	// onLost is called per listener for each session that expired, after its will
-	// was queued; engines drop their protocol state there. Set during New only.
-	onLost    map[string]func(*session.Session)
+	sessions *session.Registry
+	acks     *acker
+	downs    *downlinks
+	// Set during New only, read-only after.
+	brokers   map[string]*listenerBroker
+	raws      map[string]*raw.Listener
+	tickers   []udpgw.Ticker
 	listeners []udpgw.Listener
 	metricsLn net.Listener
+
+	expiredDownlinks atomic.Uint64
 }
 
 // New compiles the config and binds every listener socket, so that a port in use
@@ -52,12 +67,15 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	table, ps := mapping.Compile(cfg.Gateway.ID, cfg.Listeners, cfg.Rules)
+	table, ps := mapping.CompileConfig(cfg)
 	if errs := cfg.Locate(ps).Errors(); len(errs) > 0 {
 		return nil, errs
 	}
 	g := &Gateway{cfg: cfg, log: log, metrics: metrics.New(), table: table, hub: newHub(),
-		sessions: session.NewTable(), onLost: map[string]func(*session.Session){}}
+		brokers: map[string]*listenerBroker{}, raws: map[string]*raw.Listener{}}
+	g.sessions = session.New(session.Options{Created: g.sessionCreated})
+	g.acks = newAcker(g)
+	g.downs = &downlinks{g: g}
 	tlsConf, err := tlsConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -84,6 +102,9 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	g.hub.proxy = g.proxy
+	if err := g.downs.subscribe(context.Background()); err != nil {
+		return nil, err
+	}
 	for _, lc := range cfg.Listeners {
 		l, err := g.newListener(lc)
 		if err != nil {
@@ -92,6 +113,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		}
 		g.listeners = append(g.listeners, l)
 	}
+	g.sessionGauges()
 	if cfg.Metrics.Listen != "" {
 		g.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -181,7 +203,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		g.expireSessions(ctx, time.Second)
+		g.drive(ctx)
 	}()
 	var srv *http.Server
 	if g.metricsLn != nil {
@@ -203,6 +225,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		scancel()
 	}
 	wg.Wait()
+	g.acks.wait()
 	dctx, dcancel := context.WithTimeout(context.Background(), g.cfg.Gateway.DrainTimeout.D())
 	defer dcancel()
 	_ = g.proxy.Close(dctx)
@@ -214,31 +237,48 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// expireSessions is the one periodic driver of session liveness: every tick it
-// removes the sessions silent for 1.5 keepalives, queues their wills and tells
-// their listener's engine.
-func (g *Gateway) expireSessions(ctx context.Context, every time.Duration) {
-	lost := g.metrics.Counter("mqttgw_sessions_lost_total", "Sessions expired after 1.5 keepalives of silence.")
-	g.metrics.GaugeFunc("mqttgw_sessions", "Device sessions.", func() float64 { return float64(g.sessions.Len()) })
-	t := time.NewTicker(every)
-	defer t.Stop()
+// expireEvery is how often the driver looks for lost sessions: a will goes out
+// at most this long after 1.5 keepalives of silence.
+const expireEvery = 500 * time.Millisecond
+
+// drive is the gateway's one periodic driver (ARCHITECTURE.md rule 7): every
+// timed thing is a function of now called from here — session expiry with its
+// wills, the engines' own timers, the ack dedup windows.
+func (g *Gateway) drive(ctx context.Context) {
+	every := expireEvery
+	for _, t := range g.tickers {
+		every = min(every, t.TickEvery())
+	}
+	next := make([]time.Time, len(g.tickers))
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	var nextExpire time.Time
 	for {
+		now := time.Now()
+		for i, t := range g.tickers {
+			if !now.Before(next[i]) {
+				t.Tick(now)
+				next[i] = now.Add(t.TickEvery())
+			}
+		}
+		if !now.Before(nextExpire) {
+			nextExpire = now.Add(expireEvery)
+			g.expire(now)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			for _, s := range g.sessions.Expire(now) {
-				lost.Inc()
-				g.log.Info("device lost: no traffic for 1.5 keepalives", zap.String("listener", s.Key.Listener), zap.String("device", s.Key.Device), zap.Duration("keepalive", s.Keepalive()))
-				if w := s.Will(); w != nil {
-					_ = g.proxy.Enqueue(proxy.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain})
-				}
-				if f := g.onLost[s.Key.Listener]; f != nil {
-					f(s)
-				}
-			}
+		case <-tk.C:
 		}
 	}
+}
+
+// expire is the driver's session step at now.
+func (g *Gateway) expire(now time.Time) {
+	if n := g.sessions.Expire(now, g.sessionLost); n > 0 {
+		g.expiredDownlinks.Add(uint64(n))
+	}
+	g.acks.expire(now)
 }
 
 func (g *Gateway) closeListeners() {
@@ -250,6 +290,7 @@ func (g *Gateway) closeListeners() {
 func (g *Gateway) metricsServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", g.metrics.Handler())
+	mux.HandleFunc("GET /devices", g.serveDevices)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !g.proxy.Connected() {
 			http.Error(w, "broker not connected", http.StatusServiceUnavailable)

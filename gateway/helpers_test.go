@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+	"github.com/mqttgw/mqttgw/session"
 )
 
 // runningGateway is a gateway started by a test, stopped by t.Cleanup.
@@ -140,4 +141,17 @@ reconnect_min = "100ms"
 reconnect_max = "300ms"
 publish_timeout = "2s"
 %s`, b.URL, tls)
+}
+
+// liveSessions counts the sessions that are neither lost nor ended: a lost
+// session stays listed (GET /devices) for a while.
+func liveSessions(g *Gateway) int {
+	n := 0
+	g.sessions.Range(func(s *session.Session) bool {
+		if s.Live() {
+			n++
+		}
+		return true
+	})
+	return n
 }

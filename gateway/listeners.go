@@ -2,36 +2,83 @@ package gateway
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/raw"
 )
 
-// newListener builds the listener of lc's type; each type's constructor lives in
-// its own file (raw here, mqttsn.go, coap.go).
+// rawKeepalive is how long a plain-UDP device without a class keepalive stays
+// listed without traffic (times 1.5): it has no will, so its loss only frees
+// its record.
+const rawKeepalive = 24 * time.Hour
+
+// newListener builds the listener of lc's type, every type the same way: an
+// engine made from g.env(lc) and its own options (raw here, mqttsn.go, coap.go),
+// then declared to the device registry with its protocol, default keepalive and
+// owner, and to the driver when it has timed work.
 func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
+	var (
+		l         udpgw.Listener
+		err       error
+		keepalive time.Duration
+	)
 	switch lc.Type {
 	case config.ListenerUDP:
-		return g.newRawListener(lc)
+		l, err = g.newRawListener(lc)
+		keepalive = rawKeepalive
 	case config.ListenerMQTTSN:
-		return g.newMQTTSNListener(lc)
+		l, err = g.newMQTTSNListener(lc) // a CONNECT's Duration sets each client's
 	case config.ListenerCoAP, config.ListenerCoAPS:
-		return g.newCoAPListener(lc)
+		l, err = g.newCoAPListener(lc)
+		keepalive = lc.CoAP.Keepalive.D()
+	default:
+		err = fmt.Errorf("gateway: listener %q: unknown type %q", lc.Name, lc.Type)
 	}
-	return nil, fmt.Errorf("gateway: listener %q: unknown type %q", lc.Name, lc.Type)
+	if err != nil {
+		return nil, err
+	}
+	sl := session.Listener{Protocol: lc.Type, Keepalive: keepalive}
+	if o, ok := l.(session.Owner); ok {
+		sl.Owner = o
+	}
+	g.sessions.AddListener(lc.Name, sl)
+	if t, ok := l.(udpgw.Ticker); ok {
+		g.tickers = append(g.tickers, t)
+	}
+	return l, nil
 }
 
-// broker returns the udpgw.Broker for one listener's engine.
-func (g *Gateway) broker(lc config.Listener) udpgw.Broker {
-	return &listenerBroker{g: g, listener: lc.Name, mountpoint: lc.Mountpoint}
+// env is the construction environment of lc's engine.
+func (g *Gateway) env(lc config.Listener) udpgw.Env {
+	return udpgw.Env{
+		Name:     lc.Name,
+		Logger:   g.log.Named(lc.Type).With(zapListener(lc.Name)),
+		Metrics:  g.metrics,
+		Now:      time.Now,
+		Broker:   g.broker(lc),
+		Sessions: g.sessions,
+	}
+}
+
+// broker returns the udpgw.Broker for one listener's engine: the one uplink
+// path into the gateway.
+func (g *Gateway) broker(lc config.Listener) *listenerBroker {
+	if b := g.brokers[lc.Name]; b != nil {
+		return b
+	}
+	b := &listenerBroker{g: g, listener: lc.Name, mountpoint: lc.Mountpoint}
+	g.brokers[lc.Name] = b
+	return b
 }
 
 func (g *Gateway) newRawListener(lc config.Listener) (udpgw.Listener, error) {
-	conn, err := udpgw.ListenUDP(lc.Bind)
+	l, err := raw.New(g.env(lc), raw.Options{Bind: lc.Bind, MaxPacket: lc.MaxPacket, Handle: g.rawHandler(lc)})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
 	}
-	tooLarge := g.metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", lc.Name, "reason", "too_large")
-	return raw.New(lc.Name, conn, lc.MaxPacket, g.rawHandler(lc), func(int) { tooLarge.Inc() }), nil
+	g.raws[lc.Name] = l
+	return l, nil
 }

@@ -3,32 +3,22 @@ package gateway
 import (
 	"fmt"
 
-	"go.uber.org/zap"
-
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/mqttsn"
 )
 
-// newMQTTSNListener builds the MQTT-SN engine for lc and registers its callback
-// for sessions the driver expires.
+// newMQTTSNListener builds the MQTT-SN engine for lc from g.env(lc) and its own
+// options. newListener declares it to the registry as its sessions' owner
+// (session.Owner) and to the driver (udpgw.Ticker).
 func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) {
-	conn, err := udpgw.ListenUDP(lc.Bind)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
-	}
 	o := lc.MQTTSN
 	predefined := make([]mqttsn.Predefined, 0, len(g.cfg.MQTTSN.Predefined))
 	for _, p := range g.cfg.MQTTSN.Predefined {
 		predefined = append(predefined, mqttsn.Predefined{ID: uint16(p.ID), Topic: p.Topic, ClientID: p.ClientID})
 	}
-	e, err := mqttsn.New(mqttsn.Options{
-		Name:              lc.Name,
-		Conn:              conn,
-		Broker:            g.broker(lc),
-		Sessions:          g.sessions,
-		Logger:            g.log.Named("mqttsn").With(zap.String("listener", lc.Name)),
-		Metrics:           g.metrics,
+	e, err := mqttsn.New(g.env(lc), mqttsn.Options{
+		Bind:              lc.Bind,
 		GatewayID:         uint8(o.GatewayID),
 		AdvertiseInterval: o.AdvertiseInterval.D(),
 		AdvertiseAddr:     o.AdvertiseAddr,
@@ -44,9 +34,7 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		DrainTimeout:      g.cfg.Gateway.DrainTimeout.D(),
 	})
 	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
 	}
-	g.onLost[lc.Name] = e.Lost
 	return e, nil
 }

@@ -22,7 +22,7 @@ func TestMQTTSNWillOnLostClient(t *testing.T) {
 	sub.Expect(t, 5*time.Second, "site1/status/mortal", "alive")
 	c.Close() // silence: no DISCONNECT, no PINGREQ
 	sub.Expect(t, 6*time.Second, "site1/status/mortal", "gone")
-	waitFor(t, 5*time.Second, "the session gone", func() bool { return env.g.sessions.Len() == 0 })
+	waitFor(t, 5*time.Second, "the session lost", func() bool { return liveSessions(env.g.Gateway) == 0 })
 }
 
 // TestMQTTSNWillUpdate replaces the will's topic and message, and deletes it.
@@ -56,7 +56,7 @@ func TestMQTTSNWillUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2.Close()
-	waitFor(t, 6*time.Second, "upd2's session lost", func() bool { return env.g.sessions.Len() == 0 })
+	waitFor(t, 6*time.Second, "upd2's session lost", func() bool { return liveSessions(env.g.Gateway) == 0 })
 	sub.None(t, 300*time.Millisecond)
 }
 

@@ -1,23 +1,28 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"fmt"
 
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/proxy"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
-	"github.com/mqttgw/mqttgw/udpgw/raw"
 )
 
-// rawHandler maps each plain datagram through the rules table and queues its
-// publishes. It runs on the listener's single reader goroutine, so it owns one
-// mapping.Result and reuses it for every datagram.
-func (g *Gateway) rawHandler(lc config.Listener) raw.Handler {
+// rawHandler maps each plain datagram through the rules table, keeps the
+// device's session (created by the first datagram a rule maps, moved by NAT
+// rebinding), sends the downlinks that waited for it, and queues the publishes —
+// or, for a rule with an ack, publishes and acknowledges the device once the
+// broker has them. It runs on the listener's single reader goroutine, so it owns
+// one mapping.Result and reuses it for every datagram.
+func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 	var res mapping.Result
-	log := g.log.With(zap.String("listener", lc.Name))
+	log := g.log.With(zapListener(lc.Name))
 	count := func(reason string) func() {
 		c := g.metrics.Counter("mqttgw_datagrams_total", "Datagrams received, by outcome.", "listener", lc.Name, "outcome", reason)
 		return c.Inc
@@ -28,6 +33,12 @@ func (g *Gateway) rawHandler(lc config.Listener) raw.Handler {
 		err := g.table.Map(mapping.Datagram{Listener: u.Listener, From: u.From, Payload: u.Payload}, &res)
 		if err == nil {
 			mapped()
+			s, _ := g.sessions.Touch(session.Key{Listener: lc.Name, Device: res.Device}, session.Peer{Addr: u.From}, u.Received)
+			g.downs.flushQueued(lc.Name, s, u.From, u.Received)
+			if res.Ack != nil {
+				g.acks.handle(lc.Name, u.From, &res, u.Received)
+				return
+			}
 			for _, p := range res.Publishes {
 				if err := g.proxy.Enqueue(proxy.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
 					queueFull.Inc()
@@ -52,4 +63,15 @@ func (g *Gateway) rawHandler(lc config.Listener) raw.Handler {
 			_ = g.proxy.Enqueue(proxy.Message{Topic: lc.DeadLetterTopic, Payload: payload})
 		}
 	}
+}
+
+// publishAll publishes msgs and waits for the broker's acknowledgement of each
+// QoS >= 1 one; any failure fails the lot (the device retries the datagram).
+func (g *Gateway) publishAll(ctx context.Context, msgs []mapping.Message) error {
+	for _, p := range msgs {
+		if err := g.proxy.Publish(ctx, proxy.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
+			return fmt.Errorf("gateway: publish %q: %w", p.Topic, err)
+		}
+	}
+	return nil
 }

@@ -1,54 +1,171 @@
-// Package session keeps one small record per device, whatever its protocol:
-// identity, last address, liveness, keepalive and will. MQTT-SN sessions follow the
-// CONNECT; CoAP and plain-datagram sessions are synthetic, created on the first valid
-// datagram and kept alive by any traffic.
+// Package session is the device registry: one small record per device, whatever
+// its protocol, holding its identity, class, last address, liveness, will and the
+// downlinks queued for it. MQTT-SN sessions follow the CONNECT; CoAP and
+// plain-datagram sessions are synthetic, created on the first valid datagram and
+// kept alive by any traffic. Engines keep only protocol state (topic ids,
+// observations, exchanges in flight) and look the device up here; they never keep
+// their own copy of its address or will.
 //
-// It starts no goroutines and does no I/O: the owner calls Expire(now) from one
-// periodic driver and publishes the wills of the sessions it returns, so 100 000
-// idle devices cost memory, not timers or scheduler work (ARCHITECTURE.md rule 7).
-// The table is sharded by key; a Session's own fields are guarded by its mutex.
-// Lock order: shard lock, then session lock; never the other way round.
+// It starts no goroutines and does no I/O: the gateway calls Expire(now) from its
+// one periodic driver, so 100 000 idle devices cost memory, not timers or
+// scheduler work (ARCHITECTURE.md rule 7). A session that ends is reported once:
+// Expire reports a lost session to the caller (which publishes the will) and then
+// to the Owner of its listener; an engine that ends a session itself (End) is not
+// called back.
+//
+// The table is sharded by key, the address index by address. Lock order: a shard
+// lock, then a session's lock; never the other way round, and never two shard
+// locks at once. Callbacks run with no lock held.
 package session
 
 import (
 	"hash/maphash"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Key names a device: its identity within one listener.
 type Key struct {
 	Listener string
-	Device   string // client id, PSK identity, or an address for anonymous devices
+	Device   string // client id, PSK identity, rule's device id, or an address
 }
 
-// Will is published when a session is lost (not when it ends cleanly).
-type Will struct {
+// Peer is where a device's datagrams come from: a UDP address and, behind an
+// MQTT-SN forwarder, the wireless node id of the encapsulation (MQTT-SN 1.2 §5.5).
+type Peer struct {
+	Addr netip.AddrPort
+	Node string // "" when the device talks to the gateway directly
+}
+
+// Message is a will or a birth message. A device's own will (MQTT-SN WILLTOPIC) is
+// in the device's topic space; the gateway maps it when it publishes it. A class's
+// will and birth are broker-side topics already.
+type Message struct {
 	Topic   string
 	Payload []byte
 	QoS     byte
 	Retain  bool
 }
 
+// State is where a session stands.
+type State uint8
+
+const (
+	// StateActive: the device is talking to the gateway.
+	StateActive State = iota
+	// StateAsleep: an MQTT-SN client sleeping (MQTT-SN 1.2 §6.14); downlinks wait.
+	StateAsleep
+	// StateLost: silent for 1.5 keepalives; its will went out. The record stays,
+	// for GET /devices, until LostRetention passes or the device speaks again.
+	StateLost
+)
+
+var stateNames = [...]string{"active", "asleep", "lost"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// ParseState is the inverse of State.String.
+func ParseState(s string) (State, bool) {
+	for i, n := range stateNames {
+		if n == s {
+			return State(i), true
+		}
+	}
+	return 0, false
+}
+
+// EndReason says why a session ended.
+type EndReason uint8
+
+const (
+	// EndLost: no traffic for 1.5 keepalives; the will is published.
+	EndLost EndReason = iota
+	// EndDisconnected: the device ended its session itself (MQTT-SN DISCONNECT); no will.
+	EndDisconnected
+	// EndTakenOver: another connection took the device's identity or address; no will.
+	EndTakenOver
+	// EndForgotten: a lost session's record was dropped after LostRetention.
+	EndForgotten
+	numEndReasons
+)
+
+var endNames = [numEndReasons]string{"lost", "disconnected", "taken_over", "forgotten"}
+
+func (r EndReason) String() string {
+	if r < numEndReasons {
+		return endNames[r]
+	}
+	return "unknown"
+}
+
+// Owner is the engine serving one listener's sessions.
+type Owner interface {
+	// SessionEnded is called once, with no lock held, for each session of the
+	// owner's listener the registry ended (EndLost), after the registry's caller
+	// queued its will. The engine drops its protocol state for the device there,
+	// unless s is no longer the device's session (it came back meanwhile).
+	SessionEnded(s *Session, why EndReason)
+}
+
+// Listener is what the registry knows of one listener: its protocol and
+// defaults, and the engine that owns its sessions.
+type Listener struct {
+	Protocol  string        // "udp", "mqttsn", "coap", "coaps"
+	Keepalive time.Duration // a new session's keepalive until a class or the device sets one; 0: never lost
+	Owner     Owner         // nil: nobody to tell (plain UDP has no protocol state)
+}
+
+// Options configure a Registry.
+type Options struct {
+	// LostRetention is how long a lost session stays listed (StateLost) before
+	// it is forgotten; default 1h.
+	LostRetention time.Duration
+	// Created is called once, with no lock held, for each session Touch creates
+	// (first contact, or a lost device come back), before Touch returns: the
+	// gateway sets the device's class there and publishes its birth.
+	Created func(s *Session)
+}
+
 // Session is one device's record.
 type Session struct {
-	Key     Key
-	Created time.Time
+	Key      Key
+	Protocol string
+	Created  time.Time
 
 	mu        sync.Mutex // guards the fields below
-	addr      netip.AddrPort
+	peer      Peer
 	lastSeen  time.Time
-	keepalive time.Duration // 0: never expires
-	will      *Will
+	keepalive time.Duration // 0: never lost
+	state     State
+	ended     bool     // removed from the table (End, or replaced after a loss)
+	will      *Message // the device's own, in its topic space
+	class     string
+	classWill *Message // broker-side
+	queue     []Queued // downlinks waiting for the device's next datagram, oldest first
 }
 
-// Addr is the device's last source address (NAT rebinding moves it).
-func (s *Session) Addr() netip.AddrPort {
+// Queued is one downlink waiting for its device.
+type Queued struct {
+	Data    []byte
+	Expires time.Time
+}
+
+// Peer is the device's last source (NAT rebinding moves it).
+func (s *Session) Peer() Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addr
+	return s.peer
 }
+
+// Addr is the device's last source address.
+func (s *Session) Addr() netip.AddrPort { return s.Peer().Addr }
 
 // LastSeen is when the device last sent anything valid.
 func (s *Session) LastSeen() time.Time {
@@ -57,9 +174,36 @@ func (s *Session) LastSeen() time.Time {
 	return s.lastSeen
 }
 
-// SetKeepalive sets the liveness period; the session expires after 1.5 times it of
-// silence (MQTT-SN 1.2 §6.14), and never when it is 0. An MQTT-SN client going to
-// sleep sets its sleep duration here.
+// State is the session's state.
+func (s *Session) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+// SetAsleep marks an MQTT-SN client asleep or awake again (MQTT-SN 1.2 §6.14).
+func (s *Session) SetAsleep(asleep bool) {
+	s.mu.Lock()
+	if s.state != StateLost {
+		s.state = StateActive
+		if asleep {
+			s.state = StateAsleep
+		}
+	}
+	s.mu.Unlock()
+}
+
+// Live reports whether the session is still the registry's live record of its
+// device: neither ended nor lost.
+func (s *Session) Live() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.ended && s.state != StateLost
+}
+
+// SetKeepalive sets the liveness period; the session is lost after 1.5 times it
+// of silence (MQTT-SN 1.2 §6.14), and never when it is 0. An MQTT-SN client's
+// CONNECT Duration, or its sleep duration, is set here.
 func (s *Session) SetKeepalive(d time.Duration) {
 	s.mu.Lock()
 	s.keepalive = d
@@ -73,32 +217,147 @@ func (s *Session) Keepalive() time.Duration {
 	return s.keepalive
 }
 
-// SetWill sets (nil: clears) the will.
-func (s *Session) SetWill(w *Will) {
+// SetWill sets (nil: clears) the device's own will, in its topic space. A will
+// with an empty topic holds a will message that came before its topic (MQTT-SN
+// 1.2 §6.4) and is never published.
+func (s *Session) SetWill(w *Message) {
 	s.mu.Lock()
 	s.will = w
 	s.mu.Unlock()
 }
 
-// Will returns the will, or nil.
-func (s *Session) Will() *Will {
+// OwnWill returns the device's own will, or nil.
+func (s *Session) OwnWill() *Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.will
 }
 
-func (s *Session) expired(now time.Time) bool {
+// SetClass records the device's class and the class's will (broker-side; nil:
+// none), which is the fallback when the device has no will of its own.
+func (s *Session) SetClass(name string, will *Message) {
+	s.mu.Lock()
+	s.class, s.classWill = name, will
+	s.mu.Unlock()
+}
+
+// Class is the device's class name, "" when none.
+func (s *Session) Class() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.keepalive > 0 && now.Sub(s.lastSeen) > s.keepalive*3/2
+	return s.class
+}
+
+// Will returns the will to publish when the session is lost: the device's own
+// (own is true: its topic is in the device's topic space), else its class's, else
+// nil.
+func (s *Session) Will() (m *Message, own bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.will != nil && s.will.Topic != "" {
+		return s.will, true
+	}
+	return s.classWill, false
+}
+
+// Enqueue queues a downlink for the device's next datagram; when max are
+// queued already the oldest is dropped (dropped is true).
+func (s *Session) Enqueue(q Queued, max int) (dropped bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if max > 0 && len(s.queue) >= max {
+		copy(s.queue, s.queue[1:])
+		s.queue = s.queue[:len(s.queue)-1]
+		dropped = true
+	}
+	s.queue = append(s.queue, q)
+	return dropped
+}
+
+// TakeQueued removes and returns the queued downlinks still valid at now, oldest
+// first, and counts the ones that expired.
+func (s *Session) TakeQueued(now time.Time) (due [][]byte, expired int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.queue {
+		if now.After(q.Expires) {
+			expired++
+			continue
+		}
+		due = append(due, q.Data)
+	}
+	s.queue = nil
+	return due, expired
+}
+
+// QueuedLen counts the queued downlinks.
+func (s *Session) QueuedLen() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}
+
+// expireQueuedLocked drops the queued downlinks past their expiry; s.mu is held.
+func (s *Session) expireQueuedLocked(now time.Time) int {
+	n := 0
+	kept := s.queue[:0]
+	for _, q := range s.queue {
+		if now.After(q.Expires) {
+			n++
+			continue
+		}
+		kept = append(kept, q)
+	}
+	for i := len(kept); i < len(s.queue); i++ {
+		s.queue[i] = Queued{}
+	}
+	s.queue = kept
+	if len(kept) == 0 {
+		s.queue = nil
+	}
+	return n
+}
+
+// Info is a snapshot of a session, for GET /devices.
+type Info struct {
+	Listener  string
+	Protocol  string
+	Device    string
+	Class     string
+	Addr      netip.AddrPort
+	FirstSeen time.Time
+	LastSeen  time.Time
+	State     State
+	Queued    int
+}
+
+// Info snapshots the session.
+func (s *Session) Info() Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Info{Listener: s.Key.Listener, Protocol: s.Protocol, Device: s.Key.Device, Class: s.class,
+		Addr: s.peer.Addr, FirstSeen: s.Created, LastSeen: s.lastSeen, State: s.state, Queued: len(s.queue)}
 }
 
 const shards = 64
 
-// Table holds every session, sharded by key.
-type Table struct {
-	seed   maphash.Seed
+type addrKey struct {
+	listener string
+	peer     Peer
+}
+
+// Registry holds every session, sharded by key, with an index by address.
+type Registry struct {
+	o    Options
+	seed maphash.Seed
+
+	lmu       sync.RWMutex // guards listeners
+	listeners map[string]Listener
+
 	shards [shards]shard
+	addrs  [shards]addrShard
+
+	ends [numEndReasons]atomic.Uint64
 }
 
 type shard struct {
@@ -106,65 +365,260 @@ type shard struct {
 	m  map[Key]*Session
 }
 
-// NewTable returns an empty table.
-func NewTable() *Table {
-	t := &Table{seed: maphash.MakeSeed()}
-	for i := range t.shards {
-		t.shards[i].m = map[Key]*Session{}
-	}
-	return t
+type addrShard struct {
+	mu sync.Mutex // guards m
+	m  map[addrKey]*Session
 }
 
-func (t *Table) shard(k Key) *shard {
+// New returns an empty registry.
+func New(o Options) *Registry {
+	if o.LostRetention <= 0 {
+		o.LostRetention = time.Hour
+	}
+	r := &Registry{o: o, seed: maphash.MakeSeed(), listeners: map[string]Listener{}}
+	for i := range r.shards {
+		r.shards[i].m = map[Key]*Session{}
+		r.addrs[i].m = map[addrKey]*Session{}
+	}
+	return r
+}
+
+// AddListener declares a listener's protocol, defaults and owner; call it
+// before the listener serves.
+func (r *Registry) AddListener(name string, l Listener) {
+	r.lmu.Lock()
+	r.listeners[name] = l
+	r.lmu.Unlock()
+}
+
+func (r *Registry) listener(name string) Listener {
+	r.lmu.RLock()
+	defer r.lmu.RUnlock()
+	return r.listeners[name]
+}
+
+func (r *Registry) shard(k Key) *shard {
 	var h maphash.Hash
-	h.SetSeed(t.seed)
+	h.SetSeed(r.seed)
 	h.WriteString(k.Listener)
 	h.WriteByte(0)
 	h.WriteString(k.Device)
-	return &t.shards[h.Sum64()%shards]
+	return &r.shards[h.Sum64()%shards]
 }
 
-// Touch records traffic from the device at addr: it creates the session on first
-// contact (created is true then) and moves its address when it changed.
-func (t *Table) Touch(k Key, addr netip.AddrPort, now time.Time) (s *Session, created bool) {
-	sh := t.shard(k)
+func (r *Registry) addrShard(k addrKey) *addrShard {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	h.WriteString(k.listener)
+	b := k.peer.Addr.Addr().As16()
+	h.Write(b[:])
+	h.WriteByte(byte(k.peer.Addr.Port()))
+	h.WriteByte(byte(k.peer.Addr.Port() >> 8))
+	h.WriteString(k.peer.Node)
+	return &r.addrs[h.Sum64()%shards]
+}
+
+// Touch records valid traffic from the device at p: it creates the session on
+// first contact, or when the device's last session was lost (created is true
+// then, after Options.Created ran) and moves its address when it changed (NAT
+// rebinding). A lost session is replaced by a new one, never revived.
+func (r *Registry) Touch(k Key, p Peer, now time.Time) (s *Session, created bool) {
+	sh := r.shard(k)
 	sh.mu.Lock()
-	s, ok := sh.m[k]
-	if !ok {
-		s = &Session{Key: k, Created: now}
+	s = sh.m[k]
+	if s != nil && s.State() == StateLost {
+		s.mu.Lock()
+		s.ended = true
+		s.mu.Unlock()
+		s = nil
+	}
+	if s == nil {
+		l := r.listener(k.Listener)
+		s = &Session{Key: k, Protocol: l.Protocol, Created: now, keepalive: l.Keepalive, lastSeen: now, peer: p}
 		sh.m[k] = s
+		created = true
 	}
 	sh.mu.Unlock()
 	s.mu.Lock()
-	s.addr = addr
+	old := s.peer
+	s.peer = p
 	s.lastSeen = now
 	s.mu.Unlock()
-	return s, !ok
+	if created || old != p {
+		if !created {
+			r.unindex(k.Listener, old, s)
+		}
+		r.index(k.Listener, p, s)
+	}
+	if created && r.o.Created != nil {
+		r.o.Created(s)
+	}
+	return s, created
 }
 
-// Get returns the session for k, or nil.
-func (t *Table) Get(k Key) *Session {
-	sh := t.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.m[k]
+func (r *Registry) index(listener string, p Peer, s *Session) {
+	ak := addrKey{listener, p}
+	as := r.addrShard(ak)
+	as.mu.Lock()
+	as.m[ak] = s
+	as.mu.Unlock()
 }
 
-// Delete removes the session for k (a clean end: no will) and returns it, or nil.
-func (t *Table) Delete(k Key) *Session {
-	sh := t.shard(k)
+func (r *Registry) unindex(listener string, p Peer, s *Session) {
+	ak := addrKey{listener, p}
+	as := r.addrShard(ak)
+	as.mu.Lock()
+	if as.m[ak] == s {
+		delete(as.m, ak)
+	}
+	as.mu.Unlock()
+}
+
+// Refresh records traffic from the device of s at p, when s is still its live
+// session: it never creates one. It returns false when s ended or was lost
+// meanwhile (the engine then treats the device as gone).
+func (r *Registry) Refresh(s *Session, p Peer, now time.Time) bool {
+	s.mu.Lock()
+	if s.ended || s.state == StateLost {
+		s.mu.Unlock()
+		return false
+	}
+	old := s.peer
+	s.peer, s.lastSeen = p, now
+	s.mu.Unlock()
+	if old != p {
+		r.unindex(s.Key.Listener, old, s)
+		r.index(s.Key.Listener, p, s)
+	}
+	return true
+}
+
+// Lookup returns the live session for k, or nil; it never creates one.
+func (r *Registry) Lookup(k Key) *Session {
+	sh := r.shard(k)
 	sh.mu.Lock()
-	defer sh.mu.Unlock()
 	s := sh.m[k]
-	delete(sh.m, k)
+	sh.mu.Unlock()
+	if s == nil || !s.Live() {
+		return nil
+	}
 	return s
 }
 
-// Len counts the sessions.
-func (t *Table) Len() int {
+// ByPeer returns the live session of the listener whose device was last seen at
+// p, or nil.
+func (r *Registry) ByPeer(listener string, p Peer) *Session {
+	ak := addrKey{listener, p}
+	as := r.addrShard(ak)
+	as.mu.Lock()
+	s := as.m[ak]
+	as.mu.Unlock()
+	if s == nil || !s.Live() || s.Peer() != p {
+		return nil
+	}
+	return s
+}
+
+// End removes s, when it is still k's session, for why; the owner is not called
+// back (it ended the session itself) and no will is due. It reports whether s
+// was removed.
+func (r *Registry) End(s *Session, why EndReason) bool {
+	sh := r.shard(s.Key)
+	sh.mu.Lock()
+	if sh.m[s.Key] != s {
+		sh.mu.Unlock()
+		return false
+	}
+	delete(sh.m, s.Key)
+	sh.mu.Unlock()
+	s.mu.Lock()
+	s.ended = true
+	p := s.peer
+	s.mu.Unlock()
+	r.unindex(s.Key.Listener, p, s)
+	r.ends[why].Add(1)
+	return true
+}
+
+// Ended counts the sessions ended for why since the registry was made.
+func (r *Registry) Ended(why EndReason) uint64 { return r.ends[why].Load() }
+
+// Expire is the driver's step at now: every session silent for longer than 1.5
+// times its keepalive becomes StateLost, lost(s) is called (the caller publishes
+// its will) and then its listener's Owner. Queued downlinks past their expiry
+// are dropped (counted in expired), and lost sessions older than LostRetention
+// are forgotten.
+func (r *Registry) Expire(now time.Time, lost func(*Session)) (expired int) {
+	var gone []*Session
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		for k, s := range sh.m {
+			s.mu.Lock()
+			if len(s.queue) > 0 {
+				expired += s.expireQueuedLocked(now)
+			}
+			switch {
+			case s.state == StateLost:
+				if now.Sub(s.lastSeen) > r.o.LostRetention {
+					delete(sh.m, k)
+					s.ended = true
+					gone = append(gone, s)
+				}
+			case s.keepalive > 0 && now.Sub(s.lastSeen) > s.keepalive*3/2:
+				s.state = StateLost
+				s.queue = nil // never delivered late
+				gone = append(gone, s)
+			}
+			s.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	for _, s := range gone {
+		s.mu.Lock()
+		forgotten, p := s.ended, s.peer
+		s.mu.Unlock()
+		r.unindex(s.Key.Listener, p, s)
+		if forgotten {
+			r.ends[EndForgotten].Add(1)
+			continue
+		}
+		r.ends[EndLost].Add(1)
+		if lost != nil {
+			lost(s)
+		}
+		if o := r.listener(s.Key.Listener).Owner; o != nil {
+			o.SessionEnded(s, EndLost)
+		}
+	}
+	return expired
+}
+
+// Range calls fn for every session, lost ones included, until fn returns false.
+// fn runs with no lock held.
+func (r *Registry) Range(fn func(*Session) bool) {
+	var batch []*Session
+	for i := range r.shards {
+		sh := &r.shards[i]
+		sh.mu.Lock()
+		batch = batch[:0]
+		for _, s := range sh.m {
+			batch = append(batch, s)
+		}
+		sh.mu.Unlock()
+		for _, s := range batch {
+			if !fn(s) {
+				return
+			}
+		}
+	}
+}
+
+// Len counts the sessions, lost ones included.
+func (r *Registry) Len() int {
 	n := 0
-	for i := range t.shards {
-		sh := &t.shards[i]
+	for i := range r.shards {
+		sh := &r.shards[i]
 		sh.mu.Lock()
 		n += len(sh.m)
 		sh.mu.Unlock()
@@ -172,20 +626,14 @@ func (t *Table) Len() int {
 	return n
 }
 
-// Expire removes and returns every session silent for longer than 1.5 times its
-// keepalive at now; the caller publishes their wills.
-func (t *Table) Expire(now time.Time) []*Session {
-	var lost []*Session
-	for i := range t.shards {
-		sh := &t.shards[i]
-		sh.mu.Lock()
-		for k, s := range sh.m {
-			if s.expired(now) {
-				delete(sh.m, k)
-				lost = append(lost, s)
-			}
+// Count counts the sessions of listener in state.
+func (r *Registry) Count(listener string, state State) int {
+	n := 0
+	r.Range(func(s *Session) bool {
+		if s.Key.Listener == listener && s.State() == state {
+			n++
 		}
-		sh.mu.Unlock()
-	}
-	return lost
+		return true
+	})
+	return n
 }

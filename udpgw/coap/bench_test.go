@@ -8,12 +8,14 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/udp"
+
+	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // BenchmarkPublishCON measures the engine alone (a fake broker that acks at
 // once) for Confirmable publishes from one go-coap client.
 func BenchmarkPublishCON(b *testing.B) {
-	tl := startListener(b, Options{})
+	tl := startListener(b, udpgw.Env{}, Options{})
 	cc, err := udp.Dial(tl.addr, options.WithErrors(func(error) {}))
 	if err != nil {
 		b.Fatal(err)

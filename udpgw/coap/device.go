@@ -7,11 +7,14 @@ import (
 	"time"
 
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/session"
 )
 
-// device is the engine's state of one device: where it is, and its observations.
+// device is the engine's protocol state of one device: its observations and
+// the go-coap connection of its last request. Where it is belongs to its
+// session in the device registry (session.Session.Addr), never to a copy here.
 // It is keyed like its session (client id, PSK identity or source address), so
 // a device that changes address (NAT rebinding) keeps it.
 type device struct {
@@ -26,18 +29,16 @@ type device struct {
 	mu      sync.Mutex // guards the fields below
 	cred    string     // the credential that first named this device ("" anonymous)
 	sess    *session.Session
-	addr    netip.AddrPort
 	cc      *udpclient.Conn // the connection of its last request
 	obs     map[string]*observation
 	subs    map[string]int // observed filter → observations on it; a broker subscription each
 	pumping bool           // a pump goroutine is sending this device's notifications
 	rr      int            // round-robin start of the next pump pass
 	gone    bool           // removed from the table; a new lookup makes a new one
-	indexed netip.AddrPort // byAddr key; guarded by Listener.mu, not d.mu
 }
 
 // lookup returns the device for key, creating it. The device is not yet bound
-// to an address or a session: see attach.
+// to a session: see attach.
 func (l *Listener) lookup(key string) *device {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -49,8 +50,10 @@ func (l *Listener) lookup(key string) *device {
 	return d
 }
 
-// attach binds a device to its latest request: session, address and go-coap
-// connection (notifications follow the device there), and restarts its pump
+// attach binds a device to its latest request: the registry records the
+// request in the device's session (creating it on first contact, moving its
+// address when it changed), and the device keeps that session and the request's
+// go-coap connection (notifications follow the device there); its pump restarts
 // when notifications wait. It returns false when the device was removed
 // meanwhile (the caller looks it up again) or when cred does not match the
 // credential the device was first seen with.
@@ -68,24 +71,18 @@ func (l *Listener) attach(d *device, cred string, addr netip.AddrPort, cc *udpcl
 	d.mu.Unlock()
 
 	// RFC 7252 §4.1 leaves matching to endpoints; here the device is its key,
-	// and its session follows its last address.
-	s, created := l.opts.Sessions.Touch(session.Key{Listener: l.opts.Name, Device: d.key}, addr, now)
-	if created {
-		s.SetKeepalive(l.opts.Keepalive)
-	}
-
-	l.mu.Lock()
-	if d.indexed != addr {
-		if l.byAddr[d.indexed] == d {
-			delete(l.byAddr, d.indexed)
-		}
-		d.indexed = addr
-	}
-	l.byAddr[addr] = d
-	l.mu.Unlock()
+	// and its session follows its last address. A new session gets its class
+	// and keepalive from the gateway's Created hook, inside Touch.
+	s, _ := l.env.Sessions.Touch(l.key(d), session.Peer{Addr: addr}, now)
 
 	d.mu.Lock()
-	d.sess, d.addr, d.cc = s, addr, cc
+	if d.gone {
+		// Forgotten while the session was touched: the caller makes a new
+		// device, which takes the same session.
+		d.mu.Unlock()
+		return false, true
+	}
+	d.sess, d.cc = s, cc
 	start := l.shouldPumpLocked(d)
 	d.mu.Unlock()
 	if start {
@@ -94,12 +91,21 @@ func (l *Listener) attach(d *device, cred string, addr netip.AddrPort, cc *udpcl
 	return true, true
 }
 
+// key is d's session key.
+func (l *Listener) key(d *device) session.Key {
+	return session.Key{Listener: l.env.Name, Device: d.key}
+}
+
 // byAddress is the device last seen at addr, for requests that carry no
-// identity.
+// identity: the registry knows whose session was last at addr.
 func (l *Listener) byAddress(addr netip.AddrPort) *device {
+	s := l.env.Sessions.ByPeer(l.env.Name, session.Peer{Addr: addr})
+	if s == nil {
+		return nil
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.byAddr[addr]
+	return l.devices[s.Key.Device]
 }
 
 // observes reports whether d has an observation with token.
@@ -110,22 +116,25 @@ func (d *device) observes(token []byte) bool {
 	return ok
 }
 
-// touch records traffic without a request (an ACK or RST) in the device's
-// session, when that session is still the live one.
-func (l *Listener) touch(d *device, now time.Time) {
+// refresh records traffic without a request (an ACK or RST from from) in the
+// device's session, when that session is still the live one: it never creates
+// a session.
+func (l *Listener) refresh(d *device, from netip.AddrPort, now time.Time) {
 	d.mu.Lock()
-	s, addr := d.sess, d.addr
+	s := d.sess
 	d.mu.Unlock()
-	k := session.Key{Listener: l.opts.Name, Device: d.key}
-	if s != nil && l.opts.Sessions.Get(k) == s {
-		l.opts.Sessions.Touch(k, addr, now)
+	if s != nil {
+		l.env.Sessions.Refresh(s, session.Peer{Addr: from}, now)
 	}
 }
 
-// SessionLost is the gateway's callback for a CoAP session that expired after
-// 1.5 keepalives of silence: the device's observations end, its broker
-// subscriptions go, and its state is forgotten unless it came back meanwhile.
-func (l *Listener) SessionLost(s *session.Session) {
+// SessionEnded implements session.Owner: the registry ended the device's
+// session (in practice EndLost, after Keepalive × 1.5 of silence; its will is
+// out). The device's observations end, its broker subscriptions go, and its
+// state is forgotten unless it came back meanwhile (then d.sess is its new
+// session, not s). It runs on the gateway's driver goroutine and does not wait
+// for the broker.
+func (l *Listener) SessionEnded(s *session.Session, why session.EndReason) {
 	l.mu.Lock()
 	d := l.devices[s.Key.Device]
 	l.mu.Unlock()
@@ -142,6 +151,9 @@ func (l *Listener) SessionLost(s *session.Session) {
 		ended = append(ended, o)
 	}
 	d.mu.Unlock()
+	if ce := l.log.Check(zap.DebugLevel, "coap: session ended"); ce != nil {
+		ce.Write(zap.String("device", d.key), zap.Stringer("reason", why), zap.Int("observations", len(ended)))
+	}
 	for _, o := range ended {
 		l.endObservation(d, o, endLost, false)
 	}
@@ -154,8 +166,8 @@ func (l *Listener) SessionLost(s *session.Session) {
 	})
 }
 
-// forget removes d from the table when it is still the device lost with s and
-// nothing came back to it.
+// forget removes d from the table when it is still the device whose session s
+// ended and nothing came back to it.
 func (l *Listener) forget(d *device, s *session.Session) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -169,9 +181,6 @@ func (l *Listener) forget(d *device, s *session.Session) {
 	}
 	d.gone = true
 	delete(l.devices, d.key)
-	if l.byAddr[d.indexed] == d {
-		delete(l.byAddr, d.indexed)
-	}
 }
 
 // unobservedFilters lists d's subscribed filters that no observation uses any more.
@@ -203,5 +212,5 @@ func (l *Listener) syncSubscription(d *device, filter string) {
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.PublishTimeout)
 	defer cancel()
-	_ = l.opts.Broker.Unsubscribe(ctx, d.key, filter)
+	_ = l.env.Broker.Unsubscribe(ctx, d.key, filter)
 }

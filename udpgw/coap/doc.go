@@ -11,20 +11,39 @@
 // Devices are named by their DTLS PSK identity, else the query's c, else their
 // source address; credentials come from the PSK or the query (u, p or t).
 //
+// # Construction
+//
+// New takes the udpgw.Env every engine takes (name, logger, metrics registry,
+// clock, broker, device registry) and this package's Options. The engine reads
+// time only through Env.Now (go-coap's own timers excepted) and counts into
+// Env.Metrics as mqttgw_coap_*{listener}.
+//
 // # Device state and go-coap's connections
 //
+// The device registry (package session) owns each device's record: its
+// identity, class, keepalive, liveness and last address. The engine keeps only
+// protocol state — a device's observations (token, sequence, queue) and the
+// go-coap connection of its last request — keyed by the device's name, and
+// finds the device last seen at an address through Env.Sessions.ByPeer. The
+// first valid request of a device creates its session (Sessions.Touch; the
+// gateway's Created hook sets its class, which may override its keepalive, and
+// publishes its birth), every request touches it, and an ACK or RST to a
+// notification refreshes it (Sessions.Refresh, which never creates one). The
+// engine never sets a session's keepalive: Options.Keepalive is the listener's
+// default, which the gateway gives the registry. When the gateway's driver
+// expires a session after its keepalive × 1.5 of silence, the registry calls
+// SessionEnded (the engine is the listener's session.Owner): the device's
+// observations end, its broker subscriptions go, and it is forgotten unless it
+// came back meanwhile. So a device that changes address or port (NAT rebinding)
+// keeps its observations, and notifications follow its session's address: where
+// its latest request (or acknowledgement) came from.
+//
 // go-coap keeps one connection per peer (per address for plain CoAP, per DTLS
-// session for coaps) holding message-layer state only. The engine's own state —
-// the device, its address, its observations — is keyed by the device's name and
-// lives in the session table's rhythm: created on the first valid request,
-// touched by every request (and by ACK and RST), ended by the gateway when the
-// session expires after Keepalive × 1.5 of silence (SessionLost). So a device
-// that changes address or port (NAT rebinding) keeps its observations, and the
-// notifications follow its latest request's address. go-coap's own inactivity
-// (16 s by default) no longer ends anything: a plain CoAP connection is closed
-// after ConnIdle (EXCHANGE_LIFETIME) and recreated when a notification is due; a
-// DTLS session lives Keepalive × 1.5. No CoAP ping keepalive is sent: a sleepy
-// device could not answer it.
+// session for coaps) holding message-layer state only. go-coap's own
+// inactivity (16 s by default) no longer ends anything: a plain CoAP
+// connection is closed after ConnIdle (EXCHANGE_LIFETIME) and recreated when a
+// notification is due; a DTLS session lives ConnIdle (Keepalive × 1.5). No
+// CoAP ping keepalive is sent: a sleepy device could not answer it.
 //
 // # Goroutines
 //
@@ -38,7 +57,9 @@
 //     expire idle connections every 2 s; Close stops it.
 //   - One pump goroutine per device with notifications waiting, exiting when the
 //     queue is empty; short-lived goroutines unsubscribe the broker after an
-//     observation ended off a handler. Close waits for all of them.
+//     observation ended off a handler, or after SessionEnded (called on the
+//     gateway's driver goroutine, which it never makes wait for the broker).
+//     Close waits for all of them.
 //
 // # Ordering and blocking
 //
@@ -54,5 +75,9 @@
 //
 // Lock order: Listener.mu before device.mu; peersMu and runMu are taken alone.
 // device.subOp (held across Broker.Subscribe/Unsubscribe of that device) is
-// taken before either and never by the reader or the delivery path.
+// taken before either and never by the reader or the delivery path. Registry
+// calls (Touch, Refresh, ByPeer, Session methods) take only registry and
+// session locks, so they may be made with Listener.mu or device.mu held; the
+// registry calls back into the engine only through SessionEnded, with none of
+// its locks held.
 package coap

@@ -72,7 +72,7 @@ func (l *Listener) newDTLS() (*dtlsListener, error) {
 	}
 	ln, err := coapNet.NewDTLSListener("udp", l.opts.Bind, coapNet.NewDTLSServerOptions(opts...))
 	if err != nil {
-		return nil, fmt.Errorf("coap: %s: bind %q: %w", l.opts.Name, l.opts.Bind, err)
+		return nil, fmt.Errorf("coap: %s: bind %q: %w", l.env.Name, l.opts.Bind, err)
 	}
 	srv := dtlsserver.New(dtlsOption(func(c *dtlsserver.Config) {
 		c.Ctx = l.ctx

@@ -147,7 +147,7 @@ func observeReq(path, token string) req {
 // during Subscribe is notified only after the registration response, with a
 // higher Observe number (RFC 7641 §4.4).
 func TestRegistrationResponseComesFirst(t *testing.T) {
-	tl := startListener(t, Options{})
+	tl := startListener(t, udpgw.Env{}, Options{})
 	tl.broker.setRetained(udpgw.Message{Topic: "r/t", Payload: []byte("kept"), Retain: true})
 	p := newRawPeer(t, tl.addr)
 	b, _ := p.encode(observeReq("/ps/r/t?c=d1", "o1"))
@@ -176,7 +176,7 @@ func TestRegistrationResponseComesFirst(t *testing.T) {
 // one's queue drops its oldest messages (counted), and its observation ends
 // when a notification times out (RFC 7641 §4.5).
 func TestSlowObserverDoesNotDelayOthers(t *testing.T) {
-	tl := startListener(t, Options{NotifyCON: true, ObserverQueue: 2, AckTimeout: 100 * time.Millisecond, MaxRetransmit: 2})
+	tl := startListener(t, udpgw.Env{}, Options{NotifyCON: true, ObserverQueue: 2, AckTimeout: 100 * time.Millisecond, MaxRetransmit: 2})
 	silent := newRawPeer(t, tl.addr)
 	if r := silent.do(observeReq("/ps/s/t?c=silent", "s1")); r.Code() != codes.Content {
 		t.Fatalf("register: %v", r.Code())
@@ -198,12 +198,12 @@ func TestSlowObserverDoesNotDelayOthers(t *testing.T) {
 		fast.ack(m)
 	}
 	waitFor(t, 10*time.Second, "silent observer's CON to time out", func() bool {
-		return tl.metrics.get("mqttgw_coap_observations_ended_total", "reason", "timeout") == 1
+		return tl.counter("mqttgw_coap_observations_ended_total", "reason", "timeout") == 1
 	})
-	if n := tl.metrics.get("mqttgw_coap_notifications_dropped_total", "reason", "queue_full"); n != 7 {
+	if n := tl.counter("mqttgw_coap_notifications_dropped_total", "reason", "queue_full"); n != 7 {
 		t.Errorf("queue_full drops = %d, want 7 (10 messages: one in flight, a queue of 2)", n)
 	}
-	if n := tl.metrics.get("mqttgw_coap_notification_retransmissions_total"); n != 2 {
+	if n := tl.counter("mqttgw_coap_notification_retransmissions_total"); n != 2 {
 		t.Errorf("retransmissions = %d, want 2", n)
 	}
 	// The fast observer is still registered; the silent one's subscription went.
@@ -222,7 +222,7 @@ func TestSlowObserverDoesNotDelayOthers(t *testing.T) {
 func TestReaderNeverWaitsForAHandler(t *testing.T) {
 	block := make(chan struct{})
 	b := &blockingBroker{fakeBroker: newFakeBroker(), block: block}
-	tl := startListener(t, Options{Broker: b})
+	tl := startListener(t, udpgw.Env{Broker: b}, Options{})
 	defer close(block)
 	slow := newRawPeer(t, tl.addr)
 	for i := range 3 * maxInflight {
@@ -230,7 +230,7 @@ func TestReaderNeverWaitsForAHandler(t *testing.T) {
 		slow.send(m)
 	}
 	waitFor(t, 5*time.Second, "excess requests dropped", func() bool {
-		return tl.metrics.get("mqttgw_coap_datagrams_dropped_total", "reason", "busy") >= 2*maxInflight-1
+		return tl.counter("mqttgw_coap_datagrams_dropped_total", "reason", "busy") >= 2*maxInflight-1
 	})
 	other := newRawPeer(t, tl.addr)
 	b.fakeBroker.setRetained(udpgw.Message{Topic: "o/t", Payload: []byte("v")})
@@ -258,7 +258,7 @@ func (b *blockingBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 // closed when idle, but the device's observation lives on; the next message
 // is notified through a new connection to the same address.
 func TestNotificationAfterConnectionExpired(t *testing.T) {
-	tl := startListener(t, Options{ConnIdle: 100 * time.Millisecond})
+	tl := startListener(t, udpgw.Env{}, Options{ConnIdle: 100 * time.Millisecond})
 	p := newRawPeer(t, tl.addr)
 	if r := p.do(observeReq("/ps/idle/t?c=sleepy", "i1")); r.Code() != codes.Content {
 		t.Fatalf("register: %v", r.Code())
@@ -282,7 +282,7 @@ func TestNotificationAfterConnectionExpired(t *testing.T) {
 // max_observers_per_topic are answered as plain GETs, without Observe (RFC 7641
 // §4.1), and counted.
 func TestObserverLimits(t *testing.T) {
-	tl := startListener(t, Options{MaxObserversPerDevice: 1, MaxObserversPerTopic: 2})
+	tl := startListener(t, udpgw.Env{}, Options{MaxObserversPerDevice: 1, MaxObserversPerTopic: 2})
 	a := newRawPeer(t, tl.addr)
 	if r := a.do(observeReq("/ps/l/1?c=a", "a1")); !r.HasOption(message.Observe) {
 		t.Fatal("first registration refused")
@@ -302,41 +302,154 @@ func TestObserverLimits(t *testing.T) {
 	if r := c.do(observeReq("/ps/l/1?c=c", "c1")); r.HasOption(message.Observe) {
 		t.Fatal("third observer of a topic limited to 2 accepted")
 	}
-	if n := tl.metrics.get("mqttgw_coap_observations_refused_total"); n != 2 {
+	if n := tl.counter("mqttgw_coap_observations_refused_total"); n != 2 {
 		t.Errorf("refused = %d, want 2", n)
 	}
 }
 
-// TestSessionLostEndsObservations: when the gateway expires a device's session
-// its observations end, the broker subscription goes and the device is forgotten.
-func TestSessionLostEndsObservations(t *testing.T) {
-	tl := startListener(t, Options{})
+// TestSessionEndedEndsObservations: when the registry's driver expires a
+// device's session its observations end, the broker subscription goes and the
+// device is forgotten.
+func TestSessionEndedEndsObservations(t *testing.T) {
+	tl := startListener(t, udpgw.Env{}, Options{})
 	p := newRawPeer(t, tl.addr)
 	p.do(observeReq("/ps/x/t?c=gone", "g1"))
 	if tl.broker.subscriptions() != 1 {
 		t.Fatal("not subscribed")
 	}
-	s := tl.opts.Sessions.Get(session.Key{Listener: "test", Device: "gone"})
+	s := tl.env.Sessions.Lookup(session.Key{Listener: "test", Device: "gone"})
 	if s == nil {
 		t.Fatal("no session for the device")
 	}
-	tl.opts.Sessions.Delete(s.Key)
-	tl.SessionLost(s)
+	peer := session.Peer{Addr: p.conn.LocalAddr().(*net.UDPAddr).AddrPort()}
+	if got := tl.env.Sessions.ByPeer("test", peer); got != s {
+		t.Fatalf("ByPeer(%v) = %v, want the device's session", peer.Addr, got)
+	}
+	// The gateway's driver: 1.5 keepalives of silence later the session is
+	// lost and its owner, the listener, is told.
+	tl.env.Sessions.Expire(time.Now().Add(2*tl.opts.Keepalive), nil)
 	waitFor(t, 5*time.Second, "unsubscribed", func() bool { return tl.broker.subscriptions() == 0 })
 	waitFor(t, 5*time.Second, "device forgotten", func() bool {
 		tl.mu.Lock()
 		defer tl.mu.Unlock()
-		return len(tl.devices) == 0 && len(tl.byAddr) == 0 && len(tl.perTopic) == 0 && len(tl.sent) == 0
+		return len(tl.devices) == 0 && len(tl.perTopic) == 0 && len(tl.sent) == 0
 	})
-	if n := tl.metrics.get("mqttgw_coap_observations_ended_total", "reason", "lost"); n != 1 {
+	if tl.env.Sessions.ByPeer("test", peer) != nil {
+		t.Error("the lost device is still found by its address")
+	}
+	if n := tl.counter("mqttgw_coap_observations_ended_total", "reason", "lost"); n != 1 {
 		t.Errorf("ended{lost} = %d", n)
 	}
 }
 
+// TestNATRebindingFollowsSession: a device known by its client id keeps its
+// observation when its address changes; its next request from the new address
+// moves its session there (one session, found by the new address only), the
+// next notification follows it, and a deregistration without c from the new
+// address is matched to the device through the registry (RFC 7641 §3.6).
+func TestNATRebindingFollowsSession(t *testing.T) {
+	tl := startListener(t, udpgw.Env{}, Options{})
+	old := newRawPeer(t, tl.addr)
+	if r := old.do(observeReq("/ps/nat/cmd?c=roamer", "n1")); r.Code() != codes.Content {
+		t.Fatalf("register: %v", r.Code())
+	}
+	publish(t, tl.broker, "nat/cmd", "one")
+	if m := old.recv(5 * time.Second); m == nil {
+		t.Fatal("no notification at the first address")
+	}
+	moved := newRawPeer(t, tl.addr) // the NAT gave the device a new port
+	if r := moved.do(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/nat/hello?c=roamer", token: "p", observe: -1, payload: "moved"}); r.Code() != codes.Changed {
+		t.Fatalf("publish from the new address: %v", r.Code())
+	}
+	s := tl.env.Sessions.Lookup(session.Key{Listener: "test", Device: "roamer"})
+	newAddr := moved.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	oldAddr := old.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	if s == nil || s.Addr() != newAddr || tl.env.Sessions.Len() != 1 {
+		t.Fatalf("session %v at %v, %d sessions; want one, at %v", s, s.Addr(), tl.env.Sessions.Len(), newAddr)
+	}
+	if tl.env.Sessions.ByPeer("test", session.Peer{Addr: oldAddr}) != nil {
+		t.Error("the old address still names the device")
+	}
+	publish(t, tl.broker, "nat/cmd", "two")
+	m := moved.recv(5 * time.Second)
+	if m == nil {
+		t.Fatal("no notification at the new address")
+	}
+	if body, _ := m.ReadBody(); string(body) != "two" || string(m.Token()) != "n1" {
+		t.Fatalf("notification %q token %q", body, m.Token())
+	}
+	// The answer is a plain GET's: the last value, without Observe.
+	if r := moved.do(req{typ: message.Confirmable, code: codes.GET, path: "/ps/nat/cmd", token: "n1", observe: 1}); r.Code() != codes.Content || r.HasOption(message.Observe) {
+		t.Fatalf("deregistration: %v, Observe %v", r.Code(), r.HasOption(message.Observe))
+	}
+	waitFor(t, 5*time.Second, "deregistered", func() bool {
+		return tl.counter("mqttgw_coap_observations_ended_total", "reason", "deregister") == 1 && tl.broker.subscriptions() == 0
+	})
+}
+
+// TestRegistryOwnsSession: the engine creates a device's session through the
+// registry (the Created hook runs once, however many requests), never sets its
+// keepalive (the class's, set by the hook, gives the Max-Age of its
+// observation), and an ACK to a notification refreshes the session without
+// creating one.
+func TestRegistryOwnsSession(t *testing.T) {
+	var mu sync.Mutex
+	created := 0
+	reg := session.New(session.Options{Created: func(s *session.Session) {
+		mu.Lock()
+		created++
+		mu.Unlock()
+		s.SetKeepalive(time.Hour) // the device's class overrides the listener's 24 h
+	}})
+	var now atomicTime
+	now.set(time.Now())
+	tl := startListener(t, udpgw.Env{Sessions: reg, Now: now.get}, Options{NotifyCON: true})
+	p := newRawPeer(t, tl.addr)
+	r := p.do(observeReq("/ps/k/t?c=classy", "k1"))
+	if v, err := r.GetOptionUint32(message.MaxAge); err != nil || v != 5400 {
+		t.Fatalf("Max-Age %d (%v), want 5400: the class's keepalive × 1.5", v, err)
+	}
+	p.do(req{typ: message.NonConfirmable, code: codes.PUT, path: "/ps/k/u?c=classy", token: "u", observe: -1, payload: "x"})
+	s := reg.Lookup(session.Key{Listener: "test", Device: "classy"})
+	if s == nil || s.Keepalive() != time.Hour {
+		t.Fatalf("session %v: keepalive not left to the class", s)
+	}
+	mu.Lock()
+	n := created
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("Created ran %d times, want 1", n)
+	}
+	now.set(now.get().Add(time.Minute))
+	publish(t, tl.broker, "k/t", "v")
+	m := p.recv(5 * time.Second)
+	if m == nil || m.Type() != message.Confirmable {
+		t.Fatalf("notification %v", m)
+	}
+	if v, _ := m.GetOptionUint32(message.MaxAge); v != 5400 {
+		t.Errorf("notification Max-Age %d, want 5400", v)
+	}
+	p.ack(m)
+	waitFor(t, 5*time.Second, "ACK refreshes the session", func() bool { return s.LastSeen().Equal(now.get()) })
+	if reg.Len() != 1 {
+		t.Errorf("%d sessions, want 1", reg.Len())
+	}
+}
+
+// atomicTime is a settable clock for Env.Now.
+type atomicTime struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (a *atomicTime) set(t time.Time) { a.mu.Lock(); a.t = t; a.mu.Unlock() }
+
+func (a *atomicTime) get() time.Time { a.mu.Lock(); defer a.mu.Unlock(); return a.t }
+
 // TestDeviceCannotBeTakenOver: a client id first used with a password cannot be
 // claimed by a request without it.
 func TestDeviceCannotBeTakenOver(t *testing.T) {
-	tl := startListener(t, Options{AllowAnonymous: true, CheckPassword: func(u, p string) bool { return u == "u" && p == "pw" }})
+	tl := startListener(t, udpgw.Env{}, Options{AllowAnonymous: true, CheckPassword: func(u, p string) bool { return u == "u" && p == "pw" }})
 	a := newRawPeer(t, tl.addr)
 	if r := a.do(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/t?c=owned&u=u&p=pw", token: "a", observe: -1, payload: "1"}); r.Code() != codes.Changed {
 		t.Fatalf("owner: %v", r.Code())
@@ -353,7 +466,7 @@ func TestDeviceCannotBeTakenOver(t *testing.T) {
 // TestTopicRulePath: a path outside /ps/ is publishable when a topic rule
 // matches it, and 4.04 otherwise.
 func TestTopicRulePath(t *testing.T) {
-	tl := startListener(t, Options{})
+	tl := startListener(t, udpgw.Env{}, Options{})
 	p := newRawPeer(t, tl.addr)
 	if r := p.do(req{typ: message.Confirmable, code: codes.POST, path: "/rule/d1/temp", token: "r", observe: -1, payload: "1"}); r.Code() != codes.Changed {
 		t.Fatalf("rule path: %v", r.Code())
@@ -373,7 +486,7 @@ func TestTopicRulePath(t *testing.T) {
 // of the listener outlives it.
 func TestCloseStopsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
-	tl := startListener(t, Options{NotifyCON: true, AckTimeout: time.Hour})
+	tl := startListener(t, udpgw.Env{}, Options{NotifyCON: true, AckTimeout: time.Hour})
 	p := newRawPeer(t, tl.addr)
 	p.do(observeReq("/ps/c/t?c=x", "c1"))
 	publish(t, tl.broker, "c/t", "pending") // a CON notification never acknowledged: the pump waits
@@ -408,7 +521,7 @@ func FuzzDatagram(f *testing.F) {
 	f.Add([]byte{0x51, 0x02, 0x00, 0x07, 'q', 0xb2, 'p', 's', 0x01, 'a', 0x44, 'c', '=', 'i', 'd'}) // NON POST /ps/a?c=id
 	// A broker that keeps nothing, so that state from earlier inputs does not
 	// make later ones slower; nothing may log to f while it fuzzes.
-	tl := startListener(f, Options{Broker: nopBroker{}, Logger: zap.NewNop()})
+	tl := startListener(f, udpgw.Env{Broker: nopBroker{}, Logger: zap.NewNop()}, Options{})
 	from := netip.MustParseAddrPort("127.0.0.1:9") // discard: answers go nowhere
 	f.Fuzz(func(t *testing.T, d []byte) {
 		if len(d) < 4 || d[0]>>6 != 1 {

@@ -53,7 +53,7 @@ func (l *Listener) monitor(cc *udpclient.Conn, r *pool.Message) (drop bool, err 
 	if l.rejectEarly(cc, st, r) {
 		return true, nil
 	}
-	ok, dup := st.admit(r.MessageID(), time.Now())
+	ok, dup := st.admit(r.MessageID(), l.env.Now())
 	if !ok && !dup {
 		l.ctr.busy.Inc()
 	}
@@ -207,7 +207,7 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 			}
 		}
 	}
-	now := time.Now()
+	now := l.env.Now()
 	var d *device
 	for {
 		d = l.lookup(key)
@@ -252,7 +252,7 @@ func (l *Listener) publish(d *device, r *pool.Message, topic string, q query) re
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.PublishTimeout)
 	defer cancel()
-	err = l.opts.Broker.Publish(ctx, d.key, udpgw.Message{Topic: topic, Payload: body, QoS: qos, Retain: q.retain})
+	err = l.env.Broker.Publish(ctx, d.key, udpgw.Message{Topic: topic, Payload: body, QoS: qos, Retain: q.retain})
 	if err != nil {
 		return l.brokerError(d, "publish", topic, err)
 	}
@@ -294,11 +294,11 @@ func (l *Listener) get(d *device, r *pool.Message, topic string, q query) respon
 			}
 		default:
 			d.mu.Lock()
-			seq := o.seq
+			seq, s := o.seq, d.sess
 			d.mu.Unlock()
 			res := answer(codes.Content)
 			res.observe = int64(seq)
-			res.maxAge = int64(l.maxAge())
+			res.maxAge = int64(l.maxAge(s))
 			res.payload = []byte{}
 			res.after = func() { l.arm(d, o) }
 			return res
@@ -314,7 +314,7 @@ func (l *Listener) get(d *device, r *pool.Message, topic string, q query) respon
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.PublishTimeout)
 	defer cancel()
-	m, ok, err := l.opts.Broker.Retained(ctx, topic)
+	m, ok, err := l.env.Broker.Retained(ctx, topic)
 	switch {
 	case err != nil:
 		return l.brokerError(d, "read", topic, err)
@@ -493,7 +493,7 @@ func (l *Listener) topicOf(r *pool.Message, publish bool) (topic string, found b
 	switch {
 	case ps && levels > 0:
 		return topic, true, why
-	case !ps && levels > 0 && publish && why == "" && l.opts.Broker.HasTopicRule(topic):
+	case !ps && levels > 0 && publish && why == "" && l.env.Broker.HasTopicRule(topic):
 		return topic, true, ""
 	}
 	return "", false, ""

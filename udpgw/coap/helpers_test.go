@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
@@ -131,77 +132,53 @@ func (b *fakeBroker) published() []udpgw.Message {
 	return append([]udpgw.Message(nil), b.pubs...)
 }
 
-// testMetrics records counters by name and labels.
-type testMetrics struct {
-	mu sync.Mutex
-	c  map[string]*testCounter
-}
-
-type testCounter struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (c *testCounter) Inc() { c.mu.Lock(); c.n++; c.mu.Unlock() }
-
-func (m *testMetrics) Counter(name, help string, labels ...string) Counter {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.c == nil {
-		m.c = map[string]*testCounter{}
-	}
-	k := name + "{" + strings.Join(labels, ",") + "}"
-	if m.c[k] == nil {
-		m.c[k] = &testCounter{}
-	}
-	return m.c[k]
-}
-
-func (m *testMetrics) GaugeFunc(string, string, func() float64, ...string) {}
-
-// get returns the counter name with labels (key, value pairs after "listener").
-func (m *testMetrics) get(name string, labels ...string) int {
-	m.mu.Lock()
-	c := m.c[name+"{"+strings.Join(append([]string{"listener", "test"}, labels...), ",")+"}"]
-	m.mu.Unlock()
-	if c == nil {
-		return 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
-
 type testListener struct {
 	*Listener
 	broker  *fakeBroker
-	metrics *testMetrics
+	metrics *metrics.Registry
 	addr    string
 }
 
-// startListener starts a plain CoAP listener on 127.0.0.1:0 with a fake broker;
-// cleanup closes it and checks Serve returned.
-func startListener(t testing.TB, opts Options) *testListener {
+// counter returns the listener's counter name with labels (key, value pairs
+// after "listener").
+func (tl *testListener) counter(name string, labels ...string) int {
+	return int(tl.metrics.Get(name, append([]string{"listener", "test"}, labels...)...))
+}
+
+// startListener starts a plain CoAP listener named "test" on 127.0.0.1:0, as
+// the gateway builds one: from env (a fake broker, a fresh registry and
+// metrics, a test logger where env leaves them unset) and opts, declared to the
+// registry with its default keepalive and as the owner of its sessions. Cleanup
+// closes it and checks Serve returned.
+func startListener(t testing.TB, env udpgw.Env, opts Options) *testListener {
 	t.Helper()
 	fb := newFakeBroker()
-	tm := &testMetrics{}
-	opts.Name = "test"
+	env.Name = "test"
+	if env.Broker == nil {
+		env.Broker = fb
+	}
+	if env.Sessions == nil {
+		env.Sessions = session.New(session.Options{})
+	}
+	if env.Metrics == nil {
+		env.Metrics = metrics.New()
+	}
+	if env.Logger == nil {
+		env.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	}
 	if opts.Bind == "" {
 		opts.Bind = "127.0.0.1:0"
 	}
-	if opts.Broker == nil {
-		opts.Broker = fb
-	}
-	opts.Sessions = session.NewTable()
-	opts.Metrics = tm
 	opts.AllowAnonymous = opts.AllowAnonymous || opts.CheckPassword == nil && opts.DTLS == nil && !denyAnonymous[t.Name()]
-	if opts.Logger == nil {
-		opts.Logger = zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
-	}
-	l, err := New(opts)
+	l, err := New(env, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	protocol := "coap"
+	if opts.DTLS != nil {
+		protocol = "coaps"
+	}
+	env.Sessions.AddListener(env.Name, session.Listener{Protocol: protocol, Keepalive: l.opts.Keepalive, Owner: l})
 	done := make(chan error, 1)
 	go func() { done <- l.Serve(context.Background()) }()
 	t.Cleanup(func() {
@@ -217,7 +194,7 @@ func startListener(t testing.TB, opts Options) *testListener {
 			t.Errorf("Serve did not return after Close")
 		}
 	})
-	return &testListener{Listener: l, broker: fb, metrics: tm, addr: l.Addr().String()}
+	return &testListener{Listener: l, broker: fb, metrics: env.Metrics, addr: l.Addr().String()}
 }
 
 // denyAnonymous lists tests whose listener refuses anonymous requests.

@@ -19,12 +19,14 @@ import (
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // Listener is one CoAP or CoAP-over-DTLS socket and its engine. It implements
 // udpgw.Listener.
 type Listener struct {
+	env  udpgw.Env
 	opts Options
 	log  *zap.Logger
 	ctr  *counters
@@ -47,14 +49,16 @@ type Listener struct {
 	peersMu sync.Mutex // guards peers
 	peers   map[netip.AddrPort]*peer
 
-	mu       sync.Mutex                 // guards devices, byAddr, perTopic, sent, device.indexed
-	devices  map[string]*device         // by device key
-	byAddr   map[netip.AddrPort]*device // last address of each device
-	perTopic map[string]int             // observations per observed filter, all devices
-	sent     map[sentKey]sentRef        // notifications an ACK or RST may answer
+	mu       sync.Mutex          // guards devices, perTopic, sent
+	devices  map[string]*device  // by device key (the session key's Device)
+	perTopic map[string]int      // observations per observed filter, all devices
+	sent     map[sentKey]sentRef // notifications an ACK or RST may answer
 }
 
-var _ udpgw.Listener = (*Listener)(nil)
+var (
+	_ udpgw.Listener = (*Listener)(nil)
+	_ session.Owner  = (*Listener)(nil)
+)
 
 // peer is go-coap's connection state for one remote address of a plain CoAP
 // listener: deduplication cache, block-wise transfers, the received-message loop.
@@ -63,20 +67,22 @@ type peer struct {
 	stop context.CancelFunc // ends the loop goroutine go-coap started for cc
 }
 
-// New binds the listener's socket; nothing is read until Serve.
-func New(opts Options) (*Listener, error) {
-	if opts.Broker == nil || opts.Sessions == nil {
+// New binds the listener's socket; nothing is read until Serve. env.Broker is
+// required; the other fields of env take udpgw.Env's defaults.
+func New(env udpgw.Env, opts Options) (*Listener, error) {
+	env = env.WithDefaults()
+	if env.Broker == nil {
 		return nil, ErrNoBroker
 	}
 	opts.applyDefaults()
 	l := &Listener{
+		env:      env,
 		opts:     opts,
-		log:      opts.Logger,
-		ctr:      newCounters(opts.Metrics, opts.Name),
+		log:      env.Logger,
+		ctr:      newCounters(env.Metrics, env.Name),
 		pool:     pool.New(1024, 2048),
 		peers:    map[netip.AddrPort]*peer{},
 		devices:  map[string]*device{},
-		byAddr:   map[netip.AddrPort]*device{},
 		perTopic: map[string]int{},
 		sent:     map[sentKey]sentRef{},
 	}
@@ -97,7 +103,7 @@ func New(opts Options) (*Listener, error) {
 		l.conn = conn
 		l.uconn = coapNet.NewUDPConn("udp", conn)
 	}
-	opts.Metrics.GaugeFunc("mqttgw_coap_observations", "Active Observe registrations.", func() float64 {
+	env.Metrics.GaugeFunc("mqttgw_coap_observations", "Active Observe registrations.", func() float64 {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		n := 0
@@ -105,17 +111,17 @@ func New(opts Options) (*Listener, error) {
 			n += c
 		}
 		return float64(n)
-	}, "listener", opts.Name)
-	opts.Metrics.GaugeFunc("mqttgw_coap_devices", "Devices with state in the CoAP engine.", func() float64 {
+	}, "listener", env.Name)
+	env.Metrics.GaugeFunc("mqttgw_coap_devices", "Devices with state in the CoAP engine.", func() float64 {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return float64(len(l.devices))
-	}, "listener", opts.Name)
+	}, "listener", env.Name)
 	return l, nil
 }
 
 // Name is the listener's name from the config.
-func (l *Listener) Name() string { return l.opts.Name }
+func (l *Listener) Name() string { return l.env.Name }
 
 // Addr is the bound local address.
 func (l *Listener) Addr() net.Addr {
@@ -222,7 +228,7 @@ func (l *Listener) readUDP() error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			return fmt.Errorf("coap: %s: read: %w", l.opts.Name, err)
+			return fmt.Errorf("coap: %s: read: %w", l.env.Name, err)
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		d := buf[:n]
@@ -303,12 +309,14 @@ func (l *Listener) peer(from netip.AddrPort) (p *peer, created bool) {
 	return p, true
 }
 
-// liveConn returns a connection that can carry a notification to a device: cc
-// when it is still open; for plain CoAP a new one for addr otherwise (go-coap
-// closes idle connections, the device's observations outlive them); nil for a
-// DTLS device whose session has ended (it must come back and handshake first).
+// liveConn returns a connection that can carry a notification to a device at
+// addr (its session's address): for plain CoAP, cc when it is still open and
+// connects to addr, else addr's own (go-coap closes idle connections, the
+// device's observations outlive them, and a device that moved is reached at its
+// new address); for DTLS, cc while its DTLS session lasts, nil once it ended
+// (the device must come back and handshake first).
 func (l *Listener) liveConn(cc *udpclient.Conn, addr netip.AddrPort) *udpclient.Conn {
-	if cc != nil && cc.Context().Err() == nil {
+	if cc != nil && cc.Context().Err() == nil && (l.dtls != nil || connAddr(cc) == addr) {
 		return cc
 	}
 	if l.dtls != nil || !addr.IsValid() {
@@ -447,6 +455,14 @@ type stateKey struct{}
 func stateOf(cc *udpclient.Conn) *connState {
 	st, _ := cc.Context().Value(stateKey{}).(*connState)
 	return st
+}
+
+// connAddr is the remote address of a connection: where what it carries goes.
+func connAddr(cc *udpclient.Conn) netip.AddrPort {
+	if st := stateOf(cc); st != nil {
+		return st.addr
+	}
+	return netip.AddrPort{}
 }
 
 // admit records a new request of the peer; it reports dup for a message id that

@@ -4,36 +4,38 @@ import (
 	"sync"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
+
+	"github.com/mqttgw/mqttgw/metrics"
 )
 
 // counters are the listener's series, made once in New. Every series is named
 // mqttgw_coap_* and labelled with the listener's name.
 type counters struct {
-	m        Metrics
+	m        *metrics.Registry
 	listener string
 
-	malformed        Counter // datagram that is not CoAP (RFC 7252 §3)
-	badVersion       Counter // CoAP version other than 1: silently ignored (§3)
-	tooLarge         Counter // datagram above MaxDatagram
-	badOption        Counter // request with an unknown critical option: bare 4.02 or Reset
-	busy             Counter // request dropped: its peer has maxInflight in flight
-	peersFull        Counter // datagram from a new address dropped: MaxPeers reached
-	handshakeFailed  Counter // DTLS handshake failed (wrong key, unknown identity, timeout)
-	notifyNON        Counter
-	notifyCON        Counter
-	notifyQueueFull  Counter // oldest queued notification dropped for a newer one
-	notifyTooLarge   Counter // MQTT message larger than MaxPayload, not notified
-	notifyRetransmit Counter
-	refused          Counter // registration beyond an observer limit (RFC 7641 §4.1)
+	malformed        *metrics.Counter // datagram that is not CoAP (RFC 7252 §3)
+	badVersion       *metrics.Counter // CoAP version other than 1: silently ignored (§3)
+	tooLarge         *metrics.Counter // datagram above MaxDatagram
+	badOption        *metrics.Counter // request with an unknown critical option: bare 4.02 or Reset
+	busy             *metrics.Counter // request dropped: its peer has maxInflight in flight
+	peersFull        *metrics.Counter // datagram from a new address dropped: MaxPeers reached
+	handshakeFailed  *metrics.Counter // DTLS handshake failed (wrong key, unknown identity, timeout)
+	notifyNON        *metrics.Counter
+	notifyCON        *metrics.Counter
+	notifyQueueFull  *metrics.Counter // oldest queued notification dropped for a newer one
+	notifyTooLarge   *metrics.Counter // MQTT message larger than MaxPayload, not notified
+	notifyRetransmit *metrics.Counter
+	refused          *metrics.Counter // registration beyond an observer limit (RFC 7641 §4.1)
 
 	mu        sync.Mutex // guards responses and ended
-	responses map[string]Counter
-	ended     map[string]Counter
+	responses map[string]*metrics.Counter
+	ended     map[string]*metrics.Counter
 }
 
-func newCounters(m Metrics, listener string) *counters {
-	c := &counters{m: m, listener: listener, responses: map[string]Counter{}, ended: map[string]Counter{}}
-	dropped := func(reason string) Counter {
+func newCounters(m *metrics.Registry, listener string) *counters {
+	c := &counters{m: m, listener: listener, responses: map[string]*metrics.Counter{}, ended: map[string]*metrics.Counter{}}
+	dropped := func(reason string) *metrics.Counter {
 		return m.Counter("mqttgw_coap_datagrams_dropped_total", "CoAP datagrams dropped before a handler saw them, by reason.", "listener", listener, "reason", reason)
 	}
 	c.malformed = dropped("malformed")
@@ -43,12 +45,12 @@ func newCounters(m Metrics, listener string) *counters {
 	c.busy = dropped("busy")
 	c.peersFull = dropped("peers_full")
 	c.handshakeFailed = m.Counter("mqttgw_coap_dtls_handshake_failures_total", "DTLS handshakes that failed.", "listener", listener)
-	notify := func(typ string) Counter {
+	notify := func(typ string) *metrics.Counter {
 		return m.Counter("mqttgw_coap_notifications_total", "Observe notifications sent (first transmissions), by message type.", "listener", listener, "type", typ)
 	}
 	c.notifyNON, c.notifyCON = notify("non"), notify("con")
 	c.notifyRetransmit = m.Counter("mqttgw_coap_notification_retransmissions_total", "Confirmable notifications sent again for want of an ACK.", "listener", listener)
-	ndrop := func(reason string) Counter {
+	ndrop := func(reason string) *metrics.Counter {
 		return m.Counter("mqttgw_coap_notifications_dropped_total", "MQTT messages not notified to an observer, by reason.", "listener", listener, "reason", reason)
 	}
 	c.notifyQueueFull, c.notifyTooLarge = ndrop("queue_full"), ndrop("too_large")

@@ -15,6 +15,7 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
@@ -54,7 +55,7 @@ const (
 	endDeregister endReason = "deregister" // GET with Observe=1 (RFC 7641 §3.6)
 	endReset      endReason = "reset"      // RST to a notification (RFC 7641 §3.6)
 	endTimeout    endReason = "timeout"    // Confirmable notification never acknowledged (§4.5)
-	endLost       endReason = "lost"       // the device's session expired
+	endLost       endReason = "lost"       // the device's session ended (SessionEnded)
 	endReplaced   endReason = "replaced"   // same token registered for another path (§4.1)
 	endError      endReason = "error"      // the broker refused the subscription
 )
@@ -95,7 +96,7 @@ func (l *Listener) register(ctx context.Context, d *device, token []byte, filter
 	l.perTopic[filter]++
 	l.mu.Unlock()
 
-	o = &observation{token: bytes.Clone(token), filter: filter, seq: rand.Uint32() & seqMask, lastCON: time.Now()}
+	o = &observation{token: bytes.Clone(token), filter: filter, seq: rand.Uint32() & seqMask, lastCON: l.env.Now()}
 	d.mu.Lock()
 	d.obs[string(token)] = o
 	n, subscribed := d.subs[filter]
@@ -104,7 +105,7 @@ func (l *Listener) register(ctx context.Context, d *device, token []byte, filter
 	if subscribed {
 		return o, false, nil
 	}
-	if _, err := l.opts.Broker.Subscribe(ctx, d.key, filter, qos, l.deliverer(d)); err != nil {
+	if _, err := l.env.Broker.Subscribe(ctx, d.key, filter, qos, l.deliverer(d)); err != nil {
 		l.endObservation(d, o, endError, false)
 		d.mu.Lock()
 		if d.subs[filter] == 0 {
@@ -169,7 +170,7 @@ func (l *Listener) endObservation(d *device, o *observation, why endReason, sync
 		ce.Write(zap.String("device", d.key), zap.String("filter", o.filter), zap.String("reason", string(why)))
 	}
 	if !last || why == endError || why == endLost {
-		return // endError: register cleans up; endLost: SessionLost does
+		return // endError: register cleans up; endLost: SessionEnded does
 	}
 	if sync {
 		l.syncSubscription(d, o.filter)
@@ -214,7 +215,7 @@ func (l *Listener) deliverer(d *device) func(udpgw.Message) {
 // shouldPumpLocked reports whether a pump must start, and marks it started;
 // d.mu must be held.
 func (l *Listener) shouldPumpLocked(d *device) bool {
-	if d.pumping || d.gone || !d.addr.IsValid() {
+	if d.pumping || d.gone || d.sess == nil {
 		return false
 	}
 	for _, o := range d.obs {
@@ -268,13 +269,14 @@ func (l *Listener) pump(d *device) {
 			d.mu.Unlock()
 			return
 		}
-		cc0, addr := d.cc, d.addr
+		cc0, s := d.cc, d.sess
 		d.mu.Unlock()
 
+		addr := s.Addr() // the registry's: where the device was last seen
 		cc := l.liveConn(cc0, addr)
 
 		d.mu.Lock()
-		if d.cc != cc0 || d.addr != addr {
+		if d.cc != cc0 || d.sess != s || s.Addr() != addr {
 			d.mu.Unlock()
 			continue // the device moved meanwhile: use its new address
 		}
@@ -293,8 +295,10 @@ func (l *Listener) pump(d *device) {
 		copy(o.queue, o.queue[1:])
 		o.queue = o.queue[:len(o.queue)-1]
 		o.seq = (o.seq + 1) & seqMask
-		con := l.opts.NotifyCON || time.Since(o.lastCON) >= conNotifyEvery
-		key := sentKey{addr: addr, mid: cc.GetMessageID()}
+		con := l.opts.NotifyCON || l.env.Now().Sub(o.lastCON) >= conNotifyEvery
+		// The key is the connection's address: where the notification goes,
+		// and whence its ACK or RST comes.
+		key := sentKey{addr: connAddr(cc), mid: cc.GetMessageID()}
 		evicted := o.recent[o.recentPos%len(o.recent)]
 		o.recent[o.recentPos%len(o.recent)] = key
 		o.recentPos++
@@ -312,7 +316,7 @@ func (l *Listener) pump(d *device) {
 		l.sent[key] = ref
 		l.mu.Unlock()
 
-		msg := l.notification(cc, token, seq, m.Payload, con, key.mid)
+		msg := l.notification(cc, token, seq, m.Payload, con, key.mid, l.maxAge(s))
 		err := cc.Session().WriteMessage(msg)
 		if !con {
 			cc.ReleaseMessage(msg)
@@ -322,7 +326,7 @@ func (l *Listener) pump(d *device) {
 			continue
 		}
 		l.ctr.notifyCON.Inc()
-		result := l.awaitAck(cc, addr, msg, ref.ack)
+		result := l.awaitAck(cc, key.addr, msg, ref.ack)
 		cc.ReleaseMessage(msg)
 		l.mu.Lock()
 		if cur, ok := l.sent[key]; ok && cur.o == o {
@@ -331,7 +335,7 @@ func (l *Listener) pump(d *device) {
 		l.mu.Unlock()
 		if result == ackReceived {
 			d.mu.Lock()
-			o.lastCON = time.Now()
+			o.lastCON = l.env.Now()
 			d.mu.Unlock()
 		}
 		switch result {
@@ -402,7 +406,7 @@ func (l *Listener) awaitAck(cc *udpclient.Conn, addr netip.AddrPort, msg *pool.M
 // observation's token and the next sequence number. A payload above one block
 // goes out as its first block; the client fetches the rest with GET and Block2
 // (RFC 7959 §2.6, §3.4).
-func (l *Listener) notification(cc *udpclient.Conn, token []byte, seq uint32, payload []byte, con bool, mid int32) *pool.Message {
+func (l *Listener) notification(cc *udpclient.Conn, token []byte, seq uint32, payload []byte, con bool, mid int32, maxAge uint32) *pool.Message {
 	msg := cc.AcquireMessage(l.ctx)
 	msg.SetCode(codes.Content)
 	msg.SetToken(token)
@@ -413,7 +417,7 @@ func (l *Listener) notification(cc *udpclient.Conn, token []byte, seq uint32, pa
 		msg.SetType(message.NonConfirmable)
 	}
 	msg.SetObserve(seq)
-	msg.SetOptionUint32(message.MaxAge, l.maxAge())
+	msg.SetOptionUint32(message.MaxAge, maxAge)
 	if len(payload) > blockSize {
 		if v, err := blockwise.EncodeBlockOption(blockwise.SZX1024, 0, true); err == nil {
 			msg.SetOptionUint32(message.Block2, v)
@@ -425,15 +429,21 @@ func (l *Listener) notification(cc *udpclient.Conn, token []byte, seq uint32, pa
 	return msg
 }
 
-// maxAge is the Max-Age of notifications: the representation stays fresh for as
-// long as the observation lives (RFC 7641 §3.3.1), so a sleepy client does not
-// consider it stale and re-register after the default 60 s.
-func (l *Listener) maxAge() uint32 {
-	s := l.opts.Keepalive * 3 / 2 / time.Second
-	if s > 1<<32-1 {
-		s = 1<<32 - 1
+// maxAge is the Max-Age of a device's notifications: the representation stays
+// fresh for as long as the observation lives (RFC 7641 §3.3.1), so a sleepy
+// client does not consider it stale and re-register after the default 60 s. The
+// observation lives as long as the device's session: 1.5 times its keepalive
+// (its class's, or the listener's default), for ever when that is 0.
+func (l *Listener) maxAge(s *session.Session) uint32 {
+	ka := l.opts.Keepalive
+	if s != nil {
+		ka = s.Keepalive()
 	}
-	return uint32(s)
+	secs := ka * 3 / 2 / time.Second
+	if ka <= 0 || secs > 1<<32-1 {
+		secs = 1<<32 - 1
+	}
+	return uint32(secs)
 }
 
 // ackOrReset is the reader's handling of an empty ACK or RST (RFC 7252 §4.2,
@@ -459,5 +469,5 @@ func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) {
 	case reset:
 		l.endObservation(ref.d, ref.o, endReset, false)
 	}
-	l.touch(ref.d, time.Now())
+	l.refresh(ref.d, from, l.env.Now())
 }

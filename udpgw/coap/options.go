@@ -3,26 +3,16 @@ package coap
 import (
 	"crypto/tls"
 	"time"
-
-	"go.uber.org/zap"
-
-	"github.com/mqttgw/mqttgw/session"
-	"github.com/mqttgw/mqttgw/udpgw"
 )
 
-// Options configures a Listener. Zero values take the defaults named beside them.
+// Options configures a Listener; what every engine shares (name, logger,
+// metrics, clock, broker, device registry) comes in udpgw.Env. Zero values take
+// the defaults named beside them.
 type Options struct {
-	// Name is the listener's name; sessions are keyed by it.
-	Name string
 	// Bind is the local HOST:PORT.
 	Bind string
 	// DTLS, when set, makes the listener CoAP over DTLS 1.2 (RFC 7252 §9, "coaps").
 	DTLS *DTLSOptions
-
-	Broker   udpgw.Broker
-	Sessions *session.Table
-	Logger   *zap.Logger // nil: no logs
-	Metrics  Metrics     // nil: not counted
 
 	// AllowAnonymous lets requests without credentials in; when false they get
 	// 4.01 (RFC 7252 §5.9.2.2) and nothing else.
@@ -47,8 +37,13 @@ type Options struct {
 	MaxPayload int
 	// MaxDatagram (65507) bounds one datagram; larger ones are dropped and counted.
 	MaxDatagram int
-	// Keepalive (24 h) is how long a device's session lives without traffic, times
-	// 1.5. Observations live as long as the session.
+	// Keepalive (24 h) is the listener's default session keepalive: the gateway
+	// hands it to the device registry as the listener's default, and a device's
+	// class may override it; a session ends after 1.5 times its keepalive of
+	// silence, and its observations with it. The engine never sets a session's
+	// keepalive itself: it reads the device's for the Max-Age of its
+	// notifications, and uses this default only where no device is known yet (a
+	// DTLS session's ConnIdle).
 	Keepalive time.Duration
 	// RetryAfter (5 s) is the Max-Age of 5.03 answers when the broker is away.
 	RetryAfter time.Duration
@@ -79,15 +74,6 @@ type DTLSOptions struct {
 	HandshakeTimeout time.Duration
 }
 
-// Counter is one metric series that only goes up.
-type Counter interface{ Inc() }
-
-// Metrics creates the listener's series; the gateway passes its registry.
-type Metrics interface {
-	Counter(name, help string, labels ...string) Counter
-	GaugeFunc(name, help string, fn func() float64, labels ...string)
-}
-
 const (
 	// exchangeLifetime is EXCHANGE_LIFETIME with the default transmission
 	// parameters (RFC 7252 §4.8.2).
@@ -110,12 +96,6 @@ const (
 )
 
 func (o *Options) applyDefaults() {
-	if o.Logger == nil {
-		o.Logger = zap.NewNop()
-	}
-	if o.Metrics == nil {
-		o.Metrics = nopMetrics{}
-	}
 	setInt(&o.MaxObserversPerTopic, 1000)
 	setInt(&o.MaxObserversPerDevice, 16)
 	setInt(&o.ObserverQueue, 16)
@@ -146,12 +126,3 @@ func setDur(v *time.Duration, def time.Duration) {
 		*v = def
 	}
 }
-
-type nopMetrics struct{}
-
-type nopCounter struct{}
-
-func (nopCounter) Inc() {}
-
-func (nopMetrics) Counter(string, string, ...string) Counter           { return nopCounter{} }
-func (nopMetrics) GaugeFunc(string, string, func() float64, ...string) {}

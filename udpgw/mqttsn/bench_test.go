@@ -53,15 +53,12 @@ func BenchmarkPublishQoS1(b *testing.B) {
 // BenchmarkConnectedClientMemory reports the Go heap a connected client costs:
 // its record, session, address and id table entries, and one registered topic.
 func BenchmarkConnectedClientMemory(b *testing.B) {
-	conn, err := udpgw.ListenUDP("127.0.0.1:0")
+	e, err := New(udpgw.Env{Name: "sn", Broker: newFakeBroker(), Sessions: session.New(session.Options{})},
+		Options{Bind: "127.0.0.1:0", MaxClients: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer conn.Close()
-	e, err := New(Options{Name: "sn", Conn: conn, Broker: newFakeBroker(), Sessions: session.NewTable(), MaxClients: 1 << 30})
-	if err != nil {
-		b.Fatal(err)
-	}
+	defer e.Close()
 	const clients = 10000
 	var before, after runtimeMem
 	before.read()

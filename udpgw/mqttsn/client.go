@@ -1,20 +1,12 @@
 package mqttsn
 
 import (
-	"net/netip"
 	"time"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
-
-// peer is where a client's datagrams come from: a UDP address and, behind a
-// forwarder, the wireless node id of the encapsulation (MQTT-SN 1.2 §5.5).
-type peer struct {
-	addr netip.AddrPort
-	node string // "" when the client talks to the gateway directly
-}
 
 // state is a client's place in MQTT-SN 1.2 §6.14 Figure 4 (client's state
 // transition diagram), seen from the gateway.
@@ -35,10 +27,11 @@ func (s state) String() string { return stateNames[s] }
 // connected reports whether the client has a connection (awake or not).
 func (s state) connected() bool { return s <= stateAwake }
 
-// client is one MQTT-SN client's state. Every field is guarded by Engine.mu.
+// client is one MQTT-SN client's protocol state. Every field is guarded by
+// Engine.mu. Its address, liveness and will are its session's: sess is set
+// while the client is connected (state.connected()), nil otherwise.
 type client struct {
 	id    string
-	peer  peer
 	state state
 	clean bool // the last CONNECT's CleanSession
 	sess  *session.Session
@@ -46,10 +39,6 @@ type client struct {
 	// worker's answer for an older connection is not sent to a newer one.
 	gen   uint32
 	since time.Time // when it disconnected (stateDisconnected)
-
-	// will is the client's will in its own topic space (nil: none); a will
-	// with an empty topic holds a WILLMSGUPD that came before any topic.
-	will *udpgw.Message
 
 	// Topic ids registered by either side (MQTT-SN 1.2 §6.5).
 	topics topicTable
@@ -117,6 +106,15 @@ type outbound struct {
 
 func (c *client) key(listener string) session.Key {
 	return session.Key{Listener: listener, Device: c.id}
+}
+
+// peer is where to answer the client: its session's last source. A client
+// without a session gets nothing (send refuses the zero Peer).
+func (c *client) peer() session.Peer {
+	if c.sess == nil {
+		return session.Peer{}
+	}
+	return c.sess.Peer()
 }
 
 // allocMsgID returns the next MsgId, never 0.

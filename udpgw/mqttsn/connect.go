@@ -8,7 +8,6 @@ import (
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
 	"github.com/mqttgw/mqttgw/session"
-	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // pendingConnect is a CONNECT with the Will flag whose will exchange is under
@@ -18,18 +17,18 @@ type pendingConnect struct {
 	clean    bool
 	duration uint16
 	started  time.Time
-	gotTopic bool          // WILLTOPIC received, WILLMSGREQ sent
-	will     udpgw.Message // topic, QoS and retain from WILLTOPIC
+	gotTopic bool            // WILLTOPIC received, WILLMSGREQ sent
+	will     session.Message // topic, QoS and retain from WILLTOPIC; the session's at CONNACK
 }
 
 // onConnect handles CONNECT. MQTT-SN 1.2 §6.2.
-func (e *Engine) onConnect(ob *outbox, p peer, m *mqttsn.Connect, now time.Time) {
+func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now time.Time) {
 	reject := func(code mqttsn.ReturnCode, r refuseReason, why string, err error) {
 		e.m.refuse(r)
 		delete(e.pending, p)
 		e.send(ob, p, &mqttsn.Connack{ReturnCode: code})
 		if ce := e.log.Check(zap.DebugLevel, "CONNECT refused: "+why); ce != nil {
-			ce.Write(zap.String("client", m.ClientID), zap.Stringer("from", p.addr), zap.Stringer("code", code), zap.Error(err))
+			ce.Write(zap.String("client", m.ClientID), zap.Stringer("from", p.Addr), zap.Stringer("code", code), zap.Error(err))
 		}
 	}
 	if err := checkClientID(m.ClientID); err != nil {
@@ -62,7 +61,7 @@ func (e *Engine) onConnect(ob *outbox, p peer, m *mqttsn.Connect, now time.Time)
 }
 
 // onWillTopic handles WILLTOPIC during a will exchange. MQTT-SN 1.2 §6.2.
-func (e *Engine) onWillTopic(ob *outbox, p peer, pc *pendingConnect, m *mqttsn.WillTopic, now time.Time) {
+func (e *Engine) onWillTopic(ob *outbox, p session.Peer, pc *pendingConnect, m *mqttsn.WillTopic, now time.Time) {
 	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
 		// An empty WILLTOPIC: no will after all (§5.4.7).
 		delete(e.pending, p)
@@ -82,15 +81,15 @@ func (e *Engine) onWillTopic(ob *outbox, p peer, pc *pendingConnect, m *mqttsn.W
 		e.m.duplicates.Inc() // our WILLMSGREQ was lost: ask again
 	}
 	pc.gotTopic = true
-	pc.will = udpgw.Message{Topic: m.Topic, QoS: qosByte(m.Flags.QoS), Retain: m.Flags.Retain}
+	pc.will = session.Message{Topic: m.Topic, QoS: qosByte(m.Flags.QoS), Retain: m.Flags.Retain}
 	e.send(ob, p, &mqttsn.WillMsgReq{})
 }
 
 // onWillMsg handles WILLMSG, the end of the will exchange. MQTT-SN 1.2 §6.2.
-func (e *Engine) onWillMsg(ob *outbox, p peer, pc *pendingConnect, m *mqttsn.WillMsg, now time.Time) {
+func (e *Engine) onWillMsg(ob *outbox, p session.Peer, pc *pendingConnect, m *mqttsn.WillMsg, now time.Time) {
 	if !pc.gotTopic {
 		e.m.drop(dropUnexpected)
-		e.debugBad(now, "WILLMSG before WILLTOPIC dropped", p.addr, nil, zap.String("client", pc.clientID))
+		e.debugBad(now, "WILLMSG before WILLTOPIC dropped", p.Addr, nil, zap.String("client", pc.clientID))
 		return
 	}
 	delete(e.pending, p)
@@ -100,27 +99,30 @@ func (e *Engine) onWillMsg(ob *outbox, p peer, pc *pendingConnect, m *mqttsn.Wil
 }
 
 // accept completes a CONNECT: take-over, clean or resumed session, CONNACK,
-// then the messages a persistent session buffered. MQTT-SN 1.2 §6.2.
-func (e *Engine) accept(ob *outbox, p peer, id string, clean bool, duration uint16, will *udpgw.Message, now time.Time) {
+// then the messages a persistent session buffered. MQTT-SN 1.2 §6.2. The
+// device's session is created (or kept, for a CONNECT again from the same
+// address) in the registry, which runs the gateway's Created hook; the CONNECT's
+// Duration is its keepalive and will (nil: none) its own will.
+func (e *Engine) accept(ob *outbox, p session.Peer, id string, clean bool, duration uint16, will *session.Message, now time.Time) {
 	c := e.byID[id]
 	if c == nil {
 		c = &client{id: id, state: stateGone}
 		e.byID[id] = c
 	}
-	if c.state.connected() && c.peer != p {
+	if old := c.peer(); c.state.connected() && old != p {
 		// Take-over: the client id is now at p. The old address gets an
 		// unsolicited DISCONNECT (§6.12); no will: the device is alive.
 		e.m.takeovers.Inc()
 		if ok, suppressed := e.badLog.allow(now); ok { // two devices fighting over an id must not flood the log
 			e.clog(c).Info("client id taken over by a CONNECT from another address",
-				zap.Stringer("old", c.peer.addr), zap.Stringer("new", p.addr), zap.Int("suppressed_before", suppressed))
+				zap.Stringer("old", old.Addr), zap.Stringer("new", p.Addr), zap.Int("suppressed_before", suppressed))
 		}
-		e.send(ob, c.peer, &mqttsn.Disconnect{})
+		e.send(ob, old, &mqttsn.Disconnect{})
+		e.endSession(c, session.EndTakenOver)
 	}
-	e.unmapPeer(c)
-	if other := e.byPeer[p]; other != nil && other != c {
+	if other := e.clientAt(p); other != nil && other != c {
 		// One address, one client: the other client id disconnects.
-		e.endConnection(ob, other, now)
+		e.endConnection(ob, other, session.EndTakenOver, now)
 	}
 	if clean || c.state == stateGone {
 		e.resetSession(c)
@@ -130,76 +132,49 @@ func (e *Engine) accept(ob *outbox, p peer, id string, clean bool, duration uint
 	}
 	c.gen++
 	c.subscribing = 0
-	c.peer = p
-	e.byPeer[p] = c
 	c.state = stateActive
 	c.clean = clean
-	c.will = will
 	delete(e.parked, c)
-	k := c.key(e.o.Name)
-	s, _ := e.sessions.Touch(k, p.addr, now)
+	s, _ := e.env.Sessions.Touch(c.key(e.env.Name), p, now)
 	c.sess = s
-	s.SetKeepalive(time.Duration(duration) * time.Second)
-	e.syncWill(c)
+	s.SetKeepalive(time.Duration(duration) * time.Second) // over a class's: the device asked for it
+	s.SetAsleep(false)
+	s.SetWill(will)
 	e.send(ob, p, &mqttsn.Connack{ReturnCode: mqttsn.Accepted})
 	e.resumeOut(ob, c, now) // a persistent session's message in flight, again with DUP
 	if ce := e.log.Check(zap.DebugLevel, "client connected"); ce != nil {
-		ce.Write(zap.String("client", id), zap.Stringer("from", p.addr), zap.Bool("clean", clean),
+		ce.Write(zap.String("client", id), zap.Stringer("from", p.Addr), zap.Bool("clean", clean),
 			zap.Uint16("duration", duration), zap.Bool("will", will != nil), zap.Int("buffered", c.queue.len()))
 	}
 	e.pump(ob, c, now)
 }
 
-// syncWill mirrors the client's will into its session, as the broker-side topic
-// (topic rules and mountpoint applied): the gateway's driver publishes it from
-// there when the session expires. A will topic no rule can map is dropped, logged.
-func (e *Engine) syncWill(c *client) {
-	if c.sess == nil {
-		return
-	}
-	if c.will == nil || c.will.Topic == "" {
-		c.sess.SetWill(nil)
-		return
-	}
-	topic, err := e.o.Broker.BrokerTopic(c.id, c.will.Topic)
-	if err != nil {
-		c.sess.SetWill(nil)
-		if ce := e.log.Check(zap.WarnLevel, "will topic cannot be mapped to a broker topic: no will"); ce != nil {
-			ce.Write(zap.String("client", c.id), zap.Error(err))
-		}
-		return
-	}
-	c.sess.SetWill(&session.Will{Topic: topic, Payload: c.will.Payload, QoS: c.will.QoS, Retain: c.will.Retain})
-}
-
 // onWake handles PINGREQ with a ClientId: a sleeping client wakes up, gets its
 // buffered messages and then PINGRESP (MQTT-SN 1.2 §6.14). The client is known
-// by its id, so a new source address (NAT rebinding) moves it.
-func (e *Engine) onWake(ob *outbox, p peer, id string, now time.Time) {
+// by its id, so a new source address (NAT rebinding) moves its session there.
+func (e *Engine) onWake(ob *outbox, p session.Peer, id string, now time.Time) {
 	c := e.byID[id]
 	if c == nil || !c.state.connected() {
 		e.notConnected(ob, p, &mqttsn.Pingreq{ClientID: id}, now)
 		return
 	}
-	if c.peer != p {
+	if old := c.peer(); old != p {
 		e.m.rebinds.Inc()
 		if ce := e.log.Check(zap.DebugLevel, "client moved to a new address"); ce != nil {
-			ce.Write(zap.String("client", id), zap.Stringer("old", c.peer.addr), zap.Stringer("new", p.addr))
+			ce.Write(zap.String("client", id), zap.Stringer("old", old.Addr), zap.Stringer("new", p.Addr))
 		}
-		e.unmapPeer(c)
-		if other := e.byPeer[p]; other != nil && other != c {
-			e.endConnection(ob, other, now)
+		if other := e.clientAt(p); other != nil && other != c {
+			e.endConnection(ob, other, session.EndTakenOver, now)
 		}
-		c.peer = p
-		e.byPeer[p] = c
 	}
-	if !e.touch(ob, c, now) {
+	if !e.refresh(ob, c, p, now) { // moves the session to p
 		e.notConnected(ob, p, &mqttsn.Pingreq{ClientID: id}, now)
 		return
 	}
 	switch c.state {
 	case stateAsleep:
 		c.state = stateAwake
+		c.sess.SetAsleep(false)
 		c.awakeBudget = c.queue.len()
 		e.resumeOut(ob, c, now) // the one it fell asleep over comes first
 		e.pump(ob, c, now)      // ends with PINGRESP once the budget is delivered
@@ -216,9 +191,9 @@ func (e *Engine) onWake(ob *outbox, p peer, id string, now time.Time) {
 // (MQTT-SN 1.2 §6.14), without it the connection ends cleanly, without the will
 // (§6.12). The gateway answers with DISCONNECT either way.
 func (e *Engine) onDisconnect(ob *outbox, c *client, m *mqttsn.Disconnect, now time.Time) {
-	p := c.peer
+	p := c.peer()
 	if m.HasDuration && m.Duration > 0 {
-		c.state = stateAsleep
+		e.sleep(c)
 		c.awakeBudget = 0
 		e.pauseOut(c)
 		c.sess.SetKeepalive(time.Duration(m.Duration) * time.Second)
@@ -226,38 +201,53 @@ func (e *Engine) onDisconnect(ob *outbox, c *client, m *mqttsn.Disconnect, now t
 		return
 	}
 	e.send(ob, p, &mqttsn.Disconnect{})
-	e.endConnection(ob, c, now)
+	e.endConnection(ob, c, session.EndDisconnected, now)
 }
 
-// endConnection ends c's connection without its will: the session leaves the
-// table, and the client keeps a persistent session or is dropped.
-func (e *Engine) endConnection(_ *outbox, c *client, now time.Time) {
+// sleep puts a connected client to sleep (MQTT-SN 1.2 §6.14), in the registry
+// too; e.mu is held.
+func (e *Engine) sleep(c *client) {
+	c.state = stateAsleep
 	if c.sess != nil {
-		if e.sessions.Get(c.key(e.o.Name)) == c.sess {
-			e.sessions.Delete(c.key(e.o.Name))
-		}
-		c.sess = nil
+		c.sess.SetAsleep(true)
 	}
+}
+
+// endConnection ends c's connection without its will, for why: its session
+// leaves the registry, and the client keeps a persistent session or is dropped.
+func (e *Engine) endConnection(_ *outbox, c *client, why session.EndReason, now time.Time) {
+	e.endSession(c, why)
 	if ce := e.log.Check(zap.DebugLevel, "client disconnected"); ce != nil {
-		ce.Write(zap.String("client", c.id), zap.Bool("clean", c.clean))
+		ce.Write(zap.String("client", c.id), zap.Bool("clean", c.clean), zap.Stringer("why", why))
 	}
 	e.closeClient(c, now)
 }
 
-// Lost is the gateway driver's callback for a session that expired after 1.5
-// keepalives of silence; its will is queued already. MQTT-SN 1.2 §6.14.
-func (e *Engine) Lost(s *session.Session) {
+// endSession removes c's session from the registry, for why; no will is due.
+// A session the registry lost meanwhile is left to it: its will is out, and
+// SessionEnded will find it is no longer c's. e.mu is held.
+func (e *Engine) endSession(c *client, why session.EndReason) {
+	if c.sess != nil && c.sess.Live() {
+		e.env.Sessions.End(c.sess, why)
+	}
+	c.sess = nil
+}
+
+// SessionEnded implements session.Owner: the gateway's driver expired the
+// client's session after 1.5 keepalives of silence (MQTT-SN 1.2 §6.14) and
+// queued its will. The client is lost, unless s is no longer its session (it
+// reconnected, or the engine saw the loss first).
+func (e *Engine) SessionEnded(s *session.Session, why session.EndReason) {
 	ob := getOutbox()
 	e.mu.Lock()
 	if c := e.byID[s.Key.Device]; c != nil && c.sess == s {
-		c.sess = nil
-		e.lose(ob, c, e.o.Now())
+		e.lose(ob, c, e.env.Now())
 	}
 	e.mu.Unlock()
 	e.flush(ob)
 }
 
-// lose ends a connection whose session expired.
+// lose ends a connection whose session the registry expired.
 func (e *Engine) lose(_ *outbox, c *client, now time.Time) {
 	c.sess = nil
 	if ce := e.log.Check(zap.DebugLevel, "client lost"); ce != nil {
@@ -270,7 +260,7 @@ func (e *Engine) lose(_ *outbox, c *client, now time.Time) {
 // (persistent session: subscriptions, topic ids and buffered messages stay for
 // SessionExpiry) or drops it (clean session).
 func (e *Engine) closeClient(c *client, now time.Time) {
-	e.unmapPeer(c)
+	c.sess = nil
 	c.gen++
 	c.subscribing = 0
 	clear(c.uplink)
@@ -287,11 +277,9 @@ func (e *Engine) closeClient(c *client, now time.Time) {
 // dropClient forgets everything about c; the record goes once its broker
 // operations (the last one drops its subscriptions) are done.
 func (e *Engine) dropClient(c *client) {
-	e.unmapPeer(c)
 	e.resetSession(c)
 	c.state = stateGone
 	c.gen++
-	c.will = nil
 	delete(e.parked, c)
 	e.maybeRemove(c)
 }
@@ -318,13 +306,6 @@ func (e *Engine) resetSession(c *client) {
 	c.awakeBudget = 0
 }
 
-// unmapPeer removes c's address from the address table.
-func (e *Engine) unmapPeer(c *client) {
-	if e.byPeer[c.peer] == c {
-		delete(e.byPeer, c.peer)
-	}
-}
-
 // maybeRemove deletes a dropped client's record once nothing refers to it.
 func (e *Engine) maybeRemove(c *client) {
 	if c.state == stateGone && !c.queued && len(c.ops) == 0 && e.byID[c.id] == c {
@@ -332,38 +313,38 @@ func (e *Engine) maybeRemove(c *client) {
 	}
 }
 
-// onWillTopicUpd handles WILLTOPICUPD. MQTT-SN 1.2 §6.4.
+// onWillTopicUpd handles WILLTOPICUPD. MQTT-SN 1.2 §6.4. The will lives in the
+// client's session, in its own topic space; the gateway maps it when it
+// publishes it.
 func (e *Engine) onWillTopicUpd(ob *outbox, c *client, m *mqttsn.WillTopicUpd) {
 	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
 		// The empty WILLTOPICUPD deletes the will, message included (§5.4.22).
-		c.will = nil
-		e.syncWill(c)
-		e.send(ob, c.peer, &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
+		c.sess.SetWill(nil)
+		e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
 		return
 	}
 	if err := checkTopicName(m.Topic); err != nil {
 		e.m.refuse(refuseWillTopic)
-		e.send(ob, c.peer, &mqttsn.WillTopicResp{ReturnCode: mqttsn.NotSupported})
+		e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.NotSupported})
 		return
 	}
-	if c.will == nil {
-		c.will = &udpgw.Message{}
+	var w session.Message
+	if old := c.sess.OwnWill(); old != nil {
+		w = *old
 	}
-	w := *c.will
 	w.Topic, w.QoS, w.Retain = m.Topic, qosByte(m.Flags.QoS), m.Flags.Retain
-	c.will = &w
-	e.syncWill(c)
-	e.send(ob, c.peer, &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
+	c.sess.SetWill(&w)
+	e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
 }
 
-// onWillMsgUpd handles WILLMSGUPD. MQTT-SN 1.2 §6.4.
+// onWillMsgUpd handles WILLMSGUPD. MQTT-SN 1.2 §6.4. Before any will topic the
+// message waits in a will with an empty topic, which is never published.
 func (e *Engine) onWillMsgUpd(ob *outbox, c *client, m *mqttsn.WillMsgUpd) {
-	if c.will == nil {
-		c.will = &udpgw.Message{}
+	var w session.Message
+	if old := c.sess.OwnWill(); old != nil {
+		w = *old
 	}
-	w := *c.will
 	w.Payload = bytes.Clone(m.WillMsg)
-	c.will = &w
-	e.syncWill(c)
-	e.send(ob, c.peer, &mqttsn.WillMsgResp{ReturnCode: mqttsn.Accepted})
+	c.sess.SetWill(&w)
+	e.send(ob, c.peer(), &mqttsn.WillMsgResp{ReturnCode: mqttsn.Accepted})
 }

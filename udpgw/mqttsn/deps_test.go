@@ -9,16 +9,16 @@ import (
 
 // TestImports pins what the engine may import (ARCHITECTURE.md: udpgw/mqttsn
 // uses mqttsn, udpgw and session). It must not reach the upstream side (proxy,
-// paho), the config or the gateway: the Broker interface and Options are its
-// only inputs, so it stays testable with a fake broker and usable by another
-// owner. zap and metrics come in through Options.
+// paho), the config or the gateway: udpgw.Env (with its Broker) and Options are
+// its only inputs, so it stays testable with a fake broker and usable by another
+// owner. zap and metrics come in through udpgw.Env.
 func TestImports(t *testing.T) {
 	allowed := []string{
 		"github.com/mqttgw/mqttgw/mqttsn",  // the codec
 		"github.com/mqttgw/mqttgw/udpgw",   // Listener, Broker, Message
-		"github.com/mqttgw/mqttgw/session", // liveness and wills
-		"github.com/mqttgw/mqttgw/metrics", // counters passed in Options
-		"go.uber.org/zap",                  // the logger passed in Options
+		"github.com/mqttgw/mqttgw/session", // the device registry: addresses, liveness, wills
+		"github.com/mqttgw/mqttgw/metrics", // counters passed in udpgw.Env
+		"go.uber.org/zap",                  // the logger passed in udpgw.Env
 	}
 	deptest.Each(t, func(_, path string) string {
 		if !deptest.Std(path) && !deptest.Allowed(path, allowed) {

@@ -6,10 +6,11 @@ import (
 	"go.uber.org/zap"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 )
 
 // dispatch acts on one decoded message from p; e.mu is held.
-func (e *Engine) dispatch(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
+func (e *Engine) dispatch(ob *outbox, p session.Peer, m mqttsn.Message, now time.Time) {
 	// Messages that need no connection.
 	switch m := m.(type) {
 	case *mqttsn.SearchGW:
@@ -45,7 +46,7 @@ func (e *Engine) dispatch(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
 			// Anything else (a REGISTER, a PUBLISH ...) is out of place until
 			// CONNACK: drop it; the client retransmits once connected.
 			e.m.drop(dropWillExchange)
-			e.debugBad(now, "message during the will exchange dropped", p.addr, nil, zap.Stringer("type", m.Type()), zap.String("client", pc.clientID))
+			e.debugBad(now, "message during the will exchange dropped", p.Addr, nil, zap.Stringer("type", m.Type()), zap.String("client", pc.clientID))
 		}
 		return
 	}
@@ -53,19 +54,19 @@ func (e *Engine) dispatch(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
 	switch m.(type) {
 	case *mqttsn.WillTopic, *mqttsn.WillMsg:
 		e.m.drop(dropUnexpected)
-		e.debugBad(now, "will message outside a will exchange dropped", p.addr, nil, zap.Stringer("type", m.Type()))
+		e.debugBad(now, "will message outside a will exchange dropped", p.Addr, nil, zap.Stringer("type", m.Type()))
 		return
 	case *mqttsn.Advertise, *mqttsn.GWInfo, *mqttsn.Connack, *mqttsn.WillTopicReq, *mqttsn.WillMsgReq,
 		*mqttsn.Suback, *mqttsn.Unsuback, *mqttsn.WillTopicResp, *mqttsn.WillMsgResp, *mqttsn.Encapsulated:
 		// Sent by gateways (or a GWINFO a client answers for one, §6.1): a
 		// gateway has nothing to do with them.
 		e.m.drop(dropUnexpected)
-		e.debugBad(now, "message a gateway does not take dropped", p.addr, nil, zap.Stringer("type", m.Type()))
+		e.debugBad(now, "message a gateway does not take dropped", p.Addr, nil, zap.Stringer("type", m.Type()))
 		return
 	}
 
-	c := e.byPeer[p]
-	if c == nil || !c.state.connected() || !e.touch(ob, c, now) {
+	c := e.clientAt(p)
+	if c == nil || !c.state.connected() || !e.refresh(ob, c, p, now) {
 		e.notConnected(ob, p, m, now)
 		return
 	}
@@ -90,9 +91,9 @@ func (e *Engine) dispatch(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
 		e.onUnsubscribe(ob, c, m, now)
 	case *mqttsn.Pingreq:
 		// MQTT-SN 1.2 §6.11 (a PINGREQ with ClientId went to onWake above).
-		e.send(ob, c.peer, &mqttsn.Pingresp{})
+		e.send(ob, c.peer(), &mqttsn.Pingresp{})
 	case *mqttsn.Pingresp:
-		// Liveness only: touch did the work.
+		// Liveness only: refresh did the work.
 	case *mqttsn.Disconnect:
 		e.onDisconnect(ob, c, m, now)
 	case *mqttsn.WillTopicUpd:
@@ -107,9 +108,9 @@ func (e *Engine) dispatch(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
 // when it cannot map a message to a client, and the client then CONNECTs again.
 // Acknowledgements and DISCONNECT itself are dropped silently: they answer
 // something this gateway no longer remembers.
-func (e *Engine) notConnected(ob *outbox, p peer, m mqttsn.Message, now time.Time) {
+func (e *Engine) notConnected(ob *outbox, p session.Peer, m mqttsn.Message, now time.Time) {
 	e.m.drop(dropNotConnected)
-	e.debugBad(now, "message from an address with no connected client", p.addr, nil, zap.Stringer("type", m.Type()))
+	e.debugBad(now, "message from an address with no connected client", p.Addr, nil, zap.Stringer("type", m.Type()))
 	switch m.(type) {
 	case *mqttsn.Regack, *mqttsn.Puback, *mqttsn.Pubrec, *mqttsn.Pubcomp, *mqttsn.Pingresp:
 		return
@@ -119,15 +120,28 @@ func (e *Engine) notConnected(ob *outbox, p peer, m mqttsn.Message, now time.Tim
 	e.send(ob, p, &mqttsn.Disconnect{})
 }
 
-// touch records traffic from a connected client in the session table. It
-// returns false when the session expired meanwhile (the gateway's driver
-// removed it and will call Lost): the client is then treated as lost here.
-func (e *Engine) touch(ob *outbox, c *client, now time.Time) bool {
-	s, created := e.sessions.Touch(c.key(e.o.Name), c.peer.addr, now)
-	if created || s != c.sess {
-		e.sessions.Delete(c.key(e.o.Name)) // the one Touch just made
-		e.lose(ob, c, now)
-		return false
+// clientAt returns the client whose live session was last seen at p: the
+// registry knows the address, the engine the client's protocol state. nil when
+// no connected client is there.
+func (e *Engine) clientAt(p session.Peer) *client {
+	s := e.env.Sessions.ByPeer(e.env.Name, p)
+	if s == nil {
+		return nil
 	}
-	return true
+	if c := e.byID[s.Key.Device]; c != nil && c.sess == s {
+		return c
+	}
+	return nil
+}
+
+// refresh records traffic from a connected client at p in its session (NAT
+// rebinding moves the session's address). It returns false when the session
+// ended or was lost meanwhile (the gateway's driver expired it and will call
+// SessionEnded): the client is then treated as lost here. e.mu is held.
+func (e *Engine) refresh(ob *outbox, c *client, p session.Peer, now time.Time) bool {
+	if c.sess != nil && e.env.Sessions.Refresh(c.sess, p, now) {
+		return true
+	}
+	e.lose(ob, c, now)
+	return false
 }

@@ -1,7 +1,8 @@
 // Package mqttsn is the MQTT-SN 1.2 gateway engine of mqttgw (aggregate mode): one
 // UDP socket, every client's protocol state, and the bridge to the broker through a
-// udpgw.Broker. It implements udpgw.Listener. The codec and the client live in the
-// top-level package mqttsn; this package holds only the gateway's side.
+// udpgw.Broker. It implements udpgw.Listener, udpgw.Ticker and session.Owner, and
+// is built like every engine: New(udpgw.Env, Options). The codec and the client
+// live in the top-level package mqttsn; this package holds only the gateway's side.
 //
 // # What it does
 //
@@ -12,21 +13,39 @@
 // ids, SUBSCRIBE/UNSUBSCRIBE by name, filter, predefined id and short name,
 // sleeping clients with bounded buffers, will updates, SEARCHGW/GWINFO and
 // periodic ADVERTISE, forwarder encapsulation, retransmission towards clients
-// (T_RETRY, N_RETRY) and duplicate detection of theirs. Keepalive supervision is
-// the session table's: the gateway's one driver expires silent sessions, queues
-// their wills and calls Lost.
+// (T_RETRY, N_RETRY) and duplicate detection of theirs.
+//
+// # What the registry owns
+//
+// The device registry (udpgw.Env.Sessions) is the one owner of each client's
+// address, liveness, sleep state and will; the engine keeps no copy. A CONNECT
+// creates the client's session (Touch: the gateway's Created hook gives it its
+// class and publishes its birth) with the CONNECT's Duration as keepalive, and
+// its will, in the device's own topic space (the gateway maps it when it
+// publishes it). Every later datagram refreshes it (Refresh, which moves it on
+// NAT rebinding). A datagram's client is the registry's session at its address
+// (ByPeer), then the engine's client record by that session's client id; answers
+// go to the session's last address (Session.Peer). A clean DISCONNECT and a
+// take-over end the session (End: no will); keepalive supervision is the
+// registry's: the gateway's driver expires silent sessions, publishes their
+// wills and then calls SessionEnded, where the engine drops the client's
+// connection. What stays here is protocol state: topic ids, subscriptions,
+// buffered and in-flight messages, the pending will exchanges (keyed by address,
+// with their will until CONNACK) and the persistent sessions of clients gone.
 //
 // # Goroutines
 //
 // Serve runs the reader on its caller's goroutine and starts, for its own
-// lifetime, a fixed pool of Options.Workers workers and one driver. Close (or the
-// end of Serve's context) stops the reader at once; Serve then lets the workers
-// finish the broker operations already queued, for at most Options.DrainTimeout,
-// so that devices still get the PUBACK of a QoS 1 publish the broker took, stops
-// the driver, closes the socket and returns after every goroutine it started has
-// exited. Nothing else is started: sessions are structs, not goroutines, and all
-// timers (retransmissions, expiry of will exchanges and of persistent sessions,
-// ADVERTISE) come from the driver's one ticker.
+// lifetime, a fixed pool of Options.Workers workers. Close (or the end of Serve's
+// context) stops the reader at once; Serve then lets the workers finish the
+// broker operations already queued, for at most Options.DrainTimeout, so that
+// devices still get the PUBACK of a QoS 1 publish the broker took, closes the
+// socket and returns after every goroutine it started has exited. Nothing else
+// is started: sessions are structs, not goroutines, and the engine has no timer.
+// Its timed work (retransmissions, expiry of will exchanges and of persistent
+// sessions, ADVERTISE) is Tick(now), which the gateway's one driver calls every
+// TickEvery, before Serve, during it and after it (a write to the closed socket
+// is dropped).
 //
 // # Blocking and ordering
 //
@@ -47,10 +66,13 @@
 //
 // # Locks
 //
-// One mutex, Engine.mu, guards every client, the address and client id tables,
-// the pending will exchanges and the operation queues. It is never held across a
-// Broker call or a socket write: handlers collect their datagrams in an outbox
-// that is written after the unlock. Engine.mu may be held while calling into the
-// session table (whose own locks are leaves); the session table never calls back.
-// lifeMu (Serve/Close) and the log limiter's mutex are leaves too.
+// One mutex, Engine.mu, guards every client, the client id table, the pending
+// will exchanges and the operation queues. It is never held across a Broker call
+// or a socket write: handlers collect their datagrams in an outbox that is
+// written after the unlock. Engine.mu may be held while calling into the
+// registry (Touch, Refresh, ByPeer, End and Session methods take only the
+// registry's own locks; the Created hook that Touch runs only enqueues). The
+// registry calls the engine back only in SessionEnded, from the gateway's
+// driver with no registry lock held, which takes Engine.mu itself. lifeMu
+// (Serve/Close) and the log limiter's mutex are leaves.
 package mqttsn

@@ -27,7 +27,7 @@ func (e *Engine) deliver(id, filter string, m udpgw.Message) {
 			}
 		}
 		c.queue.pushBack(m)
-		e.pump(ob, c, e.o.Now())
+		e.pump(ob, c, e.env.Now())
 	}
 	e.mu.Unlock()
 	e.flush(ob)
@@ -47,8 +47,8 @@ func (e *Engine) pump(ob *outbox, c *client, now time.Time) {
 				// Everything buffered was delivered and (QoS >= 1)
 				// acknowledged: PINGRESP tells the client it may sleep.
 				c.awakeBudget = 0
-				c.state = stateAsleep
-				e.send(ob, c.peer, &mqttsn.Pingresp{})
+				e.sleep(c)
+				e.send(ob, c.peer(), &mqttsn.Pingresp{})
 				return
 			}
 			c.awakeBudget--
@@ -108,7 +108,7 @@ func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered b
 	reg := &mqttsn.Register{TopicID: id, MsgID: c.allocMsgID(), TopicName: m.Topic}
 	c.out = &outbound{msg: m, stage: outRegister, msgID: reg.MsgID, topicID: id, due: now.Add(e.o.RetryInterval), reregistered: reregistered}
 	e.retrying[c] = struct{}{}
-	if !e.send(ob, c.peer, reg) {
+	if !e.send(ob, c.peer(), reg) {
 		c.unregister(id)
 		c.out = nil
 		delete(e.retrying, c)
@@ -122,7 +122,7 @@ func (e *Engine) sendPublish(ob *outbox, c *client, m udpgw.Message, t mqttsn.To
 	if m.QoS > 0 {
 		p.MsgID = c.allocMsgID()
 	}
-	if !e.send(ob, c.peer, p) {
+	if !e.send(ob, c.peer(), p) {
 		e.m.drop(dropDownlinkTooLarge)
 		if ce := e.log.Check(zap.DebugLevel, "broker message too large for max_packet: dropped"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.String("topic", m.Topic), zap.Int("bytes", len(m.Payload)))
@@ -168,14 +168,14 @@ func (e *Engine) resumeOut(ob *outbox, c *client, now time.Time) {
 func (e *Engine) resend(ob *outbox, c *client, o *outbound) {
 	switch o.stage {
 	case outRegister:
-		e.send(ob, c.peer, &mqttsn.Register{TopicID: o.topicID, MsgID: o.msgID, TopicName: o.msg.Topic})
+		e.send(ob, c.peer(), &mqttsn.Register{TopicID: o.topicID, MsgID: o.msgID, TopicName: o.msg.Topic})
 	case outPublish:
-		e.send(ob, c.peer, &mqttsn.Publish{
+		e.send(ob, c.peer(), &mqttsn.Publish{
 			Flags:   mqttsn.Flags{DUP: true, QoS: mqttsn.QoS(o.msg.QoS), Retain: o.msg.Retain, TopicIDType: o.idType},
 			TopicID: o.topicID, MsgID: o.msgID, Data: o.msg.Payload,
 		})
 	case outRelease:
-		e.send(ob, c.peer, &mqttsn.Pubrel{MsgID: o.msgID})
+		e.send(ob, c.peer(), &mqttsn.Pubrel{MsgID: o.msgID})
 	}
 }
 
@@ -252,7 +252,7 @@ func (e *Engine) onPubrec(ob *outbox, c *client, m *mqttsn.Pubrec, now time.Time
 	o.stage = outRelease
 	o.retries = 0
 	o.due = now.Add(e.o.RetryInterval)
-	e.send(ob, c.peer, &mqttsn.Pubrel{MsgID: m.MsgID})
+	e.send(ob, c.peer(), &mqttsn.Pubrel{MsgID: m.MsgID})
 }
 
 // onPubcomp ends a QoS 2 delivery. MQTT-SN 1.2 §6.7.
@@ -265,7 +265,7 @@ func (e *Engine) onPubcomp(ob *outbox, c *client, m *mqttsn.Pubcomp, now time.Ti
 	e.finishOut(ob, c, now)
 }
 
-// retransmit is the driver's step for a client with a message in flight past its
+// retransmit is Tick's step for a client with a message in flight past its
 // deadline: send it again (PUBLISH with DUP) up to MaxRetries times, then give
 // up (MQTT-SN 1.2 §6.13). An awake client that stopped answering went back to
 // sleep: the message stays in flight, paused, for its next wake-up; an active
@@ -290,7 +290,7 @@ func (e *Engine) retransmit(ob *outbox, c *client, now time.Time) {
 		}
 		if c.state == stateAwake {
 			e.pauseOut(c)
-			c.state = stateAsleep
+			e.sleep(c)
 			c.awakeBudget = 0
 			return
 		}

@@ -19,17 +19,17 @@ import (
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
-// Engine is one MQTT-SN listener: its socket and every client's state.
+// Engine is one MQTT-SN listener: its socket and every client's protocol state.
+// Each client's address, liveness and will are its session's, in env.Sessions.
 type Engine struct {
-	o        Options
-	log      *zap.Logger
-	conn     *net.UDPConn
-	broker   udpgw.Broker
-	sessions *session.Table
-	m        *engineMetrics
-	predef   predefined
-	advAddr  netip.AddrPort // valid when advertising
-	badLog   limiter
+	env     udpgw.Env
+	o       Options
+	log     *zap.Logger
+	conn    *net.UDPConn
+	m       *engineMetrics
+	predef  predefined
+	advAddr netip.AddrPort // valid when advertising
+	badLog  limiter
 
 	// opCtx bounds the broker operations; cancelled when the drain ends.
 	opCtx    context.Context
@@ -42,8 +42,7 @@ type Engine struct {
 	mu       sync.Mutex // guards everything below and every client's fields
 	cond     *sync.Cond // on mu: workers wait for ready clients
 	byID     map[string]*client
-	byPeer   map[peer]*client
-	pending  map[peer]*pendingConnect
+	pending  map[session.Peer]*pendingConnect
 	retrying map[*client]struct{} // clients with a message in flight
 	parked   map[*client]struct{} // stateDisconnected clients
 	ready    []*client            // clients with operations, in turn
@@ -53,25 +52,48 @@ type Engine struct {
 	nextAdv  time.Time
 }
 
-var _ udpgw.Listener = (*Engine)(nil)
+var (
+	_ udpgw.Listener = (*Engine)(nil)
+	_ udpgw.Ticker   = (*Engine)(nil)
+	_ session.Owner  = (*Engine)(nil)
+)
 
-// New builds the engine on a bound socket; nothing is read until Serve.
-func New(o Options) (*Engine, error) {
-	if err := o.defaults(); err != nil {
+// New binds the engine's socket (o.Bind); nothing is read until Serve, and
+// nothing timed happens but in Tick.
+func New(env udpgw.Env, o Options) (*Engine, error) {
+	env = env.WithDefaults()
+	switch {
+	case env.Name == "":
+		return nil, fmt.Errorf("mqttsn: env: no Name")
+	case env.Broker == nil:
+		return nil, fmt.Errorf("mqttsn: %s: env: no Broker", env.Name)
+	}
+	if err := o.defaults(env.Name); err != nil {
 		return nil, err
 	}
+	var advAddr netip.AddrPort
+	if o.AdvertiseInterval > 0 {
+		ua, err := net.ResolveUDPAddr("udp", o.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("mqttsn: %s: advertise_addr %q: %w", env.Name, o.AdvertiseAddr, err)
+		}
+		advAddr = ua.AddrPort()
+	}
+	conn, err := udpgw.ListenUDP(o.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("mqttsn: %s: %w", env.Name, err)
+	}
 	e := &Engine{
+		env:      env,
 		o:        o,
-		log:      o.Logger,
-		conn:     o.Conn,
-		broker:   o.Broker,
-		sessions: o.Sessions,
-		m:        newMetrics(o.Metrics, o.Name),
+		log:      env.Logger,
+		conn:     conn,
+		m:        newMetrics(env.Metrics, env.Name),
 		predef:   newPredefined(o.Predefined),
+		advAddr:  advAddr,
 		badLog:   limiter{perSecond: 10},
 		byID:     map[string]*client{},
-		byPeer:   map[peer]*client{},
-		pending:  map[peer]*pendingConnect{},
+		pending:  map[session.Peer]*pendingConnect{},
 		retrying: map[*client]struct{}{},
 		parked:   map[*client]struct{}{},
 		anon:     &client{id: "\x00anonymous"},
@@ -79,18 +101,14 @@ func New(o Options) (*Engine, error) {
 	e.cond = sync.NewCond(&e.mu)
 	e.opCtx, e.opCancel = context.WithCancel(context.Background())
 	if o.AdvertiseInterval > 0 {
-		ua, err := net.ResolveUDPAddr("udp", o.AdvertiseAddr)
-		if err != nil {
-			return nil, fmt.Errorf("mqttsn: %s: advertise_addr %q: %w", o.Name, o.AdvertiseAddr, err)
-		}
-		e.advAddr = ua.AddrPort()
-		if err := allowBroadcast(o.Conn); err != nil {
+		if err := allowBroadcast(conn); err != nil {
 			e.log.Warn("cannot enable broadcast on the socket: ADVERTISE to a broadcast address may fail", zap.Error(err))
 		}
 	}
-	o.Metrics.GaugeFunc("mqttgw_mqttsn_clients", "MQTT-SN clients, by state.", func() float64 { return float64(e.count(stateActive) + e.count(stateAwake)) }, "listener", o.Name, "state", "active")
-	o.Metrics.GaugeFunc("mqttgw_mqttsn_clients", "MQTT-SN clients, by state.", func() float64 { return float64(e.count(stateAsleep)) }, "listener", o.Name, "state", "asleep")
-	o.Metrics.GaugeFunc("mqttgw_mqttsn_clients", "MQTT-SN clients, by state.", func() float64 { return float64(e.count(stateDisconnected)) }, "listener", o.Name, "state", "disconnected")
+	const help = "MQTT-SN clients, by state."
+	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateActive) + e.count(stateAwake)) }, "listener", env.Name, "state", "active")
+	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateAsleep)) }, "listener", env.Name, "state", "asleep")
+	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateDisconnected)) }, "listener", env.Name, "state", "disconnected")
 	return e, nil
 }
 
@@ -107,7 +125,7 @@ func (e *Engine) count(s state) int {
 }
 
 // Name implements udpgw.Listener.
-func (e *Engine) Name() string { return e.o.Name }
+func (e *Engine) Name() string { return e.env.Name }
 
 // Addr implements udpgw.Listener.
 func (e *Engine) Addr() net.Addr { return e.conn.LocalAddr() }
@@ -141,7 +159,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	e.lifeMu.Lock()
 	if e.serving {
 		e.lifeMu.Unlock()
-		return fmt.Errorf("mqttsn: %s: %w", e.o.Name, ErrServing)
+		return fmt.Errorf("mqttsn: %s: %w", e.env.Name, ErrServing)
 	}
 	if e.closed {
 		e.lifeMu.Unlock()
@@ -152,7 +170,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = e.Close() })
 	defer stop()
 
-	var workers, driver sync.WaitGroup
+	var workers sync.WaitGroup
 	for range e.o.Workers {
 		workers.Add(1)
 		go func() {
@@ -160,12 +178,6 @@ func (e *Engine) Serve(ctx context.Context) error {
 			e.worker()
 		}()
 	}
-	driverStop := make(chan struct{})
-	driver.Add(1)
-	go func() {
-		defer driver.Done()
-		e.drive(driverStop)
-	}()
 
 	err := e.read()
 
@@ -189,8 +201,6 @@ func (e *Engine) Serve(ctx context.Context) error {
 	}
 	t.Stop()
 	e.opCancel()
-	close(driverStop)
-	driver.Wait()
 	if cerr := e.conn.Close(); err == nil && cerr != nil && !udpgw.IsClosed(cerr) {
 		err = cerr
 	}
@@ -209,10 +219,10 @@ func (e *Engine) read() error {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			return fmt.Errorf("mqttsn: %s: read: %w", e.o.Name, err)
+			return fmt.Errorf("mqttsn: %s: read: %w", e.env.Name, err)
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		now := e.o.Now()
+		now := e.env.Now()
 		if n > e.o.MaxPacket {
 			e.m.tooLarge.Inc()
 			e.m.drop(dropTooLarge)
@@ -256,14 +266,14 @@ func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
 		e.debugBad(now, "undecodable datagram dropped", from, err, zap.Int("bytes", len(b)))
 		return
 	}
-	p := peer{addr: from}
+	p := session.Peer{Addr: from}
 	if enc, ok := m.(*mqttsn.Encapsulated); ok {
 		// MQTT-SN 1.2 §5.5: a forwarder relays the message of a wireless node;
 		// answers go back encapsulated with the same WirelessNodeId.
 		e.m.countIn(mqttsn.MsgEncapsulated)
-		p.node = string(enc.WirelessNodeID)
-		if p.node == "" {
-			p.node = "\x00" // an empty node id is still a forwarded client
+		p.Node = string(enc.WirelessNodeID)
+		if p.Node == "" {
+			p.Node = "\x00" // an empty node id is still a forwarded client
 		}
 		m = enc.Inner
 	}
@@ -294,15 +304,15 @@ var outboxes = sync.Pool{New: func() any { return &outbox{buf: make([]byte, 0, 5
 func getOutbox() *outbox { return outboxes.Get().(*outbox) }
 
 // send encodes m for p into the outbox; e.mu is held.
-func (e *Engine) send(ob *outbox, p peer, m mqttsn.Message) bool {
-	if !p.addr.IsValid() {
+func (e *Engine) send(ob *outbox, p session.Peer, m mqttsn.Message) bool {
+	if !p.Addr.IsValid() {
 		return false
 	}
 	start := len(ob.buf)
 	var msg mqttsn.Message = m
-	if p.node != "" {
-		node := []byte(p.node)
-		if p.node == "\x00" {
+	if p.Node != "" {
+		node := []byte(p.Node)
+		if p.Node == "\x00" {
 			node = nil
 		}
 		msg = &mqttsn.Encapsulated{WirelessNodeID: node, Inner: m}
@@ -317,7 +327,7 @@ func (e *Engine) send(ob *outbox, p peer, m mqttsn.Message) bool {
 		return false
 	}
 	ob.buf = buf
-	ob.items = append(ob.items, outItem{to: p.addr, start: start, end: len(buf)})
+	ob.items = append(ob.items, outItem{to: p.Addr, start: start, end: len(buf)})
 	e.m.countOut(m.Type())
 	return true
 }

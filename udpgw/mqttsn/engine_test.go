@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
@@ -146,10 +147,12 @@ func TestDownlinkRetriesThenGivesUp(t *testing.T) {
 		t.Fatalf("first PUBLISH %+v", p)
 	}
 	for range 2 {
+		te.tick(60 * time.Millisecond) // past T_RETRY
 		if r := recv[*mqttsn.Publish](d); !r.Flags.DUP || r.MsgID != p.MsgID {
 			t.Fatalf("retransmission %+v", r)
 		}
 	}
+	te.tick(60 * time.Millisecond)
 	waitUntil(t, "give up", func() bool { return te.dropped("retries_exhausted") == 1 })
 	te.b.send(t, "deaf", "t", udpgw.Message{Topic: "t", Payload: []byte("2"), QoS: 1})
 	p2 := recv[*mqttsn.Publish](d)
@@ -157,6 +160,13 @@ func TestDownlinkRetriesThenGivesUp(t *testing.T) {
 		t.Fatalf("next PUBLISH %+v", p2)
 	}
 	d.send(&mqttsn.Puback{TopicID: p2.TopicID, MsgID: p2.MsgID})
+	waitUntil(t, "PUBACK taken", func() bool {
+		te.mu.Lock()
+		defer te.mu.Unlock()
+		return te.byID["deaf"].out == nil
+	})
+	te.tick(60 * time.Millisecond)
+	te.tick(60 * time.Millisecond)
 	d.none(150 * time.Millisecond)
 }
 
@@ -174,8 +184,10 @@ func TestAwakeClientKeepsUnackedMessage(t *testing.T) {
 	d.send(&mqttsn.Pingreq{ClientID: "dozy"})
 	first := recv[*mqttsn.Publish](d)
 	for range 2 { // and 2 retries, unanswered
+		te.tick(60 * time.Millisecond)
 		recv[*mqttsn.Publish](d)
 	}
+	te.tick(60 * time.Millisecond)
 	waitUntil(t, "back to sleep", func() bool { return te.dropped("retries_exhausted") == 1 })
 	d.none(100 * time.Millisecond) // no PINGRESP: the message was not acknowledged
 	d.send(&mqttsn.Pingreq{ClientID: "dozy"})
@@ -187,9 +199,10 @@ func TestAwakeClientKeepsUnackedMessage(t *testing.T) {
 	recv[*mqttsn.Pingresp](d)
 }
 
-// TestLostSessions: the gateway's driver expires a session and calls Lost: the
-// will in the session carries the mountpoint; a clean client is dropped with
-// its subscriptions, a persistent one keeps them until SessionExpiry.
+// TestLostSessions: the gateway's driver expires a session and the registry
+// calls SessionEnded: the will in the session is the device's own, which the
+// gateway maps under the mountpoint; a clean client is dropped with its
+// subscriptions, a persistent one keeps them until SessionExpiry.
 func TestLostSessions(t *testing.T) {
 	te := startEngine(t, func(o *Options) { o.SessionExpiry = 200 * time.Millisecond })
 	clean := te.device(t)
@@ -204,17 +217,20 @@ func TestLostSessions(t *testing.T) {
 	keep.connect("p", 10, false)
 	keep.subscribe("p/in", 1)
 
-	lost := te.sessions.Expire(time.Now().Add(16 * time.Second)) // what the gateway's driver does
+	lost := te.expire(16 * time.Second) // what the gateway's driver does; SessionEnded follows
 	if len(lost) != 2 {
 		t.Fatalf("%d sessions expired", len(lost))
 	}
 	for _, s := range lost {
 		if s.Key.Device == "c" {
-			if w := s.Will(); w == nil || w.Topic != "mp/status/c" || string(w.Payload) != "offline" || w.QoS != 1 || !w.Retain {
-				t.Fatalf("will %+v: want mp/status/c, offline, QoS 1, retained", w)
+			w, own := s.Will()
+			if w == nil || !own || string(w.Payload) != "offline" || w.QoS != 1 || !w.Retain {
+				t.Fatalf("will %+v (own %v): want the device's, offline, QoS 1, retained", w, own)
+			}
+			if topic, err := te.b.BrokerTopic("c", w.Topic); err != nil || topic != "mp/status/c" {
+				t.Fatalf("will topic %q maps to %q, %v: want mp/status/c", w.Topic, topic, err)
 			}
 		}
-		te.Lost(s)
 	}
 	waitUntil(t, "c's subscriptions dropped", func() bool { return slices.Contains(te.b.callList(), "unsuball c") })
 	clean.send(&mqttsn.Pingreq{})
@@ -227,9 +243,10 @@ func TestLostSessions(t *testing.T) {
 		t.Fatalf("%+v", p)
 	}
 	// Lost again, and past SessionExpiry: the session goes.
-	for _, s := range te.sessions.Expire(time.Now().Add(16 * time.Second)) {
-		te.Lost(s)
+	if lost := te.expire(16 * time.Second); len(lost) != 1 {
+		t.Fatalf("%d sessions expired", len(lost))
 	}
+	te.tick(300 * time.Millisecond)
 	waitUntil(t, "p's session expired", func() bool { return slices.Contains(te.b.callList(), "unsuball p") })
 	te.mu.Lock()
 	n := len(te.byID)
@@ -239,19 +256,25 @@ func TestLostSessions(t *testing.T) {
 	}
 }
 
-// TestTouchAfterExpiry: traffic between the driver's Expire and its Lost call
-// finds the session gone and is answered as from a disconnected client.
+// TestTouchAfterExpiry: traffic between the driver's Expire and its
+// SessionEnded call finds the session gone and is answered as from a
+// disconnected client, whether the client is found by address or, in a
+// PINGREQ(ClientId), by its id.
 func TestTouchAfterExpiry(t *testing.T) {
 	te := startEngine(t, nil)
 	d := te.device(t)
 	d.connect("racer", 10, true)
-	lost := te.sessions.Expire(time.Now().Add(16 * time.Second))
+	// Hold the owner's callback back, to act between Expire and SessionEnded.
+	te.sessions.AddListener("sn", session.Listener{Protocol: "mqttsn"})
+	lost := te.expire(16 * time.Second)
 	d.send(&mqttsn.Pingreq{})
 	recv[*mqttsn.Disconnect](d)
-	if te.sessions.Len() != 0 {
-		t.Fatal("the touch recreated the session")
+	d.send(&mqttsn.Pingreq{ClientID: "racer"})
+	recv[*mqttsn.Disconnect](d)
+	if s := te.sessions.Lookup(session.Key{Listener: "sn", Device: "racer"}); s != nil || te.sessions.Count("sn", session.StateActive) != 0 {
+		t.Fatal("the traffic recreated the session")
 	}
-	te.Lost(lost[0]) // late: nothing left to do
+	te.SessionEnded(lost[0], session.EndLost) // late: nothing left to do
 	d.connect("racer", 10, true)
 }
 
@@ -261,6 +284,7 @@ func TestWillExchangeExpires(t *testing.T) {
 	d := te.device(t)
 	d.send(&mqttsn.Connect{Flags: mqttsn.Flags{Will: true}, Duration: 10, ClientID: "w"})
 	recv[*mqttsn.WillTopicReq](d)
+	te.tick(200 * time.Millisecond) // past (N_RETRY + 1) × T_RETRY
 	waitUntil(t, "pending exchange dropped", func() bool {
 		te.mu.Lock()
 		defer te.mu.Unlock()
@@ -385,6 +409,8 @@ func TestQoS2ResumesWithPubrel(t *testing.T) {
 			break
 		}
 	}
+	te.tick(60 * time.Millisecond) // past T_RETRY
+	te.tick(60 * time.Millisecond)
 	d.none(150 * time.Millisecond) // asleep: no retransmissions
 	d.send(&mqttsn.Pingreq{ClientID: "q2"})
 	if rel := recv[*mqttsn.Pubrel](d); rel.MsgID != p.MsgID {

@@ -12,12 +12,14 @@ import (
 )
 
 var (
-	fuzzOnce   sync.Once
-	fuzzEngine *Engine
+	fuzzOnce     sync.Once
+	fuzzEngine   *Engine
+	fuzzSessions *session.Registry
 )
 
 // FuzzHandle feeds arbitrary datagrams, from three addresses, into one engine
-// (whose state accumulates across inputs): it must never panic. Seeds are the
+// (whose state accumulates across inputs), then runs its Tick and the
+// registry's expiry: it must never panic. Seeds are the
 // flows the gateway tests use, so the fuzzer starts from connected clients.
 func FuzzHandle(f *testing.F) {
 	seed := func(ms ...mqttsn.Message) {
@@ -47,16 +49,15 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte{0x01, 0x00, 0x05, 0x16, 'x'}, uint8(1)) // long form, length too small
 	f.Fuzz(func(t *testing.T, b []byte, from uint8) {
 		fuzzOnce.Do(func() {
-			conn, err := udpgw.ListenUDP("127.0.0.1:0")
+			fuzzSessions = session.New(session.Options{})
+			var err error
+			fuzzEngine, err = New(udpgw.Env{Name: "fz", Broker: newFakeBroker(), Sessions: fuzzSessions},
+				Options{Bind: "127.0.0.1:0", MaxClients: 50, MaxTopics: 20, MaxBuffered: 5, MaxClientOps: 4,
+					Predefined: []Predefined{{ID: 1, Topic: "p/1"}, {ID: 2, Topic: "p/2", ClientID: "fz"}}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			fuzzEngine, err = New(Options{Name: "fz", Conn: conn, Broker: newFakeBroker(), Sessions: session.NewTable(),
-				MaxClients: 50, MaxTopics: 20, MaxBuffered: 5, MaxClientOps: 4,
-				Predefined: []Predefined{{ID: 1, Topic: "p/1"}, {ID: 2, Topic: "p/2", ClientID: "fz"}}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			fuzzSessions.AddListener("fz", session.Listener{Protocol: "mqttsn", Owner: fuzzEngine})
 		})
 		// Peers on the discard port: answers go nowhere.
 		p := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 9)
@@ -65,8 +66,11 @@ func FuzzHandle(f *testing.F) {
 		} else if from%3 == 2 {
 			p = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 3}), 9)
 		}
-		fuzzEngine.handle(p, b, time.Now())
-		fuzzEngine.tick(time.Now().Add(time.Duration(from) * time.Second))
+		now := time.Now()
+		fuzzEngine.handle(p, b, now)
+		later := now.Add(time.Duration(from) * time.Second)
+		fuzzEngine.Tick(later)
+		fuzzSessions.Expire(later, nil) // up to 255s: keepalives of 30s expire, SessionEnded runs
 		fuzzEngine.deliver("fz", "a/#", udpgw.Message{Topic: "a/c", Payload: b, QoS: from % 3})
 	})
 }

@@ -124,32 +124,52 @@ func (b *fakeBroker) callList() []string {
 type testEngine struct {
 	*Engine
 	b        *fakeBroker
-	sessions *session.Table
+	sessions *session.Registry
 	reg      *metrics.Registry
+	clock    *testClock
 	addr     string
 }
 
+// testClock is the engine's clock in tests (udpgw.Env.Now): it starts at the
+// real time and moves only when a test advances it, so Tick sees exactly the
+// time the test chose.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+	return c.t
+}
+
 // startEngine serves an engine on 127.0.0.1:0 with short timers; tune edits the
-// options first.
+// options first. Its registry has the engine as the listener's owner, as the
+// gateway's has; nothing drives Tick: tests call tick.
 func startEngine(t testing.TB, tune func(*Options)) *testEngine {
 	t.Helper()
-	conn, err := udpgw.ListenUDP("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	b := newFakeBroker()
-	te := &testEngine{b: b, sessions: session.NewTable(), reg: metrics.New()}
-	o := Options{Name: "sn", Conn: conn, Broker: b, Sessions: te.sessions, Metrics: te.reg,
-		Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), RetryInterval: 50 * time.Millisecond,
-		MaxRetries: 2, DrainTimeout: time.Second}
+	te := &testEngine{b: b, sessions: session.New(session.Options{}), reg: metrics.New(), clock: &testClock{t: time.Now()}}
+	env := udpgw.Env{Name: "sn", Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), Metrics: te.reg,
+		Now: te.clock.Now, Broker: b, Sessions: te.sessions}
+	o := Options{Bind: "127.0.0.1:0", RetryInterval: 50 * time.Millisecond, MaxRetries: 2, DrainTimeout: time.Second}
 	if tune != nil {
 		tune(&o)
 	}
-	e, err := New(o)
+	e, err := New(env, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	te.Engine, te.addr = e, conn.LocalAddr().String()
+	te.sessions.AddListener("sn", session.Listener{Protocol: "mqttsn", Owner: e})
+	te.Engine, te.addr = e, e.Addr().String()
 	done := make(chan error, 1)
 	go func() { done <- e.Serve(context.Background()) }()
 	t.Cleanup(func() {
@@ -173,6 +193,21 @@ func startEngine(t testing.TB, tune func(*Options)) *testEngine {
 		}
 	})
 	return te
+}
+
+// tick advances the engine's clock by d and runs the engine's timed work then,
+// as the gateway's driver would.
+func (te *testEngine) tick(d time.Duration) {
+	te.Tick(te.clock.advance(d))
+}
+
+// expire runs the registry's expiry at the engine's clock plus d, as the
+// gateway's driver does (the registry then calls the engine's SessionEnded), and
+// returns the sessions it lost.
+func (te *testEngine) expire(d time.Duration) []*session.Session {
+	var lost []*session.Session
+	te.sessions.Expire(te.clock.Now().Add(d), func(s *session.Session) { lost = append(lost, s) })
+	return lost
 }
 
 func (te *testEngine) dropped(reason string) float64 {

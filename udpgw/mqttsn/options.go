@@ -2,14 +2,7 @@ package mqttsn
 
 import (
 	"fmt"
-	"net"
 	"time"
-
-	"go.uber.org/zap"
-
-	"github.com/mqttgw/mqttgw/metrics"
-	"github.com/mqttgw/mqttgw/session"
-	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // Predefined is one predefined topic id (MQTT-SN 1.2 §3, topic id type 01): known
@@ -20,15 +13,12 @@ type Predefined struct {
 	ClientID string // "" for every client; a client's own id shadows a global one
 }
 
-// Options configure an Engine. Name, Conn, Broker and Sessions are required; zero
-// values of the others take the defaults written beside them.
+// Options are the MQTT-SN engine's own settings; what every engine shares
+// (name, logger, metrics, clock, broker, device registry) comes in udpgw.Env.
+// Bind is required; zero values of the others take the defaults written beside
+// them.
 type Options struct {
-	Name     string         // the listener's name: metrics label, session key
-	Conn     *net.UDPConn   // bound socket; the Engine owns it from New on
-	Broker   udpgw.Broker   // the listener's upstream (applies its mountpoint)
-	Sessions *session.Table // liveness and wills, expired by the gateway's driver
-	Logger   *zap.Logger    // nil: no logs
-	Metrics  *metrics.Registry
+	Bind string // HOST:PORT of the engine's socket, bound by New
 
 	GatewayID         uint8         // GwId of GWINFO and ADVERTISE; default 1
 	AdvertiseInterval time.Duration // T_ADV; 0: no ADVERTISE
@@ -49,27 +39,15 @@ type Options struct {
 	MaxClientOps int           // operations queued per client; default 64
 	DrainTimeout time.Duration // how long Serve lets queued operations finish at the end; default 10s
 	OpTimeout    time.Duration // bound of one SUBSCRIBE or UNSUBSCRIBE at the broker; default 30s
-
-	// Now is the clock; default time.Now. Tests drive time through it.
-	Now func() time.Time
 }
 
-func (o *Options) defaults() error {
+// defaults fills the zero values; name is the listener's, for errors.
+func (o *Options) defaults(name string) error {
 	switch {
-	case o.Name == "":
-		return fmt.Errorf("mqttsn: options: no Name")
-	case o.Conn == nil:
-		return fmt.Errorf("mqttsn: %s: options: no Conn", o.Name)
-	case o.Broker == nil:
-		return fmt.Errorf("mqttsn: %s: options: no Broker", o.Name)
-	case o.Sessions == nil:
-		return fmt.Errorf("mqttsn: %s: options: no Sessions", o.Name)
-	}
-	if o.Logger == nil {
-		o.Logger = zap.NewNop()
-	}
-	if o.Metrics == nil {
-		o.Metrics = metrics.New()
+	case o.Bind == "":
+		return fmt.Errorf("mqttsn: %s: options: no Bind", name)
+	case o.AdvertiseInterval > 0 && o.AdvertiseAddr == "":
+		return fmt.Errorf("mqttsn: %s: options: AdvertiseInterval without AdvertiseAddr", name)
 	}
 	if o.GatewayID == 0 {
 		o.GatewayID = 1
@@ -87,12 +65,6 @@ func (o *Options) defaults() error {
 	setDur(&o.OpTimeout, 30*time.Second)
 	if o.MaxTopics > 0xFFFE {
 		o.MaxTopics = 0xFFFE
-	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.AdvertiseInterval > 0 && o.AdvertiseAddr == "" {
-		return fmt.Errorf("mqttsn: %s: options: AdvertiseInterval without AdvertiseAddr", o.Name)
 	}
 	return nil
 }

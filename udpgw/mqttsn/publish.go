@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
@@ -32,23 +33,23 @@ func (e *Engine) uplinkTopic(c *client, clientID string, t mqttsn.TopicIDType, i
 // onPublishMinusOne handles a QoS -1 PUBLISH: fire and forget, from any address,
 // connected or not, with a predefined id or a short name (MQTT-SN 1.2 §6.8). It
 // keeps no state about the sender.
-func (e *Engine) onPublishMinusOne(ob *outbox, p peer, m *mqttsn.Publish, now time.Time) {
+func (e *Engine) onPublishMinusOne(ob *outbox, p session.Peer, m *mqttsn.Publish, now time.Time) {
 	var c *client
-	clientID, device := "", p.addr.String()
-	if cc := e.byPeer[p]; cc != nil && cc.state.connected() {
+	clientID, device := "", p.Addr.String()
+	if cc := e.clientAt(p); cc != nil && cc.state.connected() {
 		c, clientID, device = cc, cc.id, cc.id
-		e.touch(ob, cc, now)
+		e.refresh(ob, cc, p, now)
 	}
 	if m.Flags.TopicIDType == mqttsn.TopicNormal {
 		e.m.drop(dropMinusOneTopic)
-		e.debugBad(now, "QoS -1 PUBLISH with a normal topic id dropped", p.addr, nil, zap.Uint16("topic_id", m.TopicID))
+		e.debugBad(now, "QoS -1 PUBLISH with a normal topic id dropped", p.Addr, nil, zap.Uint16("topic_id", m.TopicID))
 		return
 	}
 	topic, ok := e.uplinkTopic(c, clientID, m.Flags.TopicIDType, m.TopicID)
 	if !ok {
 		// Nobody to answer: the sender may not even be listening.
 		e.m.drop(dropMinusOneTopic)
-		e.debugBad(now, "QoS -1 PUBLISH with an unknown predefined id dropped", p.addr, nil, zap.Uint16("topic_id", m.TopicID))
+		e.debugBad(now, "QoS -1 PUBLISH with an unknown predefined id dropped", p.Addr, nil, zap.Uint16("topic_id", m.TopicID))
 		return
 	}
 	o := op{kind: opPublish, device: device, qos: mqttsn.QoSMinusOne,
@@ -67,7 +68,7 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 		// §6.6: an unknown topic id is answered with PUBACK "rejected:
 		// invalid topic ID", whatever the QoS.
 		e.m.refuse(refuseInvalidTopic)
-		e.send(ob, c.peer, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
+		e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
 		if ce := e.log.Check(zap.DebugLevel, "PUBLISH to an unknown topic id"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.Stringer("id_type", m.Flags.TopicIDType), zap.Uint16("topic_id", m.TopicID))
 		}
@@ -80,14 +81,14 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			// already published: never publish twice (§6.13, §6.7 QoS 2).
 			e.m.duplicates.Inc()
 			if st == upReceived && qos == mqttsn.QoS2 {
-				e.send(ob, c.peer, &mqttsn.Pubrec{MsgID: m.MsgID})
+				e.send(ob, c.peer(), &mqttsn.Pubrec{MsgID: m.MsgID})
 			}
 			return
 		}
 		if qos == mqttsn.QoS1 && m.Flags.DUP && c.wasAcked(m.MsgID) {
 			// Our PUBACK was lost: acknowledge again without publishing again.
 			e.m.duplicates.Inc()
-			e.send(ob, c.peer, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
 			return
 		}
 	}
@@ -99,7 +100,7 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			return
 		}
 		e.m.refuse(refuseCongestion)
-		e.send(ob, c.peer, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Congestion})
+		e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Congestion})
 		return
 	}
 	if qos >= mqttsn.QoS1 {
@@ -123,7 +124,7 @@ func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
 	default:
 		e.m.duplicates.Inc() // our PUBCOMP was lost: complete again
 	}
-	e.send(ob, c.peer, &mqttsn.Pubcomp{MsgID: m.MsgID})
+	e.send(ob, c.peer(), &mqttsn.Pubcomp{MsgID: m.MsgID})
 }
 
 // onRegister answers a client's REGISTER with the topic id of the name.
@@ -138,7 +139,7 @@ func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
 func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.Time) {
 	if err := checkTopicName(m.TopicName); err != nil {
 		e.m.refuse(refuseInvalidTopic)
-		e.send(ob, c.peer, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
+		e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
 		if ce := e.log.Check(zap.DebugLevel, "REGISTER refused"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.Error(err))
 		}
@@ -147,11 +148,11 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 	id, ok := c.register(m.TopicName, e.o.MaxTopics)
 	if !ok {
 		e.m.refuse(refuseTopicLimit)
-		e.send(ob, c.peer, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.NotSupported})
+		e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.NotSupported})
 		if ce := e.log.Check(zap.DebugLevel, "REGISTER refused: max_topics reached"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.Int("max_topics", e.o.MaxTopics))
 		}
 		return
 	}
-	e.send(ob, c.peer, &mqttsn.Regack{TopicID: id, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+	e.send(ob, c.peer(), &mqttsn.Regack{TopicID: id, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
 }

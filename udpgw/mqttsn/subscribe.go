@@ -31,7 +31,7 @@ func (e *Engine) requestFilter(c *client, t mqttsn.TopicIDType, name string, id 
 func (e *Engine) onSubscribe(ob *outbox, c *client, m *mqttsn.Subscribe, now time.Time) {
 	refuse := func(code mqttsn.ReturnCode, r refuseReason, why string) {
 		e.m.refuse(r)
-		e.send(ob, c.peer, &mqttsn.Suback{TopicID: 0, MsgID: m.MsgID, ReturnCode: code})
+		e.send(ob, c.peer(), &mqttsn.Suback{TopicID: 0, MsgID: m.MsgID, ReturnCode: code})
 		if ce := e.log.Check(zap.DebugLevel, "SUBSCRIBE refused: "+why); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.String("filter", m.TopicName), zap.Uint16("topic_id", m.TopicID), zap.Stringer("code", code))
 		}
@@ -84,7 +84,7 @@ func (e *Engine) onUnsubscribe(ob *outbox, c *client, m *mqttsn.Unsubscribe, now
 	filter, ok := e.requestFilter(c, m.Flags.TopicIDType, m.TopicName, m.TopicID)
 	if !ok {
 		// UNSUBACK has no return code: nothing to unsubscribe from is done.
-		e.send(ob, c.peer, &mqttsn.Unsuback{MsgID: m.MsgID})
+		e.send(ob, c.peer(), &mqttsn.Unsuback{MsgID: m.MsgID})
 		return
 	}
 	delete(c.subs, filter)

@@ -118,19 +118,19 @@ func (e *Engine) run(o op) result {
 	ctx := e.opCtx
 	switch o.kind {
 	case opPublish:
-		return result{err: e.broker.Publish(ctx, o.device, o.msg)}
+		return result{err: e.env.Broker.Publish(ctx, o.device, o.msg)}
 	case opSubscribe:
 		ctx, cancel := context.WithTimeout(ctx, e.o.OpTimeout)
 		defer cancel()
 		id, filter := o.device, o.filter
-		granted, err := e.broker.Subscribe(ctx, o.device, o.filter, byte(o.qos), func(m udpgw.Message) { e.deliver(id, filter, m) })
+		granted, err := e.env.Broker.Subscribe(ctx, o.device, o.filter, byte(o.qos), func(m udpgw.Message) { e.deliver(id, filter, m) })
 		return result{err: err, granted: granted}
 	case opUnsubscribe:
 		ctx, cancel := context.WithTimeout(ctx, e.o.OpTimeout)
 		defer cancel()
-		return result{err: e.broker.Unsubscribe(ctx, o.device, o.filter)}
+		return result{err: e.env.Broker.Unsubscribe(ctx, o.device, o.filter)}
 	case opUnsubscribeAll:
-		e.broker.UnsubscribeAll(o.device)
+		e.env.Broker.UnsubscribeAll(o.device)
 	}
 	return result{}
 }
@@ -178,19 +178,19 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			delete(c.uplink, o.msgID)
 			code, r := returnCode(res.err)
 			e.m.refuse(r)
-			e.send(ob, c.peer, &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: code})
+			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: code})
 			return
 		}
 		if o.qos == mqttsn.QoS1 {
 			// MQTT-SN 1.2 §6.6: PUBACK, sent only now that the broker has it.
 			delete(c.uplink, o.msgID)
 			c.rememberAcked(o.msgID)
-			e.send(ob, c.peer, &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
+			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
 			return
 		}
 		// QoS 2 (§6.7 Figure 7): PUBREC now that the broker has it, once.
 		c.uplink[o.msgID] = upReceived
-		e.send(ob, c.peer, &mqttsn.Pubrec{MsgID: o.msgID})
+		e.send(ob, c.peer(), &mqttsn.Pubrec{MsgID: o.msgID})
 
 	case opSubscribe:
 		if !current {
@@ -203,7 +203,7 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			}
 			code, r := returnCode(res.err)
 			e.m.refuse(r)
-			e.send(ob, c.peer, &mqttsn.Suback{MsgID: o.msgID, ReturnCode: code})
+			e.send(ob, c.peer(), &mqttsn.Suback{MsgID: o.msgID, ReturnCode: code})
 			if ce := e.log.Check(zap.DebugLevel, "subscribe failed"); ce != nil {
 				ce.Write(zap.String("client", c.id), zap.String("filter", o.filter), zap.Error(res.err))
 			}
@@ -212,14 +212,14 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			if s := c.subs[o.filter]; s != nil {
 				s.qos, s.idType = granted, o.idType
 			}
-			e.send(ob, c.peer, &mqttsn.Suback{Flags: mqttsn.Flags{QoS: mqttsn.QoS(granted)}, TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
+			e.send(ob, c.peer(), &mqttsn.Suback{Flags: mqttsn.Flags{QoS: mqttsn.QoS(granted)}, TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
 		}
 		// Downlink held for this SUBACK may go now, after it.
-		e.pump(ob, c, e.o.Now())
+		e.pump(ob, c, e.env.Now())
 
 	case opUnsubscribe:
 		if current {
-			e.send(ob, c.peer, &mqttsn.Unsuback{MsgID: o.msgID})
+			e.send(ob, c.peer(), &mqttsn.Unsuback{MsgID: o.msgID})
 		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package raw is the plain-datagram listener: every datagram becomes one Uplink for
-// the handler, which maps it through the rules table. It has no protocol of its own,
-// so it never answers a device.
+// the handler, which maps it through the rules table, keeps the device's session
+// and may answer it (an ack, a downlink) through Send from the same socket, so a
+// NAT pinhole the device opened lets the answer in.
 //
 // Serve runs one reader goroutine (the caller's) and starts none; Close stops it.
 // The handler is called synchronously on the reader goroutine and must not block:
@@ -12,8 +13,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/mqttgw/mqttgw/udpgw"
 )
@@ -21,50 +22,68 @@ import (
 // Handler takes one uplink; Payload is only valid during the call.
 type Handler func(udpgw.Uplink)
 
+// Options configure a Listener.
+type Options struct {
+	Bind      string // HOST:PORT
+	MaxPacket int    // larger datagrams are dropped and counted
+	Handle    Handler
+}
+
 // Listener reads plain datagrams from one UDP socket.
 type Listener struct {
-	name      string
+	env       udpgw.Env
+	o         Options
 	conn      *net.UDPConn
-	maxPacket int
-	handle    Handler
-	// tooLarge is called for a datagram over maxPacket, which is dropped.
-	tooLarge  func(size int)
+	tooLarge  interface{ Inc() }
 	closeOnce sync.Once
 }
 
-// New wraps a bound socket. tooLarge may be nil.
-func New(name string, conn *net.UDPConn, maxPacket int, handle Handler, tooLarge func(size int)) *Listener {
-	if tooLarge == nil {
-		tooLarge = func(int) {}
+// New binds the listener's socket; nothing is read until Serve.
+func New(env udpgw.Env, o Options) (*Listener, error) {
+	env = env.WithDefaults()
+	if o.Handle == nil {
+		return nil, fmt.Errorf("raw: %s: no handler", env.Name)
 	}
-	return &Listener{name: name, conn: conn, maxPacket: maxPacket, handle: handle, tooLarge: tooLarge}
+	conn, err := udpgw.ListenUDP(o.Bind)
+	if err != nil {
+		return nil, err
+	}
+	tooLarge := env.Metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", env.Name, "reason", "too_large")
+	return &Listener{env: env, o: o, conn: conn, tooLarge: tooLarge}, nil
 }
 
 // Name implements udpgw.Listener.
-func (l *Listener) Name() string { return l.name }
+func (l *Listener) Name() string { return l.env.Name }
 
 // Addr implements udpgw.Listener.
 func (l *Listener) Addr() net.Addr { return l.conn.LocalAddr() }
+
+// Send writes one datagram to a device from the listener's socket.
+func (l *Listener) Send(to netip.AddrPort, b []byte) error {
+	_, err := l.conn.WriteToUDPAddrPort(b, to)
+	return err
+}
 
 // Serve implements udpgw.Listener.
 func (l *Listener) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	// One byte more than the limit tells an oversize datagram from one that fits.
-	buf := make([]byte, l.maxPacket+1)
+	buf := make([]byte, l.o.MaxPacket+1)
 	for {
 		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if udpgw.IsClosed(err) || ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("raw: %s: read: %w", l.name, err)
+			return fmt.Errorf("raw: %s: read: %w", l.env.Name, err)
 		}
-		if n > l.maxPacket {
-			l.tooLarge(n)
+		if n > l.o.MaxPacket {
+			l.tooLarge.Inc()
 			continue
 		}
-		l.handle(udpgw.Uplink{Listener: l.name, From: from, Payload: buf[:n], Received: time.Now()})
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		l.o.Handle(udpgw.Uplink{Listener: l.env.Name, From: from, Payload: buf[:n], Received: l.env.Now()})
 	}
 }
 

@@ -4,32 +4,20 @@ import (
 	"time"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 )
 
-// tickEvery is the driver's period: fine enough for RetryInterval, at most 1s.
-func (e *Engine) tickEvery() time.Duration {
+// TickEvery implements udpgw.Ticker: fine enough for RetryInterval, at most 1s.
+func (e *Engine) TickEvery() time.Duration {
 	return min(max(e.o.RetryInterval/4, 5*time.Millisecond), time.Second)
 }
 
-// drive is the engine's one periodic driver (ARCHITECTURE.md rule 7).
-func (e *Engine) drive(stop <-chan struct{}) {
-	t := time.NewTicker(e.tickEvery())
-	defer t.Stop()
-	e.tick(e.o.Now())
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			e.tick(e.o.Now())
-		}
-	}
-}
-
-// tick does every timed thing due at now: retransmissions towards clients,
-// will exchanges that stalled, persistent sessions past SessionExpiry, and
-// ADVERTISE.
-func (e *Engine) tick(now time.Time) {
+// Tick implements udpgw.Ticker: it does every timed thing of the engine due at
+// now: retransmissions towards clients, will exchanges that stalled, persistent
+// sessions past SessionExpiry, and ADVERTISE. The gateway's one driver calls
+// it (ARCHITECTURE.md rule 7); the engine has no timer of its own. Session
+// expiry after 1.5 keepalives is not here: the registry's, on the same driver.
+func (e *Engine) Tick(now time.Time) {
 	ob := getOutbox()
 	e.mu.Lock()
 	for c := range e.retrying {
@@ -52,7 +40,7 @@ func (e *Engine) tick(now time.Time) {
 		// MQTT-SN 1.2 §6.1: ADVERTISE every T_ADV, Duration = T_ADV in seconds.
 		e.nextAdv = now.Add(e.o.AdvertiseInterval)
 		secs := uint16(min(e.o.AdvertiseInterval/time.Second, 0xFFFF))
-		e.send(ob, peer{addr: e.advAddr}, &mqttsn.Advertise{GwID: e.o.GatewayID, Duration: secs})
+		e.send(ob, session.Peer{Addr: e.advAddr}, &mqttsn.Advertise{GwID: e.o.GatewayID, Duration: secs})
 	}
 	e.mu.Unlock()
 	e.flush(ob)

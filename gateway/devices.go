@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/mapping"
+	"github.com/mqttgw/mqttgw/proxy"
+	"github.com/mqttgw/mqttgw/session"
+)
+
+// sessionCreated is the registry's Created hook: a device's first contact, or
+// its return after it was lost. It gives the session its class (keepalive and
+// fallback will) and publishes the class's birth. It runs on the engine's
+// goroutine that touched the session, and only enqueues.
+func (g *Gateway) sessionCreated(s *session.Session) {
+	c := g.table.Class(s.Key.Listener, s.Key.Device)
+	if c == nil {
+		return
+	}
+	vars := mapping.DeviceVars{Device: s.Key.Device, Listener: s.Key.Listener, Addr: s.Addr().String()}
+	var will *session.Message
+	if m, ok, err := c.Will(vars); err != nil {
+		g.log.Warn("class will not usable for this device: no will", zap.String("class", c.Name), zapListener(s.Key.Listener), zap.String("device", s.Key.Device), zap.Error(err))
+	} else if ok {
+		will = &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain}
+	}
+	s.SetClass(c.Name, will)
+	if c.Keepalive > 0 {
+		s.SetKeepalive(c.Keepalive)
+	}
+	m, ok, err := c.Birth(vars)
+	switch {
+	case err != nil:
+		g.log.Warn("class birth not usable for this device: not published", zap.String("class", c.Name), zapListener(s.Key.Listener), zap.String("device", s.Key.Device), zap.Error(err))
+	case ok:
+		if g.proxy.Enqueue(proxy.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain}) == nil {
+			g.metrics.Counter("mqttgw_births_published_total", "Birth messages published on a device's first contact or return.", "listener", s.Key.Listener).Inc()
+		}
+	}
+}
+
+// sessionLost is the driver's step for a session silent for 1.5 keepalives: its
+// will (the device's own, mapped like its publishes, else its class's) goes out
+// exactly once.
+func (g *Gateway) sessionLost(s *session.Session) {
+	g.metrics.Counter("mqttgw_sessions_lost_total", "Sessions lost after 1.5 keepalives of silence.", "listener", s.Key.Listener).Inc()
+	log := g.log.With(zapListener(s.Key.Listener), zap.String("device", s.Key.Device))
+	log.Info("device lost: no traffic for 1.5 keepalives", zap.Duration("keepalive", s.Keepalive()))
+	w, own := s.Will()
+	if w == nil {
+		return
+	}
+	topic := w.Topic
+	if own {
+		b := g.brokers[s.Key.Listener]
+		if b == nil {
+			return
+		}
+		var err error
+		if topic, err = b.BrokerTopic(s.Key.Device, w.Topic); err != nil {
+			log.Warn("will topic cannot be mapped to a broker topic: no will", zap.Error(err))
+			return
+		}
+	}
+	if g.proxy.Enqueue(proxy.Message{Topic: topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}) == nil {
+		g.metrics.Counter("mqttgw_wills_published_total", "Wills published for sessions lost after 1.5 keepalives of silence.", "listener", s.Key.Listener).Inc()
+	}
+}
+
+// sessionGauges exports the sessions by listener and state.
+func (g *Gateway) sessionGauges() {
+	for _, lc := range g.cfg.Listeners {
+		for _, st := range []session.State{session.StateActive, session.StateAsleep, session.StateLost} {
+			g.metrics.GaugeFunc("mqttgw_sessions", "Device sessions, by listener and state.", func() float64 {
+				return float64(g.sessions.Count(lc.Name, st))
+			}, "listener", lc.Name, "state", st.String())
+		}
+	}
+	g.metrics.GaugeFunc("mqttgw_downlinks_expired_total", "Queued downlinks dropped unsent after their ttl.", func() float64 {
+		return float64(g.expiredDownlinks.Load())
+	})
+}
+
+// Device is one entry of GET /devices.
+type Device struct {
+	Listener        string    `json:"listener"`
+	Protocol        string    `json:"protocol"`
+	Device          string    `json:"device"`
+	Class           string    `json:"class,omitempty"`
+	Addr            string    `json:"addr"`
+	FirstSeen       time.Time `json:"first_seen"`
+	LastSeen        time.Time `json:"last_seen"`
+	State           string    `json:"state"`
+	QueuedDownlinks int       `json:"queued_downlinks"`
+}
+
+// Devices lists the sessions, sorted by listener and device; empty listener or
+// state filters nothing.
+func (g *Gateway) Devices(listener, state string) []Device {
+	out := []Device{}
+	g.sessions.Range(func(s *session.Session) bool {
+		in := s.Info()
+		if (listener == "" || in.Listener == listener) && (state == "" || in.State.String() == state) {
+			out = append(out, Device{Listener: in.Listener, Protocol: in.Protocol, Device: in.Device, Class: in.Class,
+				Addr: in.Addr.String(), FirstSeen: in.FirstSeen.UTC(), LastSeen: in.LastSeen.UTC(), State: in.State.String(), QueuedDownlinks: in.Queued})
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b Device) int {
+		if c := strings.Compare(a.Listener, b.Listener); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Device, b.Device)
+	})
+	return out
+}
+
+// serveDevices is GET /devices[?listener=NAME][&state=active|asleep|lost].
+func (g *Gateway) serveDevices(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := q.Get("state")
+	if _, ok := session.ParseState(state); state != "" && !ok {
+		http.Error(w, "state: want active, asleep or lost", http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(g.Devices(q.Get("listener"), state))
+}
+
+func zapListener(name string) zap.Field { return zap.String("listener", name) }

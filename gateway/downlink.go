@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/mapping"
+	"github.com/mqttgw/mqttgw/metrics"
+	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
+)
+
+// downlinks turns broker messages into datagrams for plain-UDP devices
+// ([[downlink]]): each downlink's filter is one hub subscription; a message is
+// encoded and sent from the listener's socket to the device's last address at
+// once ("now"), or queued in the device's session and sent right after its next
+// datagram ("on_uplink", for devices that listen only briefly after they
+// transmit). A device without a live session has no address: its downlink is
+// dropped and counted.
+type downlinks struct {
+	g *Gateway
+}
+
+func (d *downlinks) counter(listener, outcome string) *metrics.Counter {
+	return d.g.metrics.Counter("mqttgw_downlinks_total", "Downlinks to plain-UDP devices, by outcome: sent, queued, dropped_overflow (oldest queued dropped), no_session, encode_error, send_failed.", "listener", listener, "outcome", outcome)
+}
+
+// subscribe makes the hub deliver each downlink's messages; before the broker
+// is connected the proxy only records the subscription.
+func (d *downlinks) subscribe(ctx context.Context) error {
+	for _, dl := range d.g.table.Downlinks() {
+		o := owner{dl.Listener, "\x00downlink\x00" + dl.Name}
+		if err := d.g.hub.subscribe(ctx, o, dl.Filter, subscriber{qos: 1, deliver: func(m udpgw.Message) { d.deliver(dl, m) }}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliver runs on the broker's delivery goroutine: it never blocks.
+func (d *downlinks) deliver(dl *mapping.Downlink, m udpgw.Message) {
+	device, b, ok, err := dl.Encode(m.Topic, m.Payload)
+	if !ok {
+		return
+	}
+	if err != nil {
+		d.counter(dl.Listener, "encode_error").Inc()
+		if ce := d.g.log.Check(zap.DebugLevel, "downlink not encoded"); ce != nil {
+			ce.Write(zap.String("downlink", dl.Name), zap.String("topic", m.Topic), zap.Error(err))
+		}
+		return
+	}
+	s := d.g.sessions.Lookup(session.Key{Listener: dl.Listener, Device: device})
+	if s == nil {
+		d.counter(dl.Listener, "no_session").Inc()
+		return
+	}
+	if dl.OnUplink {
+		if s.Enqueue(session.Queued{Data: b, Expires: time.Now().Add(dl.TTL)}, dl.MaxQueued) {
+			d.counter(dl.Listener, "dropped_overflow").Inc()
+		}
+		d.counter(dl.Listener, "queued").Inc()
+		return
+	}
+	d.send(dl.Listener, s.Addr(), b)
+}
+
+// flushQueued sends the downlinks that waited for the device's datagram, to the
+// address it just came from.
+func (d *downlinks) flushQueued(listener string, s *session.Session, to netip.AddrPort, now time.Time) {
+	if s.QueuedLen() == 0 {
+		return
+	}
+	due, expired := s.TakeQueued(now)
+	if expired > 0 {
+		d.g.expiredDownlinks.Add(uint64(expired))
+	}
+	for _, b := range due {
+		d.send(listener, to, b)
+	}
+}
+
+func (d *downlinks) send(listener string, to netip.AddrPort, b []byte) {
+	l := d.g.raws[listener]
+	if l == nil {
+		return
+	}
+	if err := l.Send(to, b); err != nil {
+		d.counter(listener, "send_failed").Inc()
+		d.g.log.Debug("downlink not sent", zapListener(listener), zap.Stringer("to", to), zap.Error(err))
+		return
+	}
+	d.counter(listener, "sent").Inc()
+}
