@@ -1,6 +1,7 @@
 // Command mqttgw is the gateway binary: `run` serves, `check` validates a config and
-// runs its inline rule tests, `rules test` dry-runs one datagram, `version` prints
-// the build. Exit codes: 0 success, 1 a failed check or run, 2 bad usage.
+// runs its inline rule and downlink tests, `rules test` dry-runs one datagram (or
+// one downlink message), `devices` lists a running gateway's sessions, `version`
+// prints the build. Exit codes: 0 success, 1 a failed check or run, 2 bad usage.
 package main
 
 import (
@@ -19,6 +20,10 @@ Usage:
   mqttgw check [--config] FILE      validate a config and run its inline rule tests
   mqttgw rules test --config FILE --listener NAME (--hex HEX | --text TEXT | --file F) [--from ADDR]
                                     map one datagram without a broker and print the result
+  mqttgw rules test --config FILE --downlink NAME --topic TOPIC [--payload PAYLOAD]
+                                    encode one MQTT message as a downlink datagram
+  mqttgw devices [--metrics HOST:PORT] [--listener NAME] [--state active|asleep|lost] [--json]
+                                    list a running gateway's device sessions
   mqttgw pub (--mqttsn HOST:PORT | --coap URL) ...   publish as a device
   mqttgw sub (--mqttsn HOST:PORT | --coap URL) ...   subscribe (or observe) as a device
   mqttgw bench (--mqttsn HOST:PORT | --coap URL) ... the load tool
@@ -43,10 +48,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "rules":
 		if len(args) < 2 || args[1] != "test" {
-			fmt.Fprintln(stderr, "usage: mqttgw rules test --config FILE --listener NAME (--hex HEX | --text TEXT | --file F) [--from ADDR]")
+			fmt.Fprintln(stderr, rulesTestUsage)
 			return 2
 		}
 		return cmdRulesTest(args[2:], stdout, stderr)
+	case "devices":
+		return cmdDevices(args[1:], stdout, stderr)
 	case "pub":
 		return cmdPub(args[1:], stdout, stderr)
 	case "sub":
