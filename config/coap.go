@@ -2,12 +2,6 @@ package config
 
 import "time"
 
-// CoAP listener types (RFC 7252): plain UDP, and DTLS 1.2 (§9).
-const (
-	ListenerCoAP  = "coap"
-	ListenerCoAPS = "coaps"
-)
-
 // CoAP configures a listener of type "coap" or "coaps" ([listener.coap]).
 type CoAP struct {
 	// Notify is the message type of Observe notifications: "non" (default) or "con".

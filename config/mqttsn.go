@@ -5,9 +5,6 @@ import (
 	"time"
 )
 
-// ListenerMQTTSN is the MQTT-SN 1.2 gateway listener type.
-const ListenerMQTTSN = "mqttsn"
-
 // MQTTSNGlobal is the top-level [mqttsn] table.
 type MQTTSNGlobal struct {
 	// Predefined topic ids, known to gateway and clients without REGISTER

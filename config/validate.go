@@ -12,15 +12,6 @@ import (
 	"unicode/utf8"
 )
 
-// ListenerUDP is the plain-datagram listener type, mapped by [[rule]]s.
-const ListenerUDP = "udp"
-
-// knownListenerTypes lists the listener types in the order error messages name them.
-var knownListenerTypes = []string{ListenerUDP, ListenerMQTTSN, ListenerCoAP, ListenerCoAPS}
-
-// defaultPorts is where a listener binds on loopback when bind is not set.
-var defaultPorts = map[string]string{ListenerMQTTSN: "1884", ListenerCoAP: "5683", ListenerCoAPS: "5684"}
-
 // MaxDatagram is the largest UDP payload over IPv4 (65535 − 8 − 20).
 const MaxDatagram = 65507
 
@@ -59,8 +50,8 @@ func (c *Config) applyDefaults() {
 		if l.MaxPacket == 0 {
 			l.MaxPacket = MaxDatagram
 		}
-		if l.Bind == "" && defaultPorts[l.Type] != "" {
-			l.Bind = "127.0.0.1:" + defaultPorts[l.Type]
+		if port := l.Kind().DefaultPort; l.Bind == "" && port != "" {
+			l.Bind = "127.0.0.1:" + port
 		}
 		l.MQTTSN.applyDefaults()
 		l.CoAP.applyDefaults()
@@ -202,11 +193,11 @@ func (c *Config) validate() Problems {
 				names[l.Name] = i
 			}
 		}
-		if !contains(knownListenerTypes, l.Type) {
+		if _, ok := KindOf(l.Type); !ok {
 			if l.Type == "" {
-				add(key+".type", "missing: want one of %s", strings.Join(knownListenerTypes, ", "))
+				add(key+".type", "missing: want one of %s", strings.Join(listenerTypes(), ", "))
 			} else {
-				add(key+".type", "unknown listener type %q: want one of %s", l.Type, strings.Join(knownListenerTypes, ", "))
+				add(key+".type", "unknown listener type %q: want one of %s", l.Type, strings.Join(listenerTypes(), ", "))
 			}
 		}
 		if l.Bind == "" {
@@ -224,16 +215,17 @@ func (c *Config) validate() Problems {
 		if l.Mountpoint != "" && strings.ContainsAny(l.Mountpoint, "+#\x00") {
 			add(key+".mountpoint", "%q must not contain '+', '#' or NUL", l.Mountpoint)
 		}
-		switch l.Type {
-		case ListenerMQTTSN:
+		opts := l.Kind().Options
+		switch opts {
+		case "mqttsn":
 			l.MQTTSN.validate(key+".mqttsn", add)
-		case ListenerCoAP, ListenerCoAPS:
+		case "coap":
 			l.CoAP.validate(key+".coap", add)
 		}
-		if l.Type != ListenerMQTTSN && c.isSet(key+".mqttsn") {
+		if opts != "mqttsn" && c.isSet(key+".mqttsn") {
 			warn(key+".mqttsn", "ignored: the listener's type is %q, not \"mqttsn\"", l.Type)
 		}
-		if l.Type != ListenerCoAP && l.Type != ListenerCoAPS && c.isSet(key+".coap") {
+		if opts != "coap" && c.isSet(key+".coap") {
 			warn(key+".coap", "ignored: the listener's type is %q, not \"coap\" or \"coaps\"", l.Type)
 		}
 		if l.DeadLetterTopic != "" {

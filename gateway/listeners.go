@@ -10,37 +10,29 @@ import (
 	"github.com/mqttgw/mqttgw/udpgw/raw"
 )
 
-// rawKeepalive is how long a plain-UDP device without a class keepalive stays
-// listed without traffic (times 1.5): it has no will, so its loss only frees
-// its record.
-const rawKeepalive = 24 * time.Hour
-
 // newListener builds the listener of lc's type, every type the same way: an
 // engine made from g.env(lc) and its own options (raw here, mqttsn.go, coap.go),
 // then declared to the device registry with its protocol, default keepalive and
 // owner, and to the driver when it has timed work.
 func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
 	var (
-		l         udpgw.Listener
-		err       error
-		keepalive time.Duration
+		l   udpgw.Listener
+		err error
 	)
 	switch lc.Type {
 	case config.ListenerUDP:
 		l, err = g.newRawListener(lc)
-		keepalive = rawKeepalive
 	case config.ListenerMQTTSN:
-		l, err = g.newMQTTSNListener(lc) // a CONNECT's Duration sets each client's
+		l, err = g.newMQTTSNListener(lc)
 	case config.ListenerCoAP, config.ListenerCoAPS:
 		l, err = g.newCoAPListener(lc)
-		keepalive = lc.CoAP.Keepalive.D()
 	default:
 		err = fmt.Errorf("gateway: listener %q: unknown type %q", lc.Name, lc.Type)
 	}
 	if err != nil {
 		return nil, err
 	}
-	sl := session.Listener{Protocol: lc.Type, Keepalive: keepalive}
+	sl := session.Listener{Protocol: lc.Type, Keepalive: lc.SessionKeepalive()}
 	if o, ok := l.(session.Owner); ok {
 		sl.Owner = o
 	}

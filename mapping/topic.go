@@ -32,7 +32,8 @@ type patLevel struct {
 
 // protocolListener reports whether rules of listener type typ are topic rules.
 func protocolListener(typ string) bool {
-	return typ == config.ListenerMQTTSN || typ == config.ListenerCoAP || typ == config.ListenerCoAPS
+	k, _ := config.KindOf(typ)
+	return k.TopicRules
 }
 
 func (c *compiler) topicRule(i int, cr *config.Rule) *topicRule {
