@@ -3,7 +3,6 @@ package mapping
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/mqttgw/mqttgw/config"
@@ -185,37 +184,7 @@ func (c *compiler) classMessage(key string, m *config.ClassMessage, lookup func(
 	if m.QoS > 2 {
 		c.add(key+".qos", "qos %d is not 0, 1 or 2", m.QoS)
 	}
-	tk := key + ".topic"
-	switch why := badTopicText(m.Topic); {
-	case m.Topic == "":
-		c.add(tk, "missing: a will or birth needs a topic, such as \"devices/{device}/status\"")
-	case why != "":
-		c.add(tk, "topic %q %s", m.Topic, why)
-	default:
-		parts, err := parseTemplate(m.Topic)
-		if err != nil {
-			c.add(tk, "topic %q: %v", m.Topic, err)
-			break
-		}
-		for _, pt := range parts {
-			if !pt.isName {
-				continue
-			}
-			if b, ok := lookup(pt.text); ok && b.slot < 0 {
-				if why := unsafeLevel([]byte(b.constant), false); why != "" {
-					c.add(tk, "{%s} is %q, which cannot be a topic level: it %s", pt.text, b.constant, why)
-				}
-			}
-		}
-		segs, unknown := bindTemplate("", parts, lookup)
-		if len(unknown) > 0 {
-			c.add(tk, "unknown placeholder %s in topic %q (known: %s)", braces(unknown), m.Topic, list(classNames))
-		}
-		out.topic = segs
-		if len(segs) > 0 && segs[0].slot < 0 && strings.HasPrefix(segs[0].lit, "$") {
-			c.warn(tk, "topic %q starts with '$', which is reserved for the broker (MQTT 3.1.1 §4.7.2)", m.Topic)
-		}
-	}
+	out.topic = c.topicTemplate(key+".topic", m.Topic, "missing: a will or birth needs a topic, such as \"devices/{device}/status\"", "", lookup, classNames)
 	parts, err := parseTemplate(m.Payload)
 	if err != nil {
 		c.add(key+".payload", "payload: %v", err)

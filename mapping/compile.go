@@ -276,6 +276,7 @@ func compile(gatewayID string, listeners []config.Listener, rules []config.Rule,
 			}
 		}
 	}
+	c.reBroken = false // a rule's state: classes have no regex
 	classNames := map[string]int{}
 	for i := range classes {
 		if cl := c.class(i, &classes[i], classNames); cl != nil {
@@ -705,43 +706,52 @@ func decimalScale(scale float64) int {
 	return 0
 }
 
+// topicTemplate compiles a topic template (a rule's publish, a class's will or
+// birth) behind mount: it must be a valid topic, every name known, and a
+// constant substituted into it must be a safe topic level. missing is the
+// problem for an empty template.
+func (c *compiler) topicTemplate(key, topic, missing, mount string, lookup func(string) (binding, bool), known []string) []segment {
+	why := badTopicText(topic)
+	switch {
+	case topic == "":
+		c.add(key, "%s", missing)
+		return nil
+	case why != "":
+		c.add(key, "topic %q %s", topic, why)
+		return nil
+	}
+	parts, err := parseTemplate(topic)
+	if err != nil {
+		c.add(key, "topic %q: %v", topic, err)
+		return nil
+	}
+	for _, pt := range parts {
+		if !pt.isName {
+			continue
+		}
+		if b, ok := lookup(pt.text); ok && b.slot < 0 {
+			if why := unsafeLevel([]byte(b.constant), false); why != "" {
+				c.add(key, "{%s} is %q, which cannot be a topic level: it %s", pt.text, b.constant, why)
+			}
+		}
+	}
+	segs, unknown := bindTemplate(mount, parts, lookup)
+	if len(unknown) > 0 && !c.reBroken {
+		c.add(key, "unknown placeholder %s in topic %q (known: %s)", braces(unknown), topic, list(known))
+	}
+	if len(segs) > 0 && segs[0].slot < 0 && strings.HasPrefix(segs[0].lit, "$") {
+		c.warn(key, "topic %q starts with '$', which is reserved for the broker (MQTT 3.1.1 §4.7.2)", mount+topic)
+	}
+	return segs
+}
+
 func (c *compiler) publish(key string, p *config.Publish, mount string, lookup func(string) (binding, bool), known []string) publish {
 	out := publish{qos: byte(p.QoS), retain: p.Retain}
 	if p.QoS > 2 {
 		c.add(key+".qos", "qos %d is not 0, 1 or 2", p.QoS)
 	}
 
-	tk := key + ".topic"
-	switch why := badTopicText(p.Topic); {
-	case p.Topic == "":
-		c.add(tk, "topic is empty")
-	case why != "":
-		c.add(tk, "topic %q %s", p.Topic, why)
-	default:
-		parts, err := parseTemplate(p.Topic)
-		if err != nil {
-			c.add(tk, "topic %q: %v", p.Topic, err)
-			break
-		}
-		for _, pt := range parts {
-			if !pt.isName {
-				continue
-			}
-			if b, ok := lookup(pt.text); ok && b.slot < 0 {
-				if why := unsafeLevel([]byte(b.constant), false); why != "" {
-					c.add(tk, "{%s} is %q, which cannot be a topic level: it %s", pt.text, b.constant, why)
-				}
-			}
-		}
-		segs, unknown := bindTemplate(mount, parts, lookup)
-		if len(unknown) > 0 && !c.reBroken {
-			c.add(tk, "unknown placeholder %s in topic %q (known: %s)", braces(unknown), p.Topic, list(known))
-		}
-		out.topic = segs
-		if len(segs) > 0 && segs[0].slot < 0 && strings.HasPrefix(segs[0].lit, "$") {
-			c.warn(tk, "topic %q starts with '$', which is reserved for the broker (MQTT 3.1.1 §4.7.2)", mount+p.Topic)
-		}
-	}
+	out.topic = c.topicTemplate(key+".topic", p.Topic, "topic is empty", mount, lookup, known)
 
 	switch p.Payload {
 	case "json":
