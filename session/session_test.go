@@ -191,3 +191,24 @@ func TestRefreshNeverCreates(t *testing.T) {
 		t.Fatal("Refresh revived or created an ended session")
 	}
 }
+
+// BenchmarkTouchExisting is the registry's cost on the hot path: one datagram
+// from a known device (shard lookup, liveness, no address change), from every
+// core at once.
+func BenchmarkTouchExisting(b *testing.B) {
+	r := New(Options{})
+	const n = 10_000
+	keys := make([]Key, n)
+	for i := range keys {
+		keys[i] = Key{"sensors", fmt.Sprintf("meter-%06d", i)}
+		r.Touch(keys[i], a1, t0)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			r.Touch(keys[i%n], a1, t0)
+			i++
+		}
+	})
+}
