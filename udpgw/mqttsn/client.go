@@ -39,6 +39,10 @@ type client struct {
 	// worker's answer for an older connection is not sent to a newer one.
 	gen   uint32
 	since time.Time // when it disconnected (stateDisconnected)
+	// The CONNECT that made the current connection, to tell a copy the
+	// network made from a new CONNECT: its flags and Duration, and when.
+	connSig connectSig
+	connAt  int64 // unix nanoseconds
 
 	// Topic ids registered by either side (MQTT-SN 1.2 §6.5).
 	topics topicTable
@@ -59,10 +63,11 @@ type client struct {
 	// Uplink QoS 1 and 2 publishes in progress or, for QoS 2, received and
 	// waiting for PUBREL (MQTT-SN 1.2 §6.7, duplicate detection), by MsgId.
 	uplink map[uint16]uplinkState
-	// acked holds the MsgIds of the last QoS 1 publishes acknowledged, to
-	// answer a DUP retransmission without publishing again.
-	acked  [4]uint16
-	ackedN uint8
+	// done holds the last QoS 1 and 2 publishes the gateway completed (PUBACK
+	// or PUBREC sent), so that a repeat within the duplicate window is never
+	// published again; nil until the first one.
+	done  *[4]doneUplink
+	doneN uint8
 
 	// Broker operations, run one at a time by the workers.
 	ops    []op
@@ -134,15 +139,40 @@ func (c *client) register(name string, max int) (id uint16, ok bool) {
 
 func (c *client) unregister(id uint16) { c.topics.remove(id) }
 
-func (c *client) rememberAcked(id uint16) {
-	c.acked[c.ackedN%uint8(len(c.acked))] = id
-	c.ackedN++
+// connectSig is what identifies a CONNECT besides its client id and address.
+type connectSig struct {
+	duration uint16
+	clean    bool
+	will     bool
 }
 
-func (c *client) wasAcked(id uint16) bool {
-	n := min(int(c.ackedN), len(c.acked))
-	for i := range n {
-		if c.acked[i] == id {
+// doneUplink is one completed QoS 1 or 2 publish of a client: its MsgId and a
+// digest of its topic and payload. A link that duplicates datagrams delivers the
+// same PUBLISH again, DUP flag clear, after the exchange ended; only the id,
+// topic and payload together tell it from a new message reusing the id.
+type doneUplink struct {
+	at    int64 // unix nanoseconds of completion
+	sum   uint64
+	msgID uint16
+	qos   mqttsn.QoS
+}
+
+// rememberDone records a completed publish.
+func (c *client) rememberDone(id uint16, qos mqttsn.QoS, sum uint64, now time.Time) {
+	if c.done == nil {
+		c.done = new([4]doneUplink)
+	}
+	c.done[c.doneN%uint8(len(c.done))] = doneUplink{at: now.UnixNano(), sum: sum, msgID: id, qos: qos}
+	c.doneN++
+}
+
+// wasDone reports whether the publish (id, sum) completed within window of now.
+func (c *client) wasDone(id uint16, sum uint64, now time.Time, window time.Duration) bool {
+	if c.done == nil {
+		return false
+	}
+	for _, d := range c.done[:min(int(c.doneN), len(c.done))] {
+		if d.msgID == id && d.sum == sum && now.UnixNano()-d.at <= int64(window) {
 			return true
 		}
 	}

@@ -45,6 +45,17 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		reject(mqttsn.Congestion, refuseMaxClients, "max_clients reached", nil)
 		return
 	}
+	sig := connectSig{duration: m.Duration, clean: m.Flags.CleanSession, will: m.Flags.Will}
+	if c := e.byID[m.ClientID]; c != nil && c.state == stateActive && c.peer() == p && c.connSig == sig &&
+		now.UnixNano()-c.connAt <= int64(e.connectDupWindow()) {
+		// The same CONNECT again, from the same address, just after it was
+		// accepted: a copy the link made, or a retransmission whose CONNACK was
+		// lost. Answer it again and change nothing: treating it as new would
+		// wipe (clean) or reset the session the client is already using.
+		e.m.duplicates.Inc()
+		e.send(ob, p, &mqttsn.Connack{ReturnCode: mqttsn.Accepted})
+		return
+	}
 	if m.Flags.Will {
 		// A repeated CONNECT restarts the exchange (the client retransmits
 		// CONNECT when an answer was lost).
@@ -57,7 +68,15 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		return
 	}
 	delete(e.pending, p)
-	e.accept(ob, p, m.ClientID, m.Flags.CleanSession, m.Duration, nil, now)
+	e.accept(ob, p, m.ClientID, connectSig{duration: m.Duration, clean: m.Flags.CleanSession}, nil, now)
+}
+
+// connectDupWindow is how long after a CONNECT an identical one from the same
+// address is taken for a copy of it: a client waits T_RETRY before it sends
+// CONNECT again (MQTT-SN 1.2 §6.13), and a restarted device that really wants a
+// clean session comes later or from another port.
+func (e *Engine) connectDupWindow() time.Duration {
+	return e.o.RetryInterval * time.Duration(e.o.MaxRetries+1)
 }
 
 // onWillTopic handles WILLTOPIC during a will exchange. MQTT-SN 1.2 §6.2.
@@ -65,7 +84,7 @@ func (e *Engine) onWillTopic(ob *outbox, p session.Peer, pc *pendingConnect, m *
 	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
 		// An empty WILLTOPIC: no will after all (§5.4.7).
 		delete(e.pending, p)
-		e.accept(ob, p, pc.clientID, pc.clean, pc.duration, nil, now)
+		e.accept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, nil, now)
 		return
 	}
 	if err := checkTopicName(m.Topic); err != nil {
@@ -95,7 +114,7 @@ func (e *Engine) onWillMsg(ob *outbox, p session.Peer, pc *pendingConnect, m *mq
 	delete(e.pending, p)
 	w := pc.will
 	w.Payload = bytes.Clone(m.WillMsg)
-	e.accept(ob, p, pc.clientID, pc.clean, pc.duration, &w, now)
+	e.accept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, &w, now)
 }
 
 // accept completes a CONNECT: take-over, clean or resumed session, CONNACK,
@@ -103,7 +122,8 @@ func (e *Engine) onWillMsg(ob *outbox, p session.Peer, pc *pendingConnect, m *mq
 // device's session is created (or kept, for a CONNECT again from the same
 // address) in the registry, which runs the gateway's Created hook; the CONNECT's
 // Duration is its keepalive and will (nil: none) its own will.
-func (e *Engine) accept(ob *outbox, p session.Peer, id string, clean bool, duration uint16, will *session.Message, now time.Time) {
+func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, will *session.Message, now time.Time) {
+	clean, duration := sig.clean, sig.duration
 	c := e.byID[id]
 	if c == nil {
 		c = &client{id: id, state: stateGone}
@@ -134,6 +154,7 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, clean bool, durat
 	c.subscribing = 0
 	c.state = stateActive
 	c.clean = clean
+	c.connSig, c.connAt = sig, now.UnixNano()
 	delete(e.parked, c)
 	s, _ := e.env.Sessions.Touch(c.key(e.env.Name), p, now)
 	c.sess = s
@@ -302,7 +323,7 @@ func (e *Engine) resetSession(c *client) {
 		e.m.dropped[dropSessionEnded].Add(uint64(n))
 	}
 	c.uplink = nil
-	c.ackedN = 0
+	c.done, c.doneN = nil, 0
 	c.awakeBudget = 0
 }
 

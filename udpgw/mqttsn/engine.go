@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"os"
@@ -30,6 +31,7 @@ type Engine struct {
 	predef  predefined
 	advAddr netip.AddrPort // valid when advertising
 	badLog  limiter
+	seed    maphash.Seed // of publish digests (duplicate detection)
 
 	// opCtx bounds the broker operations; cancelled when the drain ends.
 	opCtx    context.Context
@@ -92,6 +94,7 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 		predef:   newPredefined(o.Predefined),
 		advAddr:  advAddr,
 		badLog:   limiter{perSecond: 10},
+		seed:     maphash.MakeSeed(),
 		byID:     map[string]*client{},
 		pending:  map[session.Peer]*pendingConnect{},
 		retrying: map[*client]struct{}{},

@@ -2,6 +2,7 @@ package mqttsn
 
 import (
 	"bytes"
+	"hash/maphash"
 	"time"
 
 	"go.uber.org/zap"
@@ -85,10 +86,15 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			}
 			return
 		}
-		if qos == mqttsn.QoS1 && m.Flags.DUP && c.wasAcked(m.MsgID) {
-			// Our PUBACK was lost: acknowledge again without publishing again.
+		if c.wasDone(m.MsgID, e.digest(topic, m.Data), now, e.dupWindow()) {
+			// Completed already: a retransmission whose PUBACK was lost, or a
+			// copy the network made. QoS 1 is acknowledged again; a QoS 2
+			// exchange ended with PUBCOMP, so its copy needs no answer.
+			// Never published twice (MQTT-SN 1.2 §6.13).
 			e.m.duplicates.Inc()
-			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+			if qos == mqttsn.QoS1 {
+				e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+			}
 			return
 		}
 	}
@@ -109,6 +115,23 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 		}
 		c.uplink[m.MsgID] = upPublishing
 	}
+}
+
+// digest identifies a publish's topic and payload for duplicate detection.
+func (e *Engine) digest(topic string, payload []byte) uint64 {
+	var h maphash.Hash
+	h.SetSeed(e.seed)
+	h.WriteString(topic)
+	h.WriteByte(0)
+	h.Write(payload)
+	return h.Sum64()
+}
+
+// dupWindow is how long a completed publish is remembered: longer than a
+// client's retransmissions last (N_RETRY × T_RETRY, MQTT-SN 1.2 §6.13, with the
+// spec's largest values as a floor since clients keep their own timers).
+func (e *Engine) dupWindow() time.Duration {
+	return max(2*time.Duration(e.o.MaxRetries+1)*e.o.RetryInterval, 90*time.Second)
 }
 
 // onPubrel ends an inbound QoS 2 exchange: the message was published once, at

@@ -184,12 +184,13 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 		if o.qos == mqttsn.QoS1 {
 			// MQTT-SN 1.2 §6.6: PUBACK, sent only now that the broker has it.
 			delete(c.uplink, o.msgID)
-			c.rememberAcked(o.msgID)
+			c.rememberDone(o.msgID, o.qos, e.digest(o.msg.Topic, o.msg.Payload), e.env.Now())
 			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
 			return
 		}
 		// QoS 2 (§6.7 Figure 7): PUBREC now that the broker has it, once.
 		c.uplink[o.msgID] = upReceived
+		c.rememberDone(o.msgID, o.qos, e.digest(o.msg.Topic, o.msg.Payload), e.env.Now())
 		e.send(ob, c.peer(), &mqttsn.Pubrec{MsgID: o.msgID})
 
 	case opSubscribe:
