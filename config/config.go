@@ -59,8 +59,13 @@ type Upstream struct {
 	// ReconnectMin and ReconnectMax bound the exponential reconnect backoff.
 	ReconnectMin Duration `toml:"reconnect_min"`
 	ReconnectMax Duration `toml:"reconnect_max"`
-	TLS          TLS      `toml:"tls"`
-	Embedded     Embedded `toml:"embedded"`
+	// QueueMessages and QueueBytes bound the store-and-forward queue of
+	// publishes nobody waits on (plain datagrams, wills, births); when either is
+	// reached the oldest are dropped and counted.
+	QueueMessages int      `toml:"queue_messages"`
+	QueueBytes    int      `toml:"queue_bytes"`
+	TLS           TLS      `toml:"tls"`
+	Embedded      Embedded `toml:"embedded"`
 }
 
 // TLS configures the client side of a TLS connection to the broker.

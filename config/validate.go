@@ -148,6 +148,12 @@ func (c *Config) validate() Problems {
 	if u.Keepalive.D() > 65535*time.Second {
 		add("upstream.keepalive", "must be at most 65535s (MQTT 3.1.1 §3.1.2.10)")
 	}
+	if u.QueueMessages < 0 {
+		add("upstream.queue_messages", "%d: want a positive number of messages (0: the default, 10000)", u.QueueMessages)
+	}
+	if u.QueueBytes < 0 || u.QueueBytes > 0 && u.QueueBytes < MaxDatagram {
+		add("upstream.queue_bytes", "%d: want at least %d bytes, one largest datagram (0: the default, 64 MiB)", u.QueueBytes, MaxDatagram)
+	}
 	if u.ReconnectMin > u.ReconnectMax {
 		add("upstream.reconnect_min", "%v is larger than reconnect_max %v", u.ReconnectMin.D(), u.ReconnectMax.D())
 	}

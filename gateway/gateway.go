@@ -89,6 +89,8 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		Keepalive:      u.Keepalive.D(),
 		ConnectTimeout: u.ConnectTimeout.D(),
 		PublishTimeout: u.PublishTimeout.D(),
+		QueueSize:      u.QueueMessages,
+		QueueBytes:     u.QueueBytes,
 		ReconnectMin:   u.ReconnectMin.D(),
 		ReconnectMax:   u.ReconnectMax.D(),
 		TLS:            tlsConf,

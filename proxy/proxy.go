@@ -52,9 +52,12 @@ type Options struct {
 	StatusTopic string
 	// EmbeddedListen is where the embedded broker listens when URL is "embedded".
 	EmbeddedListen string
-	// QueueSize bounds the store-and-forward queue (default 10000 messages); when it is
-	// full the oldest message is dropped and counted.
-	QueueSize int
+	// QueueSize (default 10000 messages) and QueueBytes (default 64 MiB of topics
+	// and payloads) bound the store-and-forward queue; when either is reached the
+	// oldest messages are dropped and counted. Bytes matter: 10000 datagrams of
+	// 60 KB would otherwise hold 600 MB while the broker is away.
+	QueueSize  int
+	QueueBytes int
 	// Window bounds queued publishes awaiting the broker's acknowledgement (default 256).
 	Window int
 	// OnMessage receives every message of every subscription, once per PUBLISH the
@@ -113,6 +116,9 @@ func New(o Options) (*Proxy, error) {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 10000
 	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 64 << 20
+	}
 	if o.Window <= 0 {
 		o.Window = 256
 	}
@@ -142,6 +148,11 @@ func New(o Options) (*Proxy, error) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return float64(p.queue.len())
+	})
+	r.GaugeFunc("mqttgw_upstream_queue_bytes", "Bytes of topics and payloads waiting in the store-and-forward queue.", func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(p.queue.bytes)
 	})
 	return p, nil
 }
@@ -339,15 +350,15 @@ func (p *Proxy) Enqueue(m Message) error {
 		p.mu.Unlock()
 		return ErrClosed
 	}
-	dropped := false
-	if p.queue.len() >= p.opts.QueueSize {
+	dropped := 0
+	for p.queue.len() > 0 && (p.queue.len() >= p.opts.QueueSize || p.queue.bytes+msgBytes(m) > p.opts.QueueBytes) {
 		p.queue.popFront()
-		dropped = true
+		dropped++
 	}
 	p.queue.pushBack(m)
 	p.mu.Unlock()
-	if dropped {
-		p.m.dropped.Inc()
+	if dropped > 0 {
+		p.m.dropped.Add(uint64(dropped))
 	}
 	p.wake()
 	return nil
@@ -552,7 +563,11 @@ func (p *Proxy) Close(ctx context.Context) error {
 type deque struct {
 	buf        []Message
 	head, size int
+	bytes      int // topics and payloads held
 }
+
+// msgBytes is what a queued message costs, for the queue's byte bound.
+func msgBytes(m Message) int { return len(m.Topic) + len(m.Payload) }
 
 func (d *deque) len() int { return d.size }
 
@@ -571,6 +586,7 @@ func (d *deque) pushBack(m Message) {
 	}
 	d.buf[(d.head+d.size)%len(d.buf)] = m
 	d.size++
+	d.bytes += msgBytes(m)
 }
 
 func (d *deque) pushFront(m Message) {
@@ -580,6 +596,7 @@ func (d *deque) pushFront(m Message) {
 	d.head = (d.head - 1 + len(d.buf)) % len(d.buf)
 	d.buf[d.head] = m
 	d.size++
+	d.bytes += msgBytes(m)
 }
 
 func (d *deque) front() (Message, bool) {
@@ -593,6 +610,7 @@ func (d *deque) popFront() {
 	if d.size == 0 {
 		return
 	}
+	d.bytes -= msgBytes(d.buf[d.head])
 	d.buf[d.head] = Message{}
 	d.head = (d.head + 1) % len(d.buf)
 	d.size--

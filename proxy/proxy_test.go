@@ -68,6 +68,31 @@ func TestQueueDropsOldestWhenFull(t *testing.T) {
 	}
 }
 
+// TestQueueBoundedInBytes: big messages are bounded by bytes, not by count:
+// the oldest go first until the newest fits.
+func TestQueueBoundedInBytes(t *testing.T) {
+	reg := metrics.New()
+	p, err := New(Options{URL: "tcp://" + freeAddr(t), ClientID: "t", QueueBytes: 10_000, Metrics: reg, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 3000)
+	for i := range 5 {
+		if err := p.Enqueue(Message{Topic: fmt.Sprint(i), Payload: big, QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := reg.Get("mqttgw_upstream_queue_dropped_total"); got != 2 {
+		t.Errorf("dropped %v, want 2", got)
+	}
+	if got := reg.Get("mqttgw_upstream_queue_bytes"); got != 3*3001 {
+		t.Errorf("queue bytes %v, want %d", got, 3*3001)
+	}
+	if m, _ := p.queue.front(); m.Topic != "2" {
+		t.Errorf("oldest kept is %q, want \"2\"", m.Topic)
+	}
+}
+
 func TestPublishWithoutBrokerIsUnavailable(t *testing.T) {
 	reg := metrics.New()
 	p, err := New(Options{URL: "tcp://" + freeAddr(t), ClientID: "t", Metrics: reg, Logger: zaptest.NewLogger(t), ConnectTimeout: 200 * time.Millisecond})
