@@ -196,7 +196,7 @@ func TestAuthFiles(t *testing.T) {
 	_, ps := Parse("t.toml", []byte("[auth]\npassword_file = \"/nonexistent/passwd\"\nacl_file = \"acl\"\n"))
 	want := []string{
 		`t.toml:2: auth.password_file: cannot read "/nonexistent/passwd": no such file or directory`,
-		`t.toml:3: auth.acl_file: device ACLs are not enforced by this version of mqttgw`,
+		`t.toml:3: auth.acl_file: cannot read "acl": no such file or directory`,
 	}
 	got := ps.Error()
 	for _, w := range want {

@@ -167,6 +167,7 @@ func (c *Config) validate() Problems {
 	for _, f := range []struct{ key, path string }{
 		{"auth.psk_file", c.Auth.PSKFile},
 		{"auth.password_file", c.Auth.PasswordFile},
+		{"auth.acl_file", c.Auth.ACLFile},
 	} {
 		if f.path == "" {
 			continue
@@ -174,11 +175,6 @@ func (c *Config) validate() Problems {
 		if _, err := os.Stat(c.Path(f.path)); err != nil {
 			add(f.key, "cannot read %q: %v", f.path, unwrapPathError(err))
 		}
-	}
-	if c.Auth.ACLFile != "" {
-		// Refuse rather than ignore: an ACL the gateway does not enforce would be a
-		// false sense of security. (The broker's own ACL still applies to the gateway.)
-		add("auth.acl_file", "device ACLs are not enforced by this version of mqttgw: remove the key (the broker's ACL still applies to the gateway's own account)")
 	}
 	if len(c.Listeners) == 0 {
 		warn("listener", "no [[listener]] configured: the gateway will accept no devices")

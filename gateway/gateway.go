@@ -31,6 +31,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/metrics"
@@ -49,6 +50,7 @@ type Gateway struct {
 	proxy    *proxy.Proxy
 	hub      *hub
 	sessions *session.Registry
+	acl      *acl // nil: no acl_file
 	acks     *acker
 	downs    *downlinks
 	// Set during New only, read-only after.
@@ -76,6 +78,13 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	g.sessions = session.New(session.Options{Created: g.sessionCreated})
 	g.acks = newAcker(g)
 	g.downs = &downlinks{g: g}
+	if f := cfg.Auth.ACLFile; f != "" {
+		file, err := auth.LoadACLFile(cfg.Path(f))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: auth.acl_file: %w", err)
+		}
+		g.acl = &acl{g: g, file: file}
+	}
 	tlsConf, err := tlsConfig(cfg)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/udpgw"
@@ -209,6 +210,9 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 	if err := config.CheckTopic(topic); err != nil {
 		return fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
 	}
+	if !b.g.acl.allowed(b.listener, device, topic, auth.Write) {
+		return forbidden(topic)
+	}
 	err = b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	switch {
 	case errors.Is(err, proxy.ErrUnavailable), errors.Is(err, proxy.ErrTimeout), errors.Is(err, proxy.ErrClosed):
@@ -242,6 +246,9 @@ func (b *listenerBroker) Subscribe(ctx context.Context, device, filter string, q
 		return 0, fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
 	}
 	qos = min(qos, 2)
+	if !b.g.acl.allowed(b.listener, device, b.mountpoint+filter, auth.Read) {
+		return 0, forbidden(b.mountpoint + filter)
+	}
 	err := b.g.hub.subscribe(ctx, owner{b.listener, device}, b.mountpoint+filter, subscriber{qos: qos, mountpoint: b.mountpoint, deliver: deliver})
 	return qos, err
 }
@@ -256,8 +263,11 @@ func (b *listenerBroker) UnsubscribeAll(device string) {
 
 // Retained answers from the last-value cache, else asks the broker for the
 // retained message with a short-lived subscription.
-func (b *listenerBroker) Retained(ctx context.Context, topic string) (udpgw.Message, bool, error) {
+func (b *listenerBroker) Retained(ctx context.Context, device, topic string) (udpgw.Message, bool, error) {
 	full := b.mountpoint + topic
+	if !b.g.acl.allowed(b.listener, device, full, auth.Read) {
+		return udpgw.Message{}, false, forbidden(full)
+	}
 	if m, ok := b.g.hub.lastValue(full); ok {
 		m.Topic = topic
 		return m, true, nil

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/proxy"
@@ -27,10 +28,18 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 		c := g.metrics.Counter("mqttgw_datagrams_total", "Datagrams received, by outcome.", "listener", lc.Name, "outcome", reason)
 		return c.Inc
 	}
-	mapped, noMatch, decodeErr, unsafe := count("mapped"), count("no_match"), count("decode_error"), count("unsafe_topic")
+	mapped, noMatch, decodeErr, unsafe, denied := count("mapped"), count("no_match"), count("decode_error"), count("unsafe_topic"), count("forbidden")
 	queueFull := g.metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", lc.Name, "reason", "shutting_down")
 	return func(u udpgw.Uplink) {
 		err := g.table.Map(mapping.Datagram{Listener: u.Listener, From: u.From, Payload: u.Payload}, &res)
+		if err == nil {
+			for _, p := range res.Publishes {
+				if !g.acl.allowed(lc.Name, res.Device, p.Topic, auth.Write) {
+					err = forbidden(p.Topic) // none of the datagram's publishes goes out
+					break
+				}
+			}
+		}
 		if err == nil {
 			mapped()
 			s, _ := g.sessions.Touch(session.Key{Listener: lc.Name, Device: res.Device}, session.Peer{Addr: u.From}, u.Received)
@@ -51,6 +60,8 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 			noMatch()
 		case errors.Is(err, mapping.ErrUnsafeTopic):
 			unsafe()
+		case errors.Is(err, udpgw.ErrForbidden):
+			denied()
 		default:
 			decodeErr()
 		}

@@ -148,6 +148,7 @@ type Session struct {
 	will      *Message // the device's own, in its topic space
 	class     string
 	classWill *Message // broker-side
+	user      string   // the username the device proved (password file, PSK identity); "" anonymous
 	queue     []Queued // downlinks waiting for the device's next datagram, oldest first
 }
 
@@ -241,6 +242,21 @@ func (s *Session) SetClass(name string, will *Message) {
 	s.mu.Unlock()
 }
 
+// SetUser records the username the device authenticated as ("" anonymous): its
+// %u in ACL patterns.
+func (s *Session) SetUser(u string) {
+	s.mu.Lock()
+	s.user = u
+	s.mu.Unlock()
+}
+
+// User is the username the device authenticated as, "" when anonymous.
+func (s *Session) User() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.user
+}
+
 // Class is the device's class name, "" when none.
 func (s *Session) Class() string {
 	s.mu.Lock()
@@ -329,6 +345,7 @@ type Info struct {
 	LastSeen  time.Time
 	State     State
 	Queued    int
+	User      string
 }
 
 // Info snapshots the session.
@@ -336,7 +353,7 @@ func (s *Session) Info() Info {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Info{Listener: s.Key.Listener, Protocol: s.Protocol, Device: s.Key.Device, Class: s.class,
-		Addr: s.peer.Addr, FirstSeen: s.Created, LastSeen: s.lastSeen, State: s.state, Queued: len(s.queue)}
+		Addr: s.peer.Addr, FirstSeen: s.Created, LastSeen: s.lastSeen, State: s.state, Queued: len(s.queue), User: s.user}
 }
 
 const shards = 64

@@ -53,7 +53,8 @@ type Broker interface {
 	Unsubscribe(ctx context.Context, device, filter string) error
 	// UnsubscribeAll ends every subscription of device (its session ended).
 	UnsubscribeAll(device string)
-	// Retained returns the retained or last message the gateway knows for topic;
-	// ok is false when there is none.
-	Retained(ctx context.Context, topic string) (m Message, ok bool, err error)
+	// Retained returns the retained or last message the gateway knows for topic,
+	// for device to read; ok is false when there is none. Errors wrap
+	// ErrUnavailable or ErrForbidden.
+	Retained(ctx context.Context, device, topic string) (m Message, ok bool, err error)
 }

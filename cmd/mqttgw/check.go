@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 )
@@ -25,11 +26,37 @@ func loadAndCompile(file string) (*config.Config, *mapping.Table, config.Problem
 	}
 	table, mps := mapping.CompileConfig(cfg)
 	ps = append(ps, cfg.Locate(mps)...)
+	ps = append(ps, cfg.Locate(authFileProblems(cfg))...)
 	ps.Sort()
 	if len(ps.Errors()) > 0 {
 		return cfg, nil, ps
 	}
 	return cfg, table, ps
+}
+
+// authFileProblems parses the [auth] files as run would, so that check reports
+// a bad line in one of them (with the file's own line) before run refuses it.
+func authFileProblems(cfg *config.Config) config.Problems {
+	var ps config.Problems
+	for _, f := range []struct {
+		key, path string
+		parse     func(string) error
+	}{
+		{"auth.password_file", cfg.Auth.PasswordFile, func(p string) error { _, err := auth.LoadPasswordFile(p); return err }},
+		{"auth.psk_file", cfg.Auth.PSKFile, func(p string) error { _, err := auth.LoadPSKFile(p); return err }},
+		{"auth.acl_file", cfg.Auth.ACLFile, func(p string) error { _, err := auth.LoadACLFile(p); return err }},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(cfg.Path(f.path)); err != nil {
+			continue // config reported it already
+		}
+		if err := f.parse(cfg.Path(f.path)); err != nil {
+			ps = append(ps, config.Problem{Key: f.key, Msg: err.Error()})
+		}
+	}
+	return ps
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {

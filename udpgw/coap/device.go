@@ -3,6 +3,7 @@ package coap
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,7 @@ func (l *Listener) attach(d *device, cred string, addr netip.AddrPort, cc *udpcl
 	// and its session follows its last address. A new session gets its class
 	// and keepalive from the gateway's Created hook, inside Touch.
 	s, _ := l.env.Sessions.Touch(l.key(d), session.Peer{Addr: addr}, now)
+	s.SetUser(userOf(cred))
 
 	d.mu.Lock()
 	if d.gone {
@@ -89,6 +91,17 @@ func (l *Listener) attach(d *device, cred string, addr netip.AddrPort, cc *udpcl
 		l.startPump(d)
 	}
 	return true, true
+}
+
+// userOf is the username a credential proves, for ACLs (%u): the password
+// file's user, or the DTLS PSK identity (as Mosquitto's use_identity_as_username);
+// "" for an anonymous device.
+func userOf(cred string) string {
+	if u, ok := strings.CutPrefix(cred, "user:"); ok {
+		return u
+	}
+	u, _ := strings.CutPrefix(cred, "psk:")
+	return u
 }
 
 // key is d's session key.

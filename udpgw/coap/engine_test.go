@@ -556,6 +556,6 @@ func (nopBroker) Subscribe(_ context.Context, _, _ string, qos byte, _ func(udpg
 }
 func (nopBroker) Unsubscribe(context.Context, string, string) error { return nil }
 func (nopBroker) UnsubscribeAll(string)                             {}
-func (nopBroker) Retained(context.Context, string) (udpgw.Message, bool, error) {
+func (nopBroker) Retained(context.Context, string, string) (udpgw.Message, bool, error) {
 	return udpgw.Message{}, false, nil
 }

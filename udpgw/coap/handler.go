@@ -314,7 +314,7 @@ func (l *Listener) get(d *device, r *pool.Message, topic string, q query) respon
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.PublishTimeout)
 	defer cancel()
-	m, ok, err := l.env.Broker.Retained(ctx, topic)
+	m, ok, err := l.env.Broker.Retained(ctx, d.key, topic)
 	switch {
 	case err != nil:
 		return l.brokerError(d, "read", topic, err)

@@ -107,7 +107,7 @@ func (b *fakeBroker) UnsubscribeAll(device string) {
 	b.mu.Unlock()
 }
 
-func (b *fakeBroker) Retained(ctx context.Context, topic string) (udpgw.Message, bool, error) {
+func (b *fakeBroker) Retained(ctx context.Context, _, topic string) (udpgw.Message, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	m, ok := b.retained[topic]

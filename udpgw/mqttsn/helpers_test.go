@@ -93,7 +93,7 @@ func (b *fakeBroker) HasTopicRule(string) bool { return false }
 // BrokerTopic applies the fake listener's mountpoint, as the gateway's does.
 func (b *fakeBroker) BrokerTopic(_, topic string) (string, error) { return "mp/" + topic, nil }
 
-func (b *fakeBroker) Retained(context.Context, string) (udpgw.Message, bool, error) {
+func (b *fakeBroker) Retained(context.Context, string, string) (udpgw.Message, bool, error) {
 	return udpgw.Message{}, false, nil
 }
 
