@@ -220,7 +220,8 @@ func TestMQTTSNClassWillFallback(t *testing.T) {
 	sub.None(t, 2*keepaliveTest) // and not the class's will as well
 }
 
-// downlinkConfig adds a listener "sensors" device class-free downlink.
+// downlinkConfig is rawConfig (listener "sensors") with downlinks and the
+// metrics listener.
 func downlinkConfig(b *mosquittotest.Broker, downlinks string) string {
 	return rawConfig(b, "") + downlinks + metricsTOML
 }
