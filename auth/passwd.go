@@ -121,6 +121,17 @@ func (p *Passwords) Check(user, password string) bool {
 	return subtle.ConstantTimeCompare(sum, h.sum) == 1 && ok
 }
 
+// Has reports whether user is in the file (without checking a password): an
+// MQTT-SN CONNECT carries a client id and no password, so require_known_client
+// can ask only this.
+func (p *Passwords) Has(user string) bool {
+	if p == nil {
+		return false
+	}
+	_, ok := p.users[user]
+	return ok
+}
+
 // Len counts the users.
 func (p *Passwords) Len() int {
 	if p == nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -45,6 +46,36 @@ type MQTTSN struct {
 	// (CleanSession=0) of a client that disconnected or was lost: its
 	// subscriptions, topic ids and buffered messages. Default 1h.
 	SessionExpiry Duration `toml:"session_expiry"`
+	// AllowedSources, when set, are the only source networks (CIDR, or one
+	// address) the listener takes datagrams from; others are dropped and
+	// counted.
+	AllowedSources []string `toml:"allowed_sources"`
+	// RequireKnownClient refuses a CONNECT whose client id is not a user of
+	// auth.password_file (CONNACK "not supported").
+	RequireKnownClient bool `toml:"require_known_client"`
+}
+
+// SourcePrefixes parses AllowedSources (validated by Load).
+func (m *MQTTSN) SourcePrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range m.AllowedSources {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parsePrefix takes a CIDR ("192.168.7.0/24") or a single address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR network like \"192.168.7.0/24\" nor an address", s)
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
 func (m *MQTTSN) applyDefaults() {
@@ -104,6 +135,11 @@ func (m *MQTTSN) validate(key string, add func(key, format string, args ...any))
 	}
 	if m.MaxKeepalive != 0 && m.MaxKeepalive.D() < time.Second {
 		add(key+".max_keepalive", "%v is shorter than 1s, the CONNECT Duration's unit", m.MaxKeepalive.D())
+	}
+	for i, src := range m.AllowedSources {
+		if _, err := parsePrefix(src); err != nil {
+			add(fmt.Sprintf("%s.allowed_sources[%d]", key, i), "%v", err)
+		}
 	}
 }
 

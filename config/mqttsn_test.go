@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func TestMQTTSNDefaults(t *testing.T) {
 	m := l.MQTTSN
 	want := MQTTSN{GatewayID: 1, RetryInterval: Duration(10 * time.Second), MaxRetries: 3, MaxClients: 100000,
 		MaxTopics: 1000, MaxBuffered: 100, SessionExpiry: Duration(time.Hour)}
-	if m != want {
+	if !reflect.DeepEqual(m, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", m, want)
 	}
 }
@@ -40,6 +41,8 @@ func TestMQTTSNProblems(t *testing.T) {
 		{"max topics", snListener + "max_topics = 70000\n", `t.toml:6: listener[0].mqttsn.max_topics: 70000: topic ids are 16 bits, so at most 65534`},
 		{"max keepalive", snListener + "max_keepalive = \"100000s\"\n", `t.toml:6: listener[0].mqttsn.max_keepalive: must be at most 65535s`},
 		{"max keepalive unit", snListener + "max_keepalive = \"500ms\"\n", `t.toml:6: listener[0].mqttsn.max_keepalive: 500ms is shorter than 1s`},
+		{"bad allowed source", snListener + "allowed_sources = [\"10.0.0.0/8\", \"lan\"]\n", `t.toml:6: listener[0].mqttsn.allowed_sources[1]: "lan" is neither a CIDR network like "192.168.7.0/24" nor an address`},
+		{"known client without passwords", snListener + "require_known_client = true\n", `t.toml:6: listener[0].mqttsn.require_known_client: needs auth.password_file`},
 		{"unknown key", snListener + "max_client = 5\n", `t.toml:6: listener[0].mqttsn.max_client: unknown key "max_client" (did you mean "max_clients"?)`},
 		{"predefined id", "[[mqttsn.predefined]]\nid = 0\ntopic = \"a\"\n", `t.toml:2: mqttsn.predefined[0].id: 0 is out of range 1..65534`},
 		{"predefined wildcard", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a/#\"\n", `t.toml:3: mqttsn.predefined[0].topic: topic "a/#" contains a wildcard`},

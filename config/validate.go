@@ -221,6 +221,9 @@ func (c *Config) validate() Problems {
 		switch opts {
 		case "mqttsn":
 			l.MQTTSN.validate(key+".mqttsn", add)
+			if l.MQTTSN.RequireKnownClient && c.Auth.PasswordFile == "" {
+				add(key+".mqttsn.require_known_client", "needs auth.password_file: the client ids it knows are that file's users")
+			}
 		case "coap":
 			l.CoAP.validate(key+".coap", add)
 		}

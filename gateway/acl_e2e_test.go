@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -125,4 +126,28 @@ func TestACLCoAP(t *testing.T) {
 		t.Errorf("anonymous GET public/k: %q, want its value", out)
 	}
 	sub.None(t, 300*time.Millisecond)
+}
+
+// TestMQTTSNSourcesAndKnownClients: [listener.mqttsn] require_known_client
+// admits only client ids of the password file (made by mosquitto_passwd);
+// allowed_sources outside loopback makes the listener deaf to the test.
+func TestMQTTSNSourcesAndKnownClients(t *testing.T) {
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", passwd, "node7", "unused").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	env := startSN(t, snOpts{mqttsn: "require_known_client = true", top: fmt.Sprintf("[auth]\npassword_file = %q\n", passwd)})
+	env.connect(t, mqttsn.ClientOptions{ClientID: "node7"})
+	c := env.device(t, mqttsn.ClientOptions{ClientID: "node8"})
+	if err := c.Connect(snCtx(t)); !errors.Is(err, mqttsn.NotSupported) {
+		t.Fatalf("unknown client id: %v, want rejected: not supported", err)
+	}
+
+	deaf := startSN(t, snOpts{mqttsn: `allowed_sources = ["192.0.2.0/24"]`})
+	r := deaf.raw(t)
+	r.send(&mqttsn.Connect{Flags: mqttsn.Flags{CleanSession: true}, Duration: 60, ClientID: "x"})
+	r.none(300 * time.Millisecond)
+	if v := deaf.dropped("source_not_allowed"); v != 1 {
+		t.Errorf("source_not_allowed = %v, want 1", v)
+	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/mqttsn"
@@ -17,6 +18,14 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 	for _, p := range g.cfg.MQTTSN.Predefined {
 		predefined = append(predefined, mqttsn.Predefined{ID: uint16(p.ID), Topic: p.Topic, ClientID: p.ClientID})
 	}
+	var known func(string) bool
+	if o.RequireKnownClient {
+		pw, err := auth.LoadPasswordFile(g.cfg.Path(g.cfg.Auth.PasswordFile))
+		if err != nil {
+			return nil, fmt.Errorf("gateway: listener %q: auth.password_file: %w", lc.Name, err)
+		}
+		known = pw.Has
+	}
 	e, err := mqttsn.New(g.env(lc), mqttsn.Options{
 		Bind:              lc.Bind,
 		GatewayID:         uint8(o.GatewayID),
@@ -30,6 +39,8 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		MaxKeepalive:      o.MaxKeepalive.D(),
 		MaxPacket:         lc.MaxPacket,
 		SessionExpiry:     o.SessionExpiry.D(),
+		AllowedSources:    o.SourcePrefixes(),
+		KnownClient:       known,
 		Predefined:        predefined,
 		DrainTimeout:      g.cfg.Gateway.DrainTimeout.D(),
 	})

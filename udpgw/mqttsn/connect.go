@@ -35,6 +35,10 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		reject(mqttsn.NotSupported, refuseClientID, "bad client id", err)
 		return
 	}
+	if e.o.KnownClient != nil && !e.o.KnownClient(m.ClientID) {
+		reject(mqttsn.NotSupported, refuseUnknownClient, "client id is not a known client (require_known_client)", nil)
+		return
+	}
 	if max := e.o.MaxKeepalive; max > 0 && (m.Duration == 0 || time.Duration(m.Duration)*time.Second > max) {
 		// No way to tell the client a shorter Duration: refuse, rather than
 		// declare it lost while it keeps the keepalive it asked for.

@@ -262,6 +262,12 @@ func (e *Engine) clog(c *client) *zap.Logger {
 
 // handle decodes one datagram and acts on it.
 func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
+	if !e.sourceAllowed(from.Addr()) {
+		// allowed_sources: nothing from elsewhere is decoded, answered or kept.
+		e.m.drop(dropSource)
+		e.debugBad(now, "datagram from outside allowed_sources dropped", from, nil)
+		return
+	}
 	m, err := mqttsn.Decode(b)
 	if err != nil {
 		// MQTT-SN 1.2 has no answer to a message that does not parse: drop it.
@@ -288,6 +294,19 @@ func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
 	}
 	e.mu.Unlock()
 	e.flush(ob)
+}
+
+// sourceAllowed applies Options.AllowedSources.
+func (e *Engine) sourceAllowed(a netip.Addr) bool {
+	if len(e.o.AllowedSources) == 0 {
+		return true
+	}
+	for _, p := range e.o.AllowedSources {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // --- outbox: datagrams composed under e.mu, written after it ---

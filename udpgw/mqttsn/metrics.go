@@ -28,6 +28,7 @@ const (
 	dropSessionEnded                       // buffered messages of a session that ended (clean, expired)
 	dropShutdown                           // operations still queued when the drain timeout ended
 	dropPublishFailed                      // QoS 0 or -1 publish the broker refused
+	dropSource                             // from a source outside allowed_sources
 	numDropReasons
 )
 
@@ -35,25 +36,28 @@ var dropNames = [numDropReasons]string{
 	"decode_error", "too_large", "unexpected", "not_connected", "will_exchange",
 	"minus_one_topic", "busy", "buffer_full", "retries_exhausted", "topic_limit",
 	"register_rejected", "downlink_too_large", "session_ended", "shutdown", "publish_failed",
+	"source_not_allowed",
 }
 
 // refuseReason says why a request was answered with a rejecting return code.
 type refuseReason uint8
 
 const (
-	refuseClientID     refuseReason = iota // CONNECT: client id empty, longer than 23 octets, or not UTF-8
-	refuseKeepalive                        // CONNECT: Duration over max_keepalive (or 0 with a cap)
-	refuseMaxClients                       // CONNECT: max_clients reached
-	refuseWillTopic                        // CONNECT, WILLTOPICUPD: the will topic is not a topic name
-	refuseInvalidTopic                     // REGISTER, PUBLISH, SUBSCRIBE: unknown topic id or bad name
-	refuseTopicLimit                       // REGISTER, SUBSCRIBE: max_topics reached
-	refuseCongestion                       // broker unavailable or the client's operation queue full
-	refuseForbidden                        // the broker side refused the topic
+	refuseClientID      refuseReason = iota // CONNECT: client id empty, longer than 23 octets, or not UTF-8
+	refuseKeepalive                         // CONNECT: Duration over max_keepalive (or 0 with a cap)
+	refuseMaxClients                        // CONNECT: max_clients reached
+	refuseWillTopic                         // CONNECT, WILLTOPICUPD: the will topic is not a topic name
+	refuseInvalidTopic                      // REGISTER, PUBLISH, SUBSCRIBE: unknown topic id or bad name
+	refuseTopicLimit                        // REGISTER, SUBSCRIBE: max_topics reached
+	refuseCongestion                        // broker unavailable or the client's operation queue full
+	refuseForbidden                         // the broker side refused the topic
+	refuseUnknownClient                     // CONNECT: require_known_client and the id is no user
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{
 	"client_id", "keepalive", "max_clients", "will_topic", "invalid_topic", "topic_limit", "congestion", "forbidden",
+	"unknown_client",
 }
 
 type engineMetrics struct {

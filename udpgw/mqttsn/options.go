@@ -2,6 +2,7 @@ package mqttsn
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -32,6 +33,13 @@ type Options struct {
 	MaxKeepalive  time.Duration // largest CONNECT Duration accepted; 0: any
 	MaxPacket     int           // largest datagram, both ways; default 65507
 	SessionExpiry time.Duration // persistent session of a gone client; default 1h
+
+	// AllowedSources, when set, are the only networks datagrams are taken from;
+	// the rest are dropped (counted as source_not_allowed) before decoding.
+	AllowedSources []netip.Prefix
+	// KnownClient, when set, must accept a CONNECT's client id; otherwise the
+	// CONNECT is refused with "not supported" (require_known_client).
+	KnownClient func(clientID string) bool
 
 	Predefined []Predefined
 
