@@ -376,3 +376,17 @@ window = "5m"
 	}
 	sub2.Expect(t, 5*time.Second, "acked/d1", "18 6")
 }
+
+// TestShutdownPublishesNoDeviceWills: a clean stop takes the gateway's status
+// offline but publishes no device's will: the devices did not go silent.
+func TestShutdownPublishesNoDeviceWills(t *testing.T) {
+	b := startMosquitto(t, false)
+	g := startGateway(t, rawConfig(b, "")+classTOML("meters", "k*", `"sensors"`))
+	sub := b.Subscribe(t, reader("devices/#", "mqttgw/gwtest/status"))
+	sub.Expect(t, 5*time.Second, "mqttgw/gwtest/status", "online")
+	newUDPDevice(t, g.Gateway, "sensors").send(`{"id":"k1","temp":1}`)
+	sub.Expect(t, 5*time.Second, "devices/k1/status", "online meters sensors")
+	g.stop(t)
+	sub.Expect(t, 5*time.Second, "mqttgw/gwtest/status", "offline")
+	sub.None(t, 2*keepaliveTest)
+}
