@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
 )
@@ -47,18 +46,11 @@ keepalive = "1h"
 	c.Write([]byte(`{"id":"other"}`))
 	metrics := g.MetricsAddr().String()
 	var out, errb bytes.Buffer
-	ok := false
-	for range 100 {
+	waitCond(t, "two devices listed", func() bool {
 		out.Reset()
 		errb.Reset()
-		if ok = run([]string{"devices", "--metrics", metrics}, &out, &errb) == 0 && strings.Contains(out.String(), "2 devices"); ok {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if !ok {
-		t.Fatalf("two devices not listed:\n%s%s", out.String(), errb.String())
-	}
+		return run([]string{"devices", "--metrics", metrics}, &out, &errb) == 0 && strings.Contains(out.String(), "2 devices")
+	})
 	lines := strings.Split(out.String(), "\n")
 	if !strings.HasPrefix(lines[0], "LISTENER") || !strings.Contains(out.String(), "meter-7") {
 		t.Fatalf("table:\n%s", out.String())
