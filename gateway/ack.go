@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/mapping"
-	"github.com/mqttgw/mqttgw/metrics"
 )
 
 // maxAcksInFlight bounds the acknowledged datagrams waiting for the broker at
@@ -28,6 +27,7 @@ type acker struct {
 	g   *Gateway
 	sem chan struct{}
 	wg  sync.WaitGroup
+	n   outcomes
 
 	mu   sync.Mutex // guards seen
 	seen map[string]*dedupEntry
@@ -39,11 +39,9 @@ type dedupEntry struct {
 }
 
 func newAcker(g *Gateway) *acker {
-	return &acker{g: g, sem: make(chan struct{}, maxAcksInFlight), seen: map[string]*dedupEntry{}}
-}
-
-func (a *acker) counter(listener, outcome string) *metrics.Counter {
-	return a.g.metrics.Counter("mqttgw_acks_total", "Acknowledged-datagram outcomes: sent, resent (a deduplicated retry), in_progress (a retry while the first is at the broker), failed (broker away: no ack), busy.", "listener", listener, "outcome", outcome)
+	return &acker{g: g, sem: make(chan struct{}, maxAcksInFlight), seen: map[string]*dedupEntry{},
+		n: newOutcomes(g, "mqttgw_acks_total", "Acknowledged-datagram outcomes: sent, resent (a deduplicated retry), in_progress (a retry while the first is at the broker), failed (broker away: no ack), busy.",
+			"sent", "resent", "in_progress", "failed", "busy")}
 }
 
 // handle takes a mapped datagram whose rule acknowledges; res is the reader's
@@ -58,10 +56,10 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 			done := e.done
 			a.mu.Unlock()
 			if done {
-				a.counter(listener, "resent").Inc()
+				a.n.inc(listener, "resent")
 				a.send(listener, from, ack)
 			} else {
-				a.counter(listener, "in_progress").Inc()
+				a.n.inc(listener, "in_progress")
 			}
 			return
 		}
@@ -71,7 +69,7 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 	select {
 	case a.sem <- struct{}{}:
 	default:
-		a.counter(listener, "busy").Inc()
+		a.n.inc(listener, "busy")
 		a.forget(key)
 		return
 	}
@@ -84,7 +82,7 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 		ctx, cancel := context.WithTimeout(context.Background(), u.PublishTimeout.D()+u.ConnectTimeout.D())
 		defer cancel()
 		if err := a.g.publishAll(ctx, msgs); err != nil {
-			a.counter(listener, "failed").Inc()
+			a.n.inc(listener, "failed")
 			a.forget(key)
 			if ce := a.g.log.Check(zap.DebugLevel, "datagram not acknowledged: broker did not take it"); ce != nil {
 				ce.Write(zapListener(listener), zap.Stringer("from", from), zap.Error(err))
@@ -98,7 +96,7 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 			}
 			a.mu.Unlock()
 		}
-		a.counter(listener, "sent").Inc()
+		a.n.inc(listener, "sent")
 		a.send(listener, from, ack)
 	}()
 }

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/session"
@@ -22,10 +23,12 @@ import (
 // dropped and counted.
 type downlinks struct {
 	g *Gateway
+	n outcomes
 }
 
-func (d *downlinks) counter(listener, outcome string) *metrics.Counter {
-	return d.g.metrics.Counter("mqttgw_downlinks_total", "Downlinks to plain-UDP devices, by outcome: sent, queued, dropped_overflow (oldest queued dropped), no_session, encode_error, send_failed.", "listener", listener, "outcome", outcome)
+func newDownlinks(g *Gateway) *downlinks {
+	return &downlinks{g: g, n: newOutcomes(g, "mqttgw_downlinks_total", "Downlinks to plain-UDP devices, by outcome: sent, queued, dropped_overflow (oldest queued dropped), no_session, encode_error, send_failed.",
+		"sent", "queued", "dropped_overflow", "no_session", "encode_error", "send_failed")}
 }
 
 // subscribe makes the hub deliver each downlink's messages; before the broker
@@ -47,7 +50,7 @@ func (d *downlinks) deliver(dl *mapping.Downlink, m udpgw.Message) {
 		return
 	}
 	if err != nil {
-		d.counter(dl.Listener, "encode_error").Inc()
+		d.n.inc(dl.Listener, "encode_error")
 		if ce := d.g.log.Check(zap.DebugLevel, "downlink not encoded"); ce != nil {
 			ce.Write(zap.String("downlink", dl.Name), zap.String("topic", m.Topic), zap.Error(err))
 		}
@@ -55,14 +58,14 @@ func (d *downlinks) deliver(dl *mapping.Downlink, m udpgw.Message) {
 	}
 	s := d.g.sessions.Lookup(session.Key{Listener: dl.Listener, Device: device})
 	if s == nil {
-		d.counter(dl.Listener, "no_session").Inc()
+		d.n.inc(dl.Listener, "no_session")
 		return
 	}
 	if dl.OnUplink {
 		if s.Enqueue(session.Queued{Data: b, Expires: time.Now().Add(dl.TTL)}, dl.MaxQueued) {
-			d.counter(dl.Listener, "dropped_overflow").Inc()
+			d.n.inc(dl.Listener, "dropped_overflow")
 		}
-		d.counter(dl.Listener, "queued").Inc()
+		d.n.inc(dl.Listener, "queued")
 		return
 	}
 	d.send(dl.Listener, s.Addr(), b)
@@ -89,9 +92,33 @@ func (d *downlinks) send(listener string, to netip.AddrPort, b []byte) {
 		return
 	}
 	if err := l.Send(to, b); err != nil {
-		d.counter(listener, "send_failed").Inc()
+		d.n.inc(listener, "send_failed")
 		d.g.log.Debug("downlink not sent", zapListener(listener), zap.Stringer("to", to), zap.Error(err))
 		return
 	}
-	d.counter(listener, "sent").Inc()
+	d.n.inc(listener, "sent")
+}
+
+// outcomes holds the series of one counter family by listener and outcome for
+// the plain-UDP listeners, made once in New so that the per-datagram path does
+// no label formatting.
+type outcomes map[[2]string]*metrics.Counter
+
+func newOutcomes(g *Gateway, name, help string, names ...string) outcomes {
+	o := outcomes{}
+	for _, lc := range g.cfg.Listeners {
+		if lc.Type != config.ListenerUDP {
+			continue
+		}
+		for _, n := range names {
+			o[[2]string{lc.Name, n}] = g.metrics.Counter(name, help, "listener", lc.Name, "outcome", n)
+		}
+	}
+	return o
+}
+
+func (o outcomes) inc(listener, outcome string) {
+	if c := o[[2]string{listener, outcome}]; c != nil {
+		c.Inc()
+	}
 }

@@ -77,7 +77,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		brokers: map[string]*listenerBroker{}, raws: map[string]*raw.Listener{}}
 	g.sessions = session.New(session.Options{Created: g.sessionCreated})
 	g.acks = newAcker(g)
-	g.downs = &downlinks{g: g}
+	g.downs = newDownlinks(g)
 	if f := cfg.Auth.ACLFile; f != "" {
 		file, err := auth.LoadACLFile(cfg.Path(f))
 		if err != nil {
