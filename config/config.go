@@ -85,6 +85,9 @@ type Embedded struct {
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	Listen string `toml:"listen"` // "" = off
+	// PProf serves Go's profiler at /debug/pprof/ on the metrics listener; off by
+	// default, since a profile shows the process's internals.
+	PProf bool `toml:"pprof"`
 }
 
 // Listener is one device-side socket.

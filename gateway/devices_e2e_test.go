@@ -390,3 +390,21 @@ func TestShutdownPublishesNoDeviceWills(t *testing.T) {
 	sub.Expect(t, 5*time.Second, "mqttgw/gwtest/status", "offline")
 	sub.None(t, 2*keepaliveTest)
 }
+
+// TestPProfOnlyWhenAsked: /debug/pprof/ is served on the metrics listener only
+// with [metrics] pprof = true.
+func TestPProfOnlyWhenAsked(t *testing.T) {
+	b := startMosquitto(t, false)
+	for _, on := range []bool{false, true} {
+		g := startGateway(t, rawConfig(b, "")+metricsTOML+fmt.Sprintf("pprof = %v\n", on))
+		resp, err := http.Get("http://" + g.MetricsAddr().String() + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; resp.StatusCode != want {
+			t.Errorf("pprof = %v: GET /debug/pprof/ = %d, want %d", on, resp.StatusCode, want)
+		}
+		g.stop(t)
+	}
+}

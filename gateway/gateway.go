@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -302,6 +303,13 @@ func (g *Gateway) metricsServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", g.metrics.Handler())
 	mux.HandleFunc("GET /devices", g.serveDevices)
+	if g.cfg.Metrics.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !g.proxy.Connected() {
 			http.Error(w, "broker not connected", http.StatusServiceUnavailable)
