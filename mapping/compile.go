@@ -785,6 +785,26 @@ func (c *compiler) publish(key string, p *config.Publish, mount string, lookup f
 	return out
 }
 
+// testBytes is an inline test's datagram, given as hex or as text (isText);
+// exactly one must be set. what names it in the problem when neither is.
+func testBytes(key, hex, text, what string, fail func(k, format string, args ...any)) (b []byte, isText bool) {
+	switch {
+	case hex != "" && text != "":
+		fail(key, "set one of hex and text, not both")
+	case hex != "":
+		b, err := decodeHex(hex)
+		if err != nil {
+			fail(key+".hex", "%v", err)
+		}
+		return b, false
+	case text != "":
+		return []byte(text), true
+	default:
+		fail(key, "set hex or text: %s", what)
+	}
+	return nil, false
+}
+
 func (c *compiler) test(key string, t *config.RuleTest, hasAck bool) (ruleTest, bool) {
 	bad := false
 	fail := func(k, format string, args ...any) {
@@ -792,20 +812,7 @@ func (c *compiler) test(key string, t *config.RuleTest, hasAck bool) (ruleTest, 
 		bad = true
 	}
 	tc := ruleTest{key: key, from: defaultTestFrom, expect: t.Expect, noMatch: t.NoMatch}
-	switch {
-	case t.Hex != "" && t.Text != "":
-		fail(key, "set one of hex and text, not both")
-	case t.Hex != "":
-		b, err := decodeHex(t.Hex)
-		if err != nil {
-			fail(key+".hex", "%v", err)
-		}
-		tc.payload = b
-	case t.Text != "":
-		tc.payload = []byte(t.Text)
-	default:
-		fail(key, "set hex or text: the datagram to test with")
-	}
+	tc.payload, _ = testBytes(key, t.Hex, t.Text, "the datagram to test with", fail)
 	if t.From != "" {
 		ap, err := netip.ParseAddrPort(t.From)
 		if err != nil {

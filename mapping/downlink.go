@@ -593,19 +593,6 @@ func (c *compiler) downlinkTest(key string, t *config.DownlinkTest) (downlinkTes
 	if t.Message.Topic == "" {
 		fail(key+".message.topic", "missing: the topic of the test message, as the broker has it (mountpoint included)")
 	}
-	switch {
-	case t.Hex != "" && t.Text != "":
-		fail(key, "set one of hex and text, not both")
-	case t.Hex != "":
-		b, err := decodeHex(t.Hex)
-		if err != nil {
-			fail(key+".hex", "%v", err)
-		}
-		tc.want = b
-	case t.Text != "":
-		tc.want, tc.wantText = []byte(t.Text), true
-	default:
-		fail(key, "set hex or text: the datagram the message must encode to")
-	}
+	tc.want, tc.wantText = testBytes(key, t.Hex, t.Text, "the datagram the message must encode to", fail)
 	return tc, !bad
 }
