@@ -82,9 +82,6 @@ func (g *Gateway) sessionGauges() {
 			}, "listener", lc.Name, "state", st.String())
 		}
 	}
-	g.metrics.GaugeFunc("mqttgw_downlinks_expired_total", "Queued downlinks dropped unsent after their ttl.", func() float64 {
-		return float64(g.expiredDownlinks.Load())
-	})
 }
 
 // Device is one entry of GET /devices.

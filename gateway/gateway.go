@@ -27,7 +27,6 @@ import (
 	"net/http/pprof"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -61,7 +60,7 @@ type Gateway struct {
 	listeners []udpgw.Listener
 	metricsLn net.Listener
 
-	expiredDownlinks atomic.Uint64
+	expiredDownlinks *metrics.Counter // queued downlinks dropped unsent after their ttl
 }
 
 // New compiles the config and binds every listener socket, so that a port in use
@@ -77,6 +76,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, metrics: metrics.New(), table: table, hub: newHub(),
 		brokers: map[string]*listenerBroker{}, raws: map[string]*raw.Listener{}}
 	g.sessions = session.New(session.Options{Created: g.sessionCreated})
+	g.expiredDownlinks = g.metrics.Counter("mqttgw_downlinks_expired_total", "Queued downlinks dropped unsent after their ttl.")
 	g.acks = newAcker(g)
 	g.downs = newDownlinks(g)
 	if f := cfg.Auth.ACLFile; f != "" {
