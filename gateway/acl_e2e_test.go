@@ -97,6 +97,15 @@ func TestACLMQTTSN(t *testing.T) {
 	if v := env.metric("mqttgw_acl_denied_total", "listener", "sn", "access", "write"); v != 1 {
 		t.Errorf("write denials %v, want 1", v)
 	}
+	// A will is a publish the device chose: one to a topic it may not write is
+	// not published when it goes silent.
+	w := env.connect(t, mqttsn.ClientOptions{ClientID: "sn2", Keepalive: time.Second,
+		Will: &mqttsn.Will{Topic: "d/other/will", Payload: []byte("sneaky"), QoS: 1}})
+	w.Close()
+	waitFor(t, 5*time.Second, "the will denied", func() bool {
+		return env.metric("mqttgw_acl_denied_total", "listener", "sn", "access", "write") == 2
+	})
+	sub.None(t, 300*time.Millisecond)
 	if v := env.metric("mqttgw_acl_denied_total", "listener", "sn", "access", "read"); v != 1 {
 		t.Errorf("read denials %v, want 1", v)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/session"
@@ -65,6 +66,11 @@ func (g *Gateway) sessionLost(s *session.Session) {
 		var err error
 		if topic, err = b.BrokerTopic(s.Key.Device, w.Topic); err != nil {
 			log.Warn("will topic cannot be mapped to a broker topic: no will", zap.Error(err))
+			return
+		}
+		// The device chose this topic: it may not write through its will what it
+		// may not publish (a class's will is the operator's).
+		if !g.acl.allowed(s.Key.Listener, s.Key.Device, topic, auth.Write) {
 			return
 		}
 	}
