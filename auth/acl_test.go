@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/fuzzcorpus"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/FuzzParseACL from aclCases and aclErrors")
@@ -485,12 +487,12 @@ func aclCorpus() map[string][]byte {
 	want := map[string][]byte{}
 	for _, tc := range aclCases {
 		if len(tc.text) <= maxSeed {
-			want["ok_"+tc.name] = []byte("go test fuzz v1\n[]byte(" + strconv.Quote(tc.text) + ")\n")
+			want["ok_"+tc.name] = fuzzcorpus.File([]byte(tc.text))
 		}
 	}
 	for _, tc := range aclErrors {
 		if len(tc.text) <= maxSeed {
-			want["err_"+tc.name] = []byte("go test fuzz v1\n[]byte(" + strconv.Quote(tc.text) + ")\n")
+			want["err_"+tc.name] = fuzzcorpus.File([]byte(tc.text))
 		}
 	}
 	return want
@@ -504,26 +506,7 @@ func aclCorpus() map[string][]byte {
 func TestACLFuzzCorpusMatchesTables(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzParseACL")
 	want := aclCorpus()
-	if *updateCorpus {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for name, content := range want {
-			if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for name, content := range want {
-		got, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Errorf("%v (run with -update-corpus)", err)
-			continue
-		}
-		if !bytes.Equal(got, content) {
-			t.Errorf("%s is stale (run with -update-corpus)", name)
-		}
-	}
+	fuzzcorpus.Check(t, dir, want, *updateCorpus)
 }
 
 // fuzzQueries are asked of every ACL FuzzParseACL parses.

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"testing"
+
+	"github.com/mqttgw/mqttgw/internal/fuzzcorpus"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/FuzzDecode from the fixture and error tables")
@@ -73,11 +73,6 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// corpusFile is the content of a seed file in the go test fuzz v1 format.
-func corpusFile(raw []byte) []byte {
-	return []byte("go test fuzz v1\n[]byte(" + strconv.Quote(string(raw)) + ")\n")
-}
-
 // TestFuzzCorpusMatchesFixtures checks that testdata/fuzz/FuzzDecode holds a
 // seed file for every fixture and error case, with the same bytes. Run
 // `go test ./mqttsn/ -run TestFuzzCorpusMatchesFixtures -update-corpus` after
@@ -87,29 +82,10 @@ func TestFuzzCorpusMatchesFixtures(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
 	want := map[string][]byte{}
 	for _, fx := range fixtures {
-		want["ok_"+fx.name] = corpusFile(fx.raw)
+		want["ok_"+fx.name] = fuzzcorpus.File(fx.raw)
 	}
 	for _, tc := range decodeErrors {
-		want["err_"+tc.name] = corpusFile(tc.raw)
+		want["err_"+tc.name] = fuzzcorpus.File(tc.raw)
 	}
-	if *updateCorpus {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		for name, content := range want {
-			if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for name, content := range want {
-		got, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			t.Errorf("%v (run with -update-corpus)", err)
-			continue
-		}
-		if !bytes.Equal(got, content) {
-			t.Errorf("%s is stale (run with -update-corpus)", name)
-		}
-	}
+	fuzzcorpus.Check(t, dir, want, *updateCorpus)
 }
