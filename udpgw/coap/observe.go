@@ -152,6 +152,9 @@ func (l *Listener) endObservation(d *device, o *observation, why endReason, sync
 	}
 	recent := o.recent
 	d.mu.Unlock()
+	// Count the end before the observations gauge drops, so that a reader who
+	// sees the gauge fall also sees why.
+	l.ctr.observationEnded(why)
 
 	l.mu.Lock()
 	for _, k := range recent {
@@ -165,7 +168,6 @@ func (l *Listener) endObservation(d *device, o *observation, why endReason, sync
 		l.perTopic[o.filter]--
 	}
 	l.mu.Unlock()
-	l.ctr.observationEnded(why)
 	if ce := l.log.Check(zap.DebugLevel, "coap: observation ended"); ce != nil {
 		ce.Write(zap.String("device", d.key), zap.String("filter", o.filter), zap.String("reason", string(why)))
 	}
