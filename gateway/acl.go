@@ -19,10 +19,10 @@ import (
 // username it proved is %u; a device without a session (an MQTT-SN QoS -1
 // publisher that never connected) is anonymous.
 //
-// A nil *acl allows everything: no acl_file, today's behaviour.
+// Without an acl_file in force everything is allowed (no acl_file: today's
+// behaviour); the file in force is the gateway's authFiles, which Reload replaces.
 type acl struct {
-	g    *Gateway
-	file *auth.ACL
+	g *Gateway
 
 	mu      sync.Mutex // guards the log limiter
 	logNext time.Time
@@ -30,14 +30,15 @@ type acl struct {
 }
 
 func (a *acl) allowed(listener, device, topic string, access auth.Access) bool {
-	if a == nil {
+	file := a.g.authFiles.Load().acl
+	if file == nil {
 		return true
 	}
 	user := ""
 	if s := a.g.sessions.Lookup(session.Key{Listener: listener, Device: device}); s != nil {
 		user = s.User()
 	}
-	if a.file.Allowed(device, user, topic, access) {
+	if file.Allowed(device, user, topic, access) {
 		return true
 	}
 	what := "write"

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 
-	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/coap"
@@ -33,20 +32,12 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		PublishTimeout: g.cfg.Upstream.PublishTimeout.D() + g.cfg.Upstream.ConnectTimeout.D(),
 	}
 	if a.PasswordFile != "" {
-		pw, err := auth.LoadPasswordFile(g.cfg.Path(a.PasswordFile))
-		if err != nil {
-			return nil, fmt.Errorf("gateway: listener %q: auth.password_file: %w", lc.Name, err)
-		}
-		opts.CheckPassword = pw.Check
+		opts.CheckPassword = g.checkPassword
 	}
 	if lc.Type == config.ListenerCoAPS {
 		d := &coap.DTLSOptions{HandshakeTimeout: c.HandshakeTimeout.D()}
 		if a.PSKFile != "" {
-			psk, err := auth.LoadPSKFile(g.cfg.Path(a.PSKFile))
-			if err != nil {
-				return nil, fmt.Errorf("gateway: listener %q: auth.psk_file: %w", lc.Name, err)
-			}
-			d.PSK = psk.Key
+			d.PSK = g.pskKey
 		}
 		if c.CertFile != "" {
 			cert, err := tls.LoadX509KeyPair(g.cfg.Path(c.CertFile), g.cfg.Path(c.KeyFile))

@@ -20,7 +20,7 @@ import (
 // fallback will) and publishes the class's birth. It runs on the engine's
 // goroutine that touched the session, and only enqueues.
 func (g *Gateway) sessionCreated(s *session.Session) {
-	c := g.table.Class(s.Key.Listener, s.Key.Device)
+	c := g.rules().Class(s.Key.Listener, s.Key.Device)
 	if c == nil {
 		return
 	}

@@ -34,13 +34,41 @@ func newDownlinks(g *Gateway) *downlinks {
 // subscribe makes the hub deliver each downlink's messages; before the broker
 // is connected the proxy only records the subscription.
 func (d *downlinks) subscribe(ctx context.Context) error {
-	for _, dl := range d.g.table.Downlinks() {
-		o := owner{dl.Listener, "\x00downlink\x00" + dl.Name}
-		if err := d.g.hub.subscribe(ctx, o, dl.Filter, subscriber{qos: 1, deliver: func(m udpgw.Message) { d.deliver(dl, m) }}); err != nil {
-			return err
+	return d.resubscribe(ctx, nil, d.g.rules())
+}
+
+// downlinkOwner is a downlink's identity in the hub, as if it were a device.
+func downlinkOwner(dl *mapping.Downlink) owner {
+	return owner{dl.Listener, "\x00downlink\x00" + dl.Name}
+}
+
+// resubscribe moves the hub from old's downlinks (nil at start) to next's: each
+// of next's subscribes (replacing a same-named one, so no message is missed
+// across a reload), then each of old's that next no longer has unsubscribes.
+func (d *downlinks) resubscribe(ctx context.Context, old, next *mapping.Table) error {
+	type sub struct {
+		o      owner
+		filter string
+	}
+	keep := map[sub]bool{}
+	var first error
+	for _, dl := range next.Downlinks() {
+		keep[sub{downlinkOwner(dl), dl.Filter}] = true
+		if err := d.g.hub.subscribe(ctx, downlinkOwner(dl), dl.Filter, subscriber{qos: 1, deliver: func(m udpgw.Message) { d.deliver(dl, m) }}); err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	if old == nil {
+		return first
+	}
+	for _, dl := range old.Downlinks() {
+		if s := (sub{downlinkOwner(dl), dl.Filter}); !keep[s] {
+			if err := d.g.hub.unsubscribe(ctx, s.o, s.filter); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
 }
 
 // deliver runs on the broker's delivery goroutine: it never blocks.

@@ -27,11 +27,11 @@ import (
 	"net/http/pprof"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/metrics"
@@ -46,11 +46,14 @@ type Gateway struct {
 	cfg      *config.Config
 	log      *zap.Logger
 	metrics  *metrics.Registry
-	table    *mapping.Table
+	table    atomic.Pointer[mapping.Table] // replaced by Reload; read with rules()
 	proxy    *proxy.Proxy
 	hub      *hub
 	sessions *session.Registry
-	acl      *acl // nil: no acl_file
+	acl      *acl
+	// authFiles are the [auth] files in force, replaced by Reload.
+	authFiles atomic.Pointer[authFiles]
+	reloadMu  sync.Mutex // one Reload at a time
 	acks     *acker
 	downs    *downlinks
 	// Set during New only, read-only after.
@@ -73,19 +76,19 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	if errs := cfg.Locate(ps).Errors(); len(errs) > 0 {
 		return nil, errs
 	}
-	g := &Gateway{cfg: cfg, log: log, metrics: metrics.New(), table: table, hub: newHub(),
+	files, err := loadAuthFiles(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: log, metrics: metrics.New(), hub: newHub(),
 		brokers: map[string]*listenerBroker{}, raws: map[string]*raw.Listener{}}
+	g.table.Store(table)
+	g.authFiles.Store(files)
 	g.sessions = session.New(session.Options{Created: g.sessionCreated})
 	g.expiredDownlinks = g.metrics.Counter("mqttgw_downlinks_expired_total", "Queued downlinks dropped unsent after their ttl.")
 	g.acks = newAcker(g)
 	g.downs = newDownlinks(g)
-	if f := cfg.Auth.ACLFile; f != "" {
-		file, err := auth.LoadACLFile(cfg.Path(f))
-		if err != nil {
-			return nil, fmt.Errorf("gateway: auth.acl_file: %w", err)
-		}
-		g.acl = &acl{g: g, file: file}
-	}
+	g.acl = &acl{g: g}
 	tlsConf, err := tlsConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -162,6 +165,9 @@ func tlsConfig(cfg *config.Config) (*tls.Config, error) {
 	}
 	return c, nil
 }
+
+// rules is the rules table in force (classes and downlinks included).
+func (g *Gateway) rules() *mapping.Table { return g.table.Load() }
 
 // ListenerAddr returns the bound address of the named listener, or nil.
 func (g *Gateway) ListenerAddr(name string) net.Addr {

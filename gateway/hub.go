@@ -203,7 +203,7 @@ type listenerBroker struct {
 var _ udpgw.Broker = (*listenerBroker)(nil)
 
 func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
-	topic, _, err := b.g.table.MapTopic(b.listener, device, m.Topic)
+	topic, _, err := b.g.rules().MapTopic(b.listener, device, m.Topic)
 	if err != nil {
 		return fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
 	}
@@ -227,7 +227,7 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 }
 
 func (b *listenerBroker) BrokerTopic(device, topic string) (string, error) {
-	out, _, err := b.g.table.MapTopic(b.listener, device, topic)
+	out, _, err := b.g.rules().MapTopic(b.listener, device, topic)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", udpgw.ErrBadTopic, err)
 	}
@@ -238,7 +238,7 @@ func (b *listenerBroker) BrokerTopic(device, topic string) (string, error) {
 }
 
 func (b *listenerBroker) HasTopicRule(topic string) bool {
-	return b.g.table.HasTopicRule(b.listener, topic)
+	return b.g.rules().HasTopicRule(b.listener, topic)
 }
 
 func (b *listenerBroker) Subscribe(ctx context.Context, device, filter string, qos byte, deliver func(udpgw.Message)) (byte, error) {

@@ -3,7 +3,6 @@ package gateway
 import (
 	"fmt"
 
-	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/mqttsn"
@@ -20,11 +19,7 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 	}
 	var known func(string) bool
 	if o.RequireKnownClient {
-		pw, err := auth.LoadPasswordFile(g.cfg.Path(g.cfg.Auth.PasswordFile))
-		if err != nil {
-			return nil, fmt.Errorf("gateway: listener %q: auth.password_file: %w", lc.Name, err)
-		}
-		known = pw.Has
+		known = g.knownUser
 	}
 	e, err := mqttsn.New(g.env(lc), mqttsn.Options{
 		Bind:              lc.Bind,

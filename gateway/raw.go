@@ -31,7 +31,7 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 	mapped, noMatch, decodeErr, unsafe, denied := count("mapped"), count("no_match"), count("decode_error"), count("unsafe_topic"), count("forbidden")
 	queueFull := g.metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", lc.Name, "reason", "shutting_down")
 	return func(u udpgw.Uplink) {
-		err := g.table.Map(mapping.Datagram{Listener: u.Listener, From: u.From, Payload: u.Payload}, &res)
+		err := g.rules().Map(mapping.Datagram{Listener: u.Listener, From: u.From, Payload: u.Payload}, &res)
 		if err == nil {
 			for _, p := range res.Publishes {
 				if !g.acl.allowed(lc.Name, res.Device, p.Topic, auth.Write) {

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,5 +71,62 @@ func waitCond(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// buildBinary builds mqttgw into the test's temp dir, once per test.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "mqttgw")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// binaryRun is mqttgw running as its own process, with its output collected.
+type binaryRun struct {
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	exited chan error // receives Wait's result once
+}
+
+// startBinary runs bin with args until the test ends (then it is killed; its
+// output is logged when the test failed).
+func startBinary(t *testing.T, bin string, args ...string) *binaryRun {
+	t.Helper()
+	r := &binaryRun{cmd: exec.Command(bin, args...), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.exited <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		r.cmd.Process.Kill()
+		err := <-r.exited
+		r.exited <- err
+		if t.Failed() {
+			t.Logf("mqttgw output:\n%s", r.logs.String())
+		}
+	})
+	return r
+}
+
+// waitLog waits until the process's output contains want, or fails the test
+// when it exits first or after 15 s.
+func (r *binaryRun) waitLog(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(r.logs.String(), want) {
+		select {
+		case err := <-r.exited:
+			r.exited <- err
+			t.Fatalf("mqttgw exited (%v) before logging %q", err, want)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mqttgw did not log %q within 15s", want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

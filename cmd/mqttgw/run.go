@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -43,6 +44,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads, as it does for Mosquitto; it must never end the process
+	// (Go's default for SIGHUP is to exit, losing queued messages).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHUP(ctx, hup, *file, g, log)
 	log.Info("mqttgw starting", zap.String("version", version), zap.String("config", *file), zap.String("gateway", cfg.Gateway.ID))
 	if err := g.Run(ctx); err != nil {
 		log.Error("gateway stopped", zap.Error(err))
@@ -50,6 +57,35 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("mqttgw stopped")
 	return 0
+}
+
+// reloadOnHUP re-reads the config file on each SIGHUP and hands it to the
+// gateway; a file that fails to load leaves the running one in force, and every
+// problem is logged with its FILE:LINE.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, file string, g *gateway.Gateway, log *zap.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading", zap.String("config", file))
+		cfg, ps := config.Load(file)
+		for _, p := range ps {
+			if p.Warning {
+				log.Warn("reload: config", zap.String("problem", p.Error()))
+			}
+		}
+		if errs := ps.Errors(); len(errs) > 0 {
+			for _, p := range errs {
+				log.Error("reload refused: config kept as it was", zap.String("problem", p.Error()))
+			}
+			continue
+		}
+		if err := g.Reload(ctx, cfg); err != nil {
+			log.Error("reload refused: config kept as it was", zap.Error(err))
+		}
+	}
 }
 
 // newLogger builds the one zap logger that New passes down; repeated lines are

@@ -39,10 +39,7 @@ func freePort(t *testing.T, network string) int {
 func TestRunBinaryEmbeddedBroker(t *testing.T) {
 	mosquittotest.RequireTools(t, "mosquitto_sub")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "mqttgw")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	example, err := os.ReadFile("../../config.toml.example")
 	if err != nil {
 		t.Fatal(err)
@@ -60,28 +57,8 @@ func TestRunBinaryEmbeddedBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
-	cmd := exec.Command(bin, "run", "--config", cfgFile)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("mqttgw output:\n%s", logs.String())
-		}
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "connected to broker") {
-		if time.Now().After(deadline) {
-			t.Fatal("mqttgw did not connect to its embedded broker within 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r := startBinary(t, bin, "run", "--config", cfgFile)
+	r.waitLog(t, "connected to broker")
 
 	sub := exec.Command("mosquitto_sub", "-h", "127.0.0.1", "-p", fmt.Sprint(mqttPort), "-t", "sensors/#", "-v", "-C", "1", "-W", "10")
 	var subOut bytes.Buffer
@@ -115,17 +92,17 @@ wait:
 		t.Fatalf("mosquitto_sub read %q", got)
 	}
 
-	cmd.Process.Signal(syscall.SIGTERM)
+	r.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-exited:
-		exited <- err // for the deferred Wait
+	case err := <-r.exited:
+		r.exited <- err // for the cleanup's Wait
 		if err != nil {
 			t.Fatalf("mqttgw exited with %v after SIGTERM, want 0", err)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("mqttgw did not exit within 15s of SIGTERM")
 	}
-	if !strings.Contains(logs.String(), "mqttgw stopped") {
+	if !strings.Contains(r.logs.String(), "mqttgw stopped") {
 		t.Errorf("no clean stop in the log")
 	}
 }
