@@ -54,8 +54,8 @@ type Gateway struct {
 	// authFiles are the [auth] files in force, replaced by Reload.
 	authFiles atomic.Pointer[authFiles]
 	reloadMu  sync.Mutex // one Reload at a time
-	acks     *acker
-	downs    *downlinks
+	acks      *acker
+	downs     *downlinks
 	// Set during New only, read-only after.
 	brokers   map[string]*listenerBroker
 	raws      map[string]*raw.Listener
