@@ -6,7 +6,10 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 FUZZTIME  ?= 15s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run build test deps lint fuzz bench clean
+# Debian versions start with a digit: an untagged tree is 0.0.0~git<hash>.
+PKG_VERSION ?= $(shell (git describe --tags --always 2>/dev/null || echo dev) | sed -e 's/^[^0-9]/0.0.0~git&/')
+
+.PHONY: run build test deps lint fuzz bench clean package package-test
 
 run: build
 	./$(BIN) run --config config.toml.example
@@ -21,6 +24,21 @@ deps:
 # observation idle for 90 s); they run in parallel with the other packages.
 test: deps
 	MQTTGW_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+# mqttgw_VERSION_amd64.deb in bin/: the static binary, /etc/mqttgw/config.toml
+# (a conffile made from config.toml.example, pointed at a local Mosquitto), the
+# systemd unit and mqttgw(1) generated from the CLI's own help. nFPM is a Go tool
+# dependency (go.mod), so nothing is downloaded here.
+package:
+	rm -rf bin/package bin/mqttgw_*.deb && mkdir -p bin/package
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(PKG_VERSION)" -o bin/package/mqttgw ./cmd/mqttgw
+	sh packaging/mkconfig.sh config.toml.example > bin/package/config.toml
+	bin/package/mqttgw check bin/package/config.toml
+	bin/package/mqttgw man | gzip -9n > bin/package/mqttgw.1.gz
+	MQTTGW_VERSION=$(PKG_VERSION) $(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target bin/
+
+package-test: package
+	bash scripts/package-test.sh bin/mqttgw_$(PKG_VERSION)_amd64.deb
 
 lint:
 	$(GO) vet ./...

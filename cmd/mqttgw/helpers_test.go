@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -95,7 +96,16 @@ type binaryRun struct {
 // output is logged when the test failed).
 func startBinary(t *testing.T, bin string, args ...string) *binaryRun {
 	t.Helper()
+	return startBinaryEnv(t, nil, bin, args...)
+}
+
+// startBinaryEnv is startBinary with env added to the test's environment.
+func startBinaryEnv(t *testing.T, env []string, bin string, args ...string) *binaryRun {
+	t.Helper()
 	r := &binaryRun{cmd: exec.Command(bin, args...), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	if env != nil {
+		r.cmd.Env = append(os.Environ(), env...)
+	}
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

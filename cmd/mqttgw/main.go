@@ -60,6 +60,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSub(args[1:], stdout, stderr)
 	case "bench":
 		return cmdBench(args[1:], stdout, stderr)
+	case "man": // mqttgw(1) in roff, for packagers (make package)
+		return cmdMan(stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "mqttgw %s\n", version)
 		return 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -35,7 +36,9 @@ name = "sn"
 type = "mqttsn"
 bind = "127.0.0.1:%d"
 `, b.URL, acl, snPort))
-	r := startBinary(t, buildBinary(t), "run", "--config", cfgFile)
+	notified := listenNotify(t)
+	r := startBinaryEnv(t, []string{"NOTIFY_SOCKET=" + notified.path}, buildBinary(t), "run", "--config", cfgFile)
+	notified.expect(t, "READY=1")
 	r.waitLog(t, "connected to broker")
 	sub := b.Subscribe(t, mosquittotest.SubOptions{Topics: []string{"a/#", "b/#"}, QoS: 1})
 
@@ -61,6 +64,8 @@ bind = "127.0.0.1:%d"
 	writeTestFile(t, acl, "pattern write b/%c/#\n")
 	r.cmd.Process.Signal(syscall.SIGHUP)
 	r.waitLog(t, "reloaded rules, classes, downlinks and auth files")
+	notified.expect(t, "RELOADING=1")
+	notified.expect(t, "READY=1")
 	if err := publish("b/dev1/x"); err != nil {
 		t.Fatalf("allowed after the reload: %v", err)
 	}
@@ -73,6 +78,8 @@ bind = "127.0.0.1:%d"
 	r.cmd.Process.Signal(syscall.SIGHUP)
 	r.waitLog(t, acl+":2")
 	r.waitLog(t, "reload refused")
+	notified.expect(t, "RELOADING=1")
+	notified.expect(t, "READY=1") // still serving, on the old ACL
 	if err := publish("b/dev1/y"); err != nil {
 		t.Fatalf("the old ACL after a broken reload: %v", err)
 	}
@@ -83,6 +90,39 @@ bind = "127.0.0.1:%d"
 		r.exited <- err
 		t.Fatalf("mqttgw exited after SIGHUP: %v", err)
 	default:
+	}
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	notified.expect(t, "STOPPING=1")
+}
+
+// notifySocket stands in for systemd's notification socket (sd_notify(3)).
+type notifySocket struct {
+	path string
+	c    *net.UnixConn
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &notifySocket{path: path, c: c}
+}
+
+// expect reads the next notification and fails unless it is want.
+func (n *notifySocket) expect(t *testing.T, want string) {
+	t.Helper()
+	buf := make([]byte, 256)
+	n.c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	k, err := n.c.Read(buf)
+	if err != nil {
+		t.Fatalf("waiting for %q on NOTIFY_SOCKET: %v", want, err)
+	}
+	if got := string(buf[:k]); got != want {
+		t.Fatalf("NOTIFY_SOCKET got %q, want %q", got, want)
 	}
 }
 

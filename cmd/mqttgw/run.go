@@ -51,6 +51,13 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	go reloadOnHUP(ctx, hup, *file, g, log)
 	log.Info("mqttgw starting", zap.String("version", version), zap.String("config", *file), zap.String("gateway", cfg.Gateway.ID))
+	// Every socket is bound by New and Run reads them at once: ready for the
+	// service manager (systemd Type=notify) now.
+	notify(log, "READY=1")
+	go func() {
+		<-ctx.Done()
+		notify(log, "STOPPING=1")
+	}()
 	if err := g.Run(ctx); err != nil {
 		log.Error("gateway stopped", zap.Error(err))
 		return 1
@@ -70,6 +77,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, file string, g *gate
 		case <-hup:
 		}
 		log.Info("SIGHUP: reloading", zap.String("config", file))
+		notify(log, "RELOADING=1")
 		cfg, ps := config.Load(file)
 		for _, p := range ps {
 			if p.Warning {
@@ -80,11 +88,21 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, file string, g *gate
 			for _, p := range errs {
 				log.Error("reload refused: config kept as it was", zap.String("problem", p.Error()))
 			}
+			notify(log, "READY=1") // still serving, on the old config
 			continue
 		}
 		if err := g.Reload(ctx, cfg); err != nil {
 			log.Error("reload refused: config kept as it was", zap.Error(err))
 		}
+		notify(log, "READY=1")
+	}
+}
+
+// notify tells the service manager state; a failure is worth a warning only,
+// since the gateway itself works.
+func notify(log *zap.Logger, state string) {
+	if err := sdNotify(state); err != nil {
+		log.Warn("service manager notification failed", zap.String("state", state), zap.Error(err))
 	}
 }
 
