@@ -125,6 +125,9 @@ func (d *downlinks) send(listener string, to netip.AddrPort, b []byte) {
 		return
 	}
 	d.n.inc(listener, "sent")
+	if b := d.g.brokers[listener]; b != nil {
+		b.downlinks.Add(1)
+	}
 }
 
 // outcomes holds the series of one counter family by listener and outcome for

@@ -64,6 +64,7 @@ type Gateway struct {
 	metricsLn net.Listener
 
 	expiredDownlinks *metrics.Counter // queued downlinks dropped unsent after their ttl
+	status           statusState      // sampled by the driver for the status page
 }
 
 // New compiles the config and binds every listener socket, so that a port in use
@@ -293,6 +294,7 @@ func (g *Gateway) drive(ctx context.Context) {
 
 // expire is the driver's session step at now.
 func (g *Gateway) expire(now time.Time) {
+	g.sampleStatus(now)
 	if n := g.sessions.Expire(now, g.sessionLost); n > 0 {
 		g.expiredDownlinks.Add(uint64(n))
 	}
@@ -309,6 +311,9 @@ func (g *Gateway) metricsServer() *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", g.metrics.Handler())
 	mux.HandleFunc("GET /devices", g.serveDevices)
+	mux.HandleFunc("GET /{$}", g.serveStatusPage)
+	mux.HandleFunc("GET /status.json", g.serveStatusJSON)
+	mux.Handle("GET /static/", statusAssets())
 	if g.cfg.Metrics.PProf {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqttgw/mqttgw/auth"
@@ -198,6 +199,10 @@ type listenerBroker struct {
 	g          *Gateway
 	listener   string
 	mountpoint string
+
+	// For the status page: messages from devices the broker took, and broker
+	// messages handed to devices, on this listener.
+	uplinks, downlinks atomic.Uint64
 }
 
 var _ udpgw.Broker = (*listenerBroker)(nil)
@@ -214,6 +219,9 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 		return forbidden(topic)
 	}
 	err = b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	if err == nil {
+		b.uplinks.Add(1)
+	}
 	switch {
 	case errors.Is(err, proxy.ErrUnavailable), errors.Is(err, proxy.ErrTimeout), errors.Is(err, proxy.ErrClosed):
 		return fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
@@ -249,7 +257,11 @@ func (b *listenerBroker) Subscribe(ctx context.Context, device, filter string, q
 	if !b.g.acl.allowed(b.listener, device, b.mountpoint+filter, auth.Read) {
 		return 0, forbidden(b.mountpoint + filter)
 	}
-	err := b.g.hub.subscribe(ctx, owner{b.listener, device}, b.mountpoint+filter, subscriber{qos: qos, mountpoint: b.mountpoint, deliver: deliver})
+	counted := func(m udpgw.Message) {
+		b.downlinks.Add(1)
+		deliver(m)
+	}
+	err := b.g.hub.subscribe(ctx, owner{b.listener, device}, b.mountpoint+filter, subscriber{qos: qos, mountpoint: b.mountpoint, deliver: counted})
 	return qos, err
 }
 

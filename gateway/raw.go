@@ -29,6 +29,7 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 		return c.Inc
 	}
 	mapped, noMatch, decodeErr, unsafe, denied := count("mapped"), count("no_match"), count("decode_error"), count("unsafe_topic"), count("forbidden")
+	lb := g.broker(lc)
 	queueFull := g.metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", lc.Name, "reason", "shutting_down")
 	return func(u udpgw.Uplink) {
 		err := g.rules().Map(mapping.Datagram{Listener: u.Listener, From: u.From, Payload: u.Payload}, &res)
@@ -42,6 +43,7 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 		}
 		if err == nil {
 			mapped()
+			lb.uplinks.Add(1)
 			s, _ := g.sessions.Touch(session.Key{Listener: lc.Name, Device: res.Device}, session.Peer{Addr: u.From}, u.Received)
 			g.downs.flushQueued(lc.Name, s, u.From, u.Received)
 			if res.Ack != nil {

@@ -12,9 +12,10 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-# stdbuf (coreutils) makes mosquitto_sub line-buffer its stdout when piped.
-tools=(mosquitto mosquitto_sub mosquitto_pub mosquitto_passwd coap-client-notls coap-client-openssl stdbuf)
-packages=(mosquitto mosquitto-clients libcoap3-bin coreutils)
+# stdbuf (coreutils) makes mosquitto_sub line-buffer its stdout when piped;
+# chromium loads the status page headless.
+tools=(mosquitto mosquitto_sub mosquitto_pub mosquitto_passwd coap-client-notls coap-client-openssl stdbuf chromium)
+packages=(mosquitto mosquitto-clients libcoap3-bin coreutils chromium)
 
 # have NAME reports whether NAME is runnable. mosquitto lives in /usr/sbin,
 # which is not on a non-root user's PATH on Debian.
