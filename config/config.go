@@ -88,6 +88,13 @@ type Metrics struct {
 	// PProf serves Go's profiler at /debug/pprof/ on the metrics listener; off by
 	// default, since a profile shows the process's internals.
 	PProf bool `toml:"pprof"`
+	// Username and Password, when set, protect every page of the metrics
+	// listener (the status page, /devices, /metrics, pprof) with HTTP basic
+	// auth. Password is a hash in the password file's format, made by
+	// `mqttgw passwd` or mosquitto_passwd ($7$... or $6$...), never the
+	// password itself.
+	Username string `toml:"username"`
+	Password string `toml:"password"`
 }
 
 // Listener is one device-side socket.

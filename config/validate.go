@@ -162,6 +162,7 @@ func (c *Config) validate() Problems {
 			add("metrics.listen", "%v", err)
 		}
 	}
+	c.Metrics.validate(add)
 
 	c.MQTTSN.validate(add)
 	for _, f := range []struct{ key, path string }{

@@ -65,6 +65,7 @@ type Gateway struct {
 
 	expiredDownlinks *metrics.Counter // queued downlinks dropped unsent after their ttl
 	status           statusState      // sampled by the driver for the status page
+	metricsHandler   http.Handler     // the metrics listener's, built by New
 }
 
 // New compiles the config and binds every listener socket, so that a port in use
@@ -131,6 +132,10 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	}
 	g.sessionGauges()
 	if cfg.Metrics.Listen != "" {
+		if g.metricsHandler, err = metricsAuth(cfg.Metrics, g.metricsMux()); err != nil {
+			g.closeListeners()
+			return nil, err
+		}
 		g.metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
 			g.closeListeners()
@@ -307,7 +312,13 @@ func (g *Gateway) closeListeners() {
 	}
 }
 
+// metricsServer serves the metrics listener: /metrics, /healthz, the status
+// page, /devices, pprof when enabled; behind basic auth when configured.
 func (g *Gateway) metricsServer() *http.Server {
+	return &http.Server{Handler: g.metricsHandler, ReadHeaderTimeout: 5 * time.Second}
+}
+
+func (g *Gateway) metricsMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", g.metrics.Handler())
 	mux.HandleFunc("GET /devices", g.serveDevices)
@@ -328,5 +339,5 @@ func (g *Gateway) metricsServer() *http.Server {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return mux
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -95,5 +96,47 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	if !st.Upstream.Connected || len(st.Listeners) != 1 || st.Listeners[0].Active != 1 || st.Listeners[0].Uplinks != 1 {
 		t.Errorf("status.json %+v", st)
+	}
+}
+
+// TestMetricsBasicAuth: with [metrics] username and a password hash (made by
+// the real mosquitto_passwd), every page of the metrics listener asks for
+// them; the right password opens the status page and /metrics.
+func TestMetricsBasicAuth(t *testing.T) {
+	mosquittotest.RequireTools(t, "mosquitto_passwd")
+	b := startMosquitto(t, false)
+	pwfile := t.TempDir() + "/pw"
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pwfile, "ops", "s3cret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	line, err := os.ReadFile(pwfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash := strings.TrimPrefix(strings.TrimSpace(string(line)), "ops:")
+	g := startGateway(t, rawConfig(b, "")+fmt.Sprintf("\n[metrics]\nlisten = \"127.0.0.1:0\"\nusername = \"ops\"\npassword = %q\n", hash))
+	base := "http://" + g.MetricsAddr().String()
+	get := func(path, user, pass string) int {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pass)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, path := range []string{"/", "/metrics", "/devices", "/status.json", "/healthz"} {
+		if c := get(path, "", ""); c != http.StatusUnauthorized {
+			t.Errorf("%s without credentials: %d, want 401", path, c)
+		}
+		if c := get(path, "ops", "wrong"); c != http.StatusUnauthorized {
+			t.Errorf("%s with a wrong password: %d, want 401", path, c)
+		}
+		if c := get(path, "ops", "s3cret"); c != http.StatusOK {
+			t.Errorf("%s with the right password: %d, want 200", path, c)
+		}
 	}
 }

@@ -21,6 +21,8 @@ func cmdDevices(args []string, stdout, stderr io.Writer) int {
 	listener := fs.String("listener", "", "only this listener's devices")
 	state := fs.String("state", "", "only devices in this state: active, asleep or lost")
 	asJSON := fs.Bool("json", false, "print the JSON as the gateway sent it")
+	user := fs.String("u", "", "user name, when [metrics] username/password protect the listener")
+	pass := fs.String("P", "", "password for -u")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -33,7 +35,15 @@ func cmdDevices(args []string, stdout, stderr io.Writer) int {
 	}
 	u := url.URL{Scheme: "http", Host: *addr, Path: "/devices", RawQuery: q.Encode()}
 	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(u.String())
+	req, err := http.NewRequest(http.MethodGet, u.String(), nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw devices: %v\n", err)
+		return 2
+	}
+	if *user != "" {
+		req.SetBasicAuth(*user, *pass)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw devices: %v\n", err)
 		return 1
