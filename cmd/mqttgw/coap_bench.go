@@ -21,6 +21,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
@@ -42,6 +43,7 @@ const (
 
 type coapBenchConfig struct {
 	coapURL, mqttURL, user, pass string
+	deviceUser, devicePass       string // the CoAP query's u and p, for listeners that check passwords
 	host                         string // the gateway's CoAP HOST:PORT
 	devices, requests, size      int
 	observers, notifications     int
@@ -56,7 +58,7 @@ func cmdBenchCoAP(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mqttgw bench --coap coap://HOST:PORT --mqtt tcp://HOST:PORT [-u USER -P PASS] [--devices D] [--requests N] [--con] [--non] [--observers K] [--notifications M]\n\n"+
+		fmt.Fprintln(stderr, "usage: mqttgw bench --coap coap://HOST:PORT --mqtt tcp://HOST:PORT [-u USER -P PASS] [--device-user U --device-pass P] [--devices D] [--requests N] [--con] [--non] [--observers K] [--notifications M]\n\n"+
 			"D simulated CoAP devices send N publishes in all (each device one at a time, after the\n"+
 			"previous response), Confirmable and/or Non-confirmable, beside D MQTT clients publishing\n"+
 			"the same load straight to the broker; then K devices observe one topic that gets M messages,\n"+
@@ -69,6 +71,8 @@ func cmdBenchCoAP(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.mqttURL, "mqtt", "tcp://127.0.0.1:1883", "the broker, for the subscriber and the direct baseline")
 	fs.StringVar(&c.user, "u", "", "broker user name")
 	fs.StringVar(&c.pass, "P", "", "broker password")
+	fs.StringVar(&c.deviceUser, "device-user", "", "every simulated device's user name (the CoAP query's u), when the listener checks passwords")
+	fs.StringVar(&c.devicePass, "device-pass", "", "every simulated device's password (the CoAP query's p)")
 	fs.IntVar(&c.devices, "devices", 100, "simulated devices (and MQTT clients in the baseline)")
 	fs.IntVar(&c.requests, "requests", 10000, "publishes per mode, in all")
 	fs.BoolVar(&c.con, "con", false, "measure Confirmable publishes (default: both)")
@@ -184,6 +188,27 @@ func (c *coapBenchConfig) check() error {
 		return fmt.Errorf("--mqtt: %w", err)
 	}
 	return nil
+}
+
+// deviceQuery is a simulated device's Uri-Query: its client id and, when
+// given, its credentials.
+func (c *coapBenchConfig) deviceQuery(clientID string) message.Options {
+	q := []string{"c=" + clientID}
+	if c.deviceUser != "" {
+		q = append(q, "u="+c.deviceUser, "p="+c.devicePass)
+	}
+	opts := make(message.Options, len(q))
+	for i, kv := range q {
+		opts[i] = message.Option{ID: message.URIQuery, Value: []byte(kv)}
+	}
+	return opts
+}
+
+// isRefusal reports whether err is the gateway refusing the device (4.01
+// Unauthorized, 4.03 Forbidden) rather than a lost or late message.
+func isRefusal(err error) bool {
+	var ce codeError
+	return errors.As(err, &ce) && (ce.code == codes.Unauthorized || ce.code == codes.Forbidden)
 }
 
 // coapBenchPhase is one column of the report.
@@ -337,8 +362,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		}
 		publish = func(ctx context.Context, i int, b []byte) error {
 			path := fmt.Sprintf("/ps/%s/%s/pub/%s/%d", c.topic, c.run, kind, i)
-			opts := message.Options{{ID: message.URIQuery, Value: fmt.Appendf(nil, "c=cb-%s-%d", c.run, i)}}
-			return coapPublish(ctx, conns[i], path, true, !con, b, opts)
+			return coapPublish(ctx, conns[i], path, true, !con, b, c.deviceQuery(fmt.Sprintf("cb-%s-%d", c.run, i)))
 		}
 	} else {
 		clients := make([]paho.Client, c.devices)
@@ -375,6 +399,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 	p.firstSend = time.Now()
 	var wg sync.WaitGroup
 	var lastAns atomic.Int64
+	var refused atomic.Pointer[error] // the gateway refused the devices: no use going on
 	for i := range c.devices {
 		wg.Add(1)
 		go func() {
@@ -382,6 +407,9 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 			for seq := range per {
 				if err := publish(ctx, i, coapBenchPayload(c.size, i, seq)); err != nil {
 					p.failed.Add(1)
+					if isRefusal(err) && refused.CompareAndSwap(nil, &err) {
+						cancel()
+					}
 					if ctx.Err() != nil {
 						return
 					}
@@ -393,6 +421,9 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		}()
 	}
 	wg.Wait()
+	if err := refused.Load(); err != nil {
+		return nil, fmt.Errorf("%s: the gateway refused a device: %w (give credentials with --device-user and --device-pass)", name, *err)
+	}
 	p.lastAns = time.Unix(0, lastAns.Load())
 	// Non-confirmable QoS 0 messages may be lost on the way; wait a bounded
 	// moment for stragglers, then report what arrived.
@@ -441,25 +472,28 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 			var registered atomic.Bool
 			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 			defer rcancel()
-			id := message.Option{ID: message.URIQuery, Value: fmt.Appendf(nil, "c=co-%s-%d", c.run, i)}
+			opts := c.deviceQuery(fmt.Sprintf("co-%s-%d", c.run, i))
 			obs, err := cc.Observe(rctx, "/ps/"+devTopic, func(msg *pool.Message) {
 				b, _ := msg.ReadBody()
 				if registered.CompareAndSwap(false, true) && len(b) == 0 {
 					return // the registration response
 				}
 				record(i, b)
-			}, id)
+			}, opts...)
+			if err != nil {
+				// A refused registration leaves no observation to cancel.
+				cc.Close()
+				return fmt.Errorf("observer %d: %w (a listener that checks passwords needs --device-user and --device-pass)", i, err)
+			}
 			mu.Lock()
 			cleanup = append(cleanup, func() {
-				if obs != nil {
-					dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
-					_ = obs.Cancel(dctx, id)
-					dcancel()
-				}
+				dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+				_ = obs.Cancel(dctx, opts...)
+				dcancel()
 				cc.Close()
 			})
 			mu.Unlock()
-			return err
+			return nil
 		}); err != nil {
 			return nil, err
 		}

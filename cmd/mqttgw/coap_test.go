@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,5 +134,43 @@ func TestCoAPBenchSmall(t *testing.T) {
 	}
 	if code := run([]string{"bench", "--coap", "coap://192.0.2.1:5683", "--mqtt", b.URL}, &out, &errs); code != 2 {
 		t.Errorf("a non-loopback target: exit %d, want 2", code)
+	}
+}
+
+// TestCoAPBenchDeviceCredentials: against a listener that checks passwords,
+// the load tool without device credentials stops with the gateway's 4.01 (it
+// used to panic), and with --device-user/--device-pass it runs.
+func TestCoAPBenchDeviceCredentials(t *testing.T) {
+	mosquittotest.RequireTools(t, "mosquitto_passwd")
+	b := mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"}})
+	pw := filepath.Join(t.TempDir(), "pw")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pw, "dev", "dev-secret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	g := runGateway(t, fmt.Sprintf(`
+[upstream]
+url = %q
+username = "mqttgw"
+password = "gw-secret"
+[auth]
+password_file = %q
+allow_anonymous = false
+[[listener]]
+name = "coap"
+type = "coap"
+bind = "127.0.0.1:0"
+`, b.URL, pw))
+	args := []string{"bench", "--coap", "coap://" + g.ListenerAddr("coap").String(), "--mqtt", b.URL, "-u", "reader", "-P", "reader-secret",
+		"--devices", "2", "--requests", "10", "--observers", "2", "--notifications", "3", "--duration-limit", "20s"}
+	var out, errs syncBuffer
+	if code := run(args, &out, &errs); code != 1 || !strings.Contains(errs.String(), "4.01") || !strings.Contains(errs.String(), "--device-user") {
+		t.Fatalf("without device credentials: exit %d, stderr %q", code, errs.String())
+	}
+	var out2, errs2 syncBuffer
+	if code := run(append(args, "--device-user", "dev", "--device-pass", "dev-secret"), &out2, &errs2); code != 0 {
+		t.Fatalf("with device credentials: exit %d\n%s\n%s", code, out2.String(), errs2.String())
+	}
+	if !strings.Contains(out2.String(), "6/6") {
+		t.Errorf("observers did not get every message:\n%s", out2.String())
 	}
 }
