@@ -6,8 +6,8 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 FUZZTIME  ?= 15s
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-# Debian versions start with a digit: an untagged tree is 0.0.0~git<hash>.
-PKG_VERSION ?= $(shell (git describe --tags --always 2>/dev/null || echo dev) | sed -e 's/^[^0-9]/0.0.0~git&/')
+# Debian versions start with a digit: tag v1.2.3 is 1.2.3, an untagged tree 0.0.0~git<hash>.
+PKG_VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed -e 's/^v//' -e 's/-/+/g'),0.0.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo dev))
 
 .PHONY: run build test deps lint fuzz bench clean package package-test
 
@@ -22,8 +22,12 @@ deps:
 
 # MQTTGW_LONG_TESTS=1 also runs the tests that must wait out real time (a CoAP
 # observation idle for 90 s); they run in parallel with the other packages.
+# In CI the Debian package is also built, installed and checked
+# (scripts/package-test.sh); locally that changes the machine, so it is
+# `make package-test`.
 test: deps
 	MQTTGW_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 20m ./...
+	@if [ "$$CI" = true ]; then $(MAKE) package-test; fi
 
 # mqttgw_VERSION_amd64.deb in bin/: the static binary, /etc/mqttgw/config.toml
 # (a conffile made from config.toml.example, pointed at a local Mosquitto), the

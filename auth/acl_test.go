@@ -14,7 +14,7 @@ import (
 	"github.com/mqttgw/mqttgw/internal/fuzzcorpus"
 )
 
-var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz/FuzzParseACL from aclCases and aclErrors")
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpora under testdata/fuzz (FuzzParseACL, FuzzParsePasswords) from the test tables")
 
 // aclQuery is one question to an ACL and its answer.
 type aclQuery struct {

@@ -13,6 +13,12 @@
 // In all, blank lines and lines starting with '#' are skipped, and a malformed
 // line is an error naming its line number — never a user, key or rule.
 //
+// It also writes password files as mosquitto_passwd does (HashPassword,
+// PasswordFile, UpdatePasswordFile: `mqttgw passwd`), and limits failed
+// authentications per source address (FailureLimiter).
+//
 // It starts no goroutines and does no I/O after loading: PSKs, Passwords and ACL
-// are immutable and safe for concurrent use.
+// are immutable and safe for concurrent use; a FailureLimiter is mutable, safe
+// for concurrent use, and takes the time as an argument. Only the Load*,
+// UpdatePasswordFile and WritePasswordFile functions touch files.
 package auth

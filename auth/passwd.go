@@ -20,6 +20,10 @@ const maxIterations = 1_000_000
 // Passwords checks user names and passwords against a mosquitto_passwd file.
 type Passwords struct {
 	users map[string]hash
+	// dummy is checked for unknown users: the kind and iterations most users
+	// of the file have, so that an unknown user costs as much time as a wrong
+	// password and user names cannot be told apart by timing.
+	dummy hash
 }
 
 type hash struct {
@@ -54,7 +58,30 @@ func ParsePasswords(name string, r io.Reader) (*Passwords, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.dummy = dummyFor(p.users)
 	return p, nil
+}
+
+// dummyFor returns a hash that no password matches, costing what the most
+// common kind and iteration count among users cost (ties: the costlier);
+// mosquitto_passwd 2.0's $7$ with 101 iterations when there are no users.
+func dummyFor(users map[string]hash) hash {
+	type cost struct {
+		kind       byte
+		iterations int
+	}
+	count := map[cost]int{}
+	best, n := cost{'7', defaultIterations}, 0
+	for _, h := range users {
+		c := cost{h.kind, h.iterations}
+		count[c]++
+		if m := count[c]; m > n || (m == n && (c.kind > best.kind || c.kind == best.kind && c.iterations > best.iterations)) {
+			best, n = c, m
+		}
+	}
+	// All-zero sum: PBKDF2 and SHA-512 outputs are never all zero in practice,
+	// and Check requires the user to exist anyway.
+	return hash{kind: best.kind, iterations: best.iterations, salt: make([]byte, saltLen), sum: make([]byte, sha512.Size)}
 }
 
 // parseHash reads "$6$salt$hash" or "$7$iterations$salt$hash" (Mosquitto 2.0,
@@ -90,18 +117,17 @@ func parseHash(s string) (hash, error) {
 	return h, nil
 }
 
-// dummy is checked for unknown users, so that an unknown user costs as much time
-// as a wrong password.
-var dummy = hash{kind: '7', iterations: 101, salt: make([]byte, 12), sum: make([]byte, sha512.Size)}
-
-// Check reports whether password is user's.
+// Check reports whether password is user's. The hashes are compared in
+// constant time, and an unknown user is checked against a dummy hash costing
+// what most users' hashes cost, so neither the password nor whether the user
+// exists shows in how long Check takes.
 func (p *Passwords) Check(user, password string) bool {
 	if p == nil {
 		return false
 	}
 	h, ok := p.users[user]
 	if !ok {
-		h = dummy
+		h = p.dummy
 	}
 	var sum []byte
 	switch h.kind {

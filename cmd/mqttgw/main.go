@@ -1,6 +1,7 @@
 // Command mqttgw is the gateway binary: `run` serves, `check` validates a config and
 // runs its inline rule and downlink tests, `rules test` dry-runs one datagram (or
-// one downlink message), `devices` lists a running gateway's sessions, `version`
+// one downlink message), `devices` lists a running gateway's sessions, `passwd`
+// edits a Mosquitto password file, `pub`/`sub`/`bench` act as devices, `version`
 // prints the build. Exit codes: 0 success, 1 a failed check or run, 2 bad usage.
 package main
 
@@ -24,6 +25,8 @@ Usage:
                                     encode one MQTT message as a downlink datagram
   mqttgw devices [--metrics HOST:PORT] [--listener NAME] [--state active|asleep|lost] [--json]
                                     list a running gateway's device sessions
+  mqttgw passwd [-c] [-b] [-D] FILE USER [PASSWORD]
+                                    add, change or delete a user in a Mosquitto password file
   mqttgw pub (--mqttsn HOST:PORT | --coap URL) ...   publish as a device
   mqttgw sub (--mqttsn HOST:PORT | --coap URL) ...   subscribe (or observe) as a device
   mqttgw bench (--mqttsn HOST:PORT | --coap URL) ... the load tool
@@ -54,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRulesTest(args[2:], stdout, stderr)
 	case "devices":
 		return cmdDevices(args[1:], stdout, stderr)
+	case "passwd":
+		return cmdPasswd(args[1:], stdout, stderr)
 	case "pub":
 		return cmdPub(args[1:], stdout, stderr)
 	case "sub":

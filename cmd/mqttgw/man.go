@@ -12,7 +12,7 @@ import (
 // usage text; each section is that command's own --help output, so the page
 // cannot drift from the CLI.
 var manCommands = [][]string{
-	{"run"}, {"check"}, {"rules", "test"}, {"devices"},
+	{"run"}, {"check"}, {"rules", "test"}, {"devices"}, {"passwd"},
 	{"pub"}, {"sub"}, {"bench"},
 }
 
