@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,11 +21,8 @@ import (
 // Without an acl_file in force everything is allowed (no acl_file: today's
 // behaviour); the file in force is the gateway's authFiles, which Reload replaces.
 type acl struct {
-	g *Gateway
-
-	mu      sync.Mutex // guards the log limiter
-	logNext time.Time
-	logSkip int
+	g   *Gateway
+	log logLimit
 }
 
 func (a *acl) allowed(listener, device, topic string, access auth.Access) bool {
@@ -46,18 +42,8 @@ func (a *acl) allowed(listener, device, topic string, access auth.Access) bool {
 		what = "read"
 	}
 	a.g.metrics.Counter("mqttgw_acl_denied_total", "Device publishes (write) and subscriptions (read) the ACL denied.", "listener", listener, "access", what).Inc()
-	// One device hammering a denied topic must not flood the log: at most one
-	// line a second, with the count of the ones skipped.
-	now := time.Now()
-	a.mu.Lock()
-	logIt, skipped := !now.Before(a.logNext), a.logSkip
-	if logIt {
-		a.logNext, a.logSkip = now.Add(time.Second), 0
-	} else {
-		a.logSkip++
-	}
-	a.mu.Unlock()
-	if logIt {
+	// One device hammering a denied topic must not flood the log.
+	if logIt, skipped := a.log.allow(time.Now()); logIt {
 		a.g.log.Info("denied by acl_file", zapListener(listener), zap.String("device", device), zap.String("user", user),
 			zap.String("topic", topic), zap.String("access", what), zap.Int("suppressed_before", skipped))
 	}

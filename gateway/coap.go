@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"fmt"
+	"net/netip"
 
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/udpgw"
@@ -32,8 +33,9 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		PublishTimeout: g.cfg.Upstream.PublishTimeout.D() + g.cfg.Upstream.ConnectTimeout.D(),
 	}
 	if a.PasswordFile != "" {
-		opts.CheckPassword = g.checkPassword
+		opts.CheckPassword = g.auth.checkPassword
 	}
+	opts.Refused = func(from netip.AddrPort, user, reason string) { g.auth.refused(lc.Name, from, user, reason) }
 	if lc.Type == config.ListenerCoAPS {
 		d := &coap.DTLSOptions{HandshakeTimeout: c.HandshakeTimeout.D()}
 		if a.PSKFile != "" {

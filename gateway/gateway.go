@@ -51,6 +51,7 @@ type Gateway struct {
 	hub      *hub
 	sessions *session.Registry
 	acl      *acl
+	auth     *authGuard // password checks with per-source failure limits
 	// authFiles are the [auth] files in force, replaced by Reload.
 	authFiles atomic.Pointer[authFiles]
 	reloadMu  sync.Mutex // one Reload at a time
@@ -91,6 +92,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	g.acks = newAcker(g)
 	g.downs = newDownlinks(g)
 	g.acl = &acl{g: g}
+	g.auth = newAuthGuard(g)
 	tlsConf, err := tlsConfig(cfg)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package coap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -449,7 +450,12 @@ func (a *atomicTime) get() time.Time { a.mu.Lock(); defer a.mu.Unlock(); return 
 // TestDeviceCannotBeTakenOver: a client id first used with a password cannot be
 // claimed by a request without it.
 func TestDeviceCannotBeTakenOver(t *testing.T) {
-	tl := startListener(t, udpgw.Env{}, Options{AllowAnonymous: true, CheckPassword: func(u, p string) bool { return u == "u" && p == "pw" }})
+	tl := startListener(t, udpgw.Env{}, Options{AllowAnonymous: true, CheckPassword: func(_ netip.Addr, u, p string) error {
+		if u == "u" && p == "pw" {
+			return nil
+		}
+		return errors.New("bad user name or password")
+	}})
 	a := newRawPeer(t, tl.addr)
 	if r := a.do(req{typ: message.Confirmable, code: codes.PUT, path: "/ps/t?c=owned&u=u&p=pw", token: "a", observe: -1, payload: "1"}); r.Code() != codes.Changed {
 		t.Fatalf("owner: %v", r.Code())

@@ -177,8 +177,11 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 	// Authentication comes first: an unauthenticated client learns nothing, not
 	// even whether a path exists, and gets a bare code, never larger than its
 	// request (RFC 7252 §11.3).
-	key, cred, ok := l.identify(st, q)
-	if !ok {
+	key, cred, refused := l.identify(st, q)
+	if refused != "" {
+		if l.opts.Refused != nil {
+			l.opts.Refused(st.addr, q.user, refused)
+		}
 		return answer(codes.Unauthorized)
 	}
 	method := r.Code()
@@ -355,28 +358,29 @@ func (l *Listener) brokerError(d *device, op, topic string, err error) response 
 
 // identify names the device and checks its credentials: the DTLS PSK identity,
 // else the query's u and p (or t) against the password file. key is "" when the
-// caller should use the source address.
-func (l *Listener) identify(st *connState, q query) (key, cred string, ok bool) {
+// caller should use the source address; refused says why the request gets 4.01
+// ("" when it does not).
+func (l *Listener) identify(st *connState, q query) (key, cred, refused string) {
 	switch {
 	case st.identity != "":
-		return st.identity, "psk:" + st.identity, true
+		return st.identity, "psk:" + st.identity, ""
 	case q.user != "":
 		pass := q.password
 		if pass == "" {
 			pass = q.token
 		}
 		if l.opts.CheckPassword != nil {
-			if !l.opts.CheckPassword(q.user, pass) {
-				return "", "", false
+			if err := l.opts.CheckPassword(st.addr.Addr(), q.user, pass); err != nil {
+				return "", "", err.Error()
 			}
 			cred = "user:" + q.user
 		} else if !l.opts.AllowAnonymous {
-			return "", "", false // no password file to check against
+			return "", "", "credentials given but no password file to check them"
 		}
 	case !l.opts.AllowAnonymous:
-		return "", "", false
+		return "", "", "no credentials and allow_anonymous is false"
 	}
-	return q.client, cred, true
+	return q.client, cred, ""
 }
 
 // query is the parsed Uri-Query of a request.

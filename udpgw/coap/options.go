@@ -2,6 +2,7 @@ package coap
 
 import (
 	"crypto/tls"
+	"net/netip"
 	"time"
 )
 
@@ -17,9 +18,15 @@ type Options struct {
 	// AllowAnonymous lets requests without credentials in; when false they get
 	// 4.01 (RFC 7252 §5.9.2.2) and nothing else.
 	AllowAnonymous bool
-	// CheckPassword verifies the query's u and p (or t); nil when there is no
-	// password file, and then credentials are not checked.
-	CheckPassword func(user, password string) bool
+	// CheckPassword verifies the query's u and p (or t) sent from a source
+	// address (so that failures can be limited per source); its error says why
+	// they are refused. nil when there is no password file, and then
+	// credentials are not checked.
+	CheckPassword func(from netip.Addr, user, password string) error
+	// Refused, when set, is told of every request answered 4.01 Unauthorized,
+	// with the user name it gave and why, so that failures are visible in the
+	// gateway's log and metrics.
+	Refused func(from netip.AddrPort, user, reason string)
 
 	// NotifyCON sends Observe notifications Confirmable; otherwise Non-confirmable
 	// with one Confirmable at least every 24 h (RFC 7641 §4.5).
