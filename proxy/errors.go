@@ -10,4 +10,10 @@ var (
 	ErrTimeout = errors.New("broker did not acknowledge in time")
 	// ErrClosed means the proxy is shutting down and takes no new messages.
 	ErrClosed = errors.New("proxy closed")
+	// ErrRefused means the broker refused a device's connection (a CONNACK
+	// refusal: see ConnackCode); retrying with the same identity will not help.
+	ErrRefused = errors.New("broker refused the connection")
+	// ErrForbidden means the broker refused a subscription (SUBACK 0x80), e.g.
+	// because its ACL denies the filter.
+	ErrForbidden = errors.New("broker refused the subscription")
 )
