@@ -11,6 +11,7 @@ import (
 
 	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
@@ -203,6 +204,9 @@ type listenerBroker struct {
 	// For the status page: messages from devices the broker took, and broker
 	// messages handed to devices, on this listener.
 	uplinks, downlinks atomic.Uint64
+	// ackLatency is how long a device's QoS >= 1 publish waits for the broker's
+	// acknowledgement: the latency the gateway adds before the device's ack.
+	ackLatency *metrics.Histogram
 }
 
 var _ udpgw.Broker = (*listenerBroker)(nil)
@@ -218,9 +222,13 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 	if !b.g.acl.allowed(b.listener, device, topic, auth.Write) {
 		return forbidden(topic)
 	}
+	start := time.Now()
 	err = b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	if err == nil {
 		b.uplinks.Add(1)
+		if m.QoS > 0 {
+			b.ackLatency.Observe(time.Since(start).Seconds())
+		}
 	}
 	switch {
 	case errors.Is(err, proxy.ErrUnavailable), errors.Is(err, proxy.ErrTimeout), errors.Is(err, proxy.ErrClosed):

@@ -55,13 +55,19 @@ func (g *Gateway) env(lc config.Listener) udpgw.Env {
 	}
 }
 
+// ackBuckets suit a broker ack on a LAN (sub-millisecond) up to the publish
+// timeout.
+var ackBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
 // broker returns the udpgw.Broker for one listener's engine: the one uplink
 // path into the gateway.
 func (g *Gateway) broker(lc config.Listener) *listenerBroker {
 	if b := g.brokers[lc.Name]; b != nil {
 		return b
 	}
-	b := &listenerBroker{g: g, listener: lc.Name, mountpoint: lc.Mountpoint}
+	b := &listenerBroker{g: g, listener: lc.Name, mountpoint: lc.Mountpoint,
+		ackLatency: g.metrics.Histogram("mqttgw_ack_latency_seconds", "Time from a device's QoS >= 1 publish to the broker's acknowledgement, which the device's own ack waits for.",
+			ackBuckets, "protocol", lc.Type)}
 	g.brokers[lc.Name] = b
 	return b
 }

@@ -42,6 +42,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mqttgw: %v\n", err)
 		return 1
 	}
+	g.Metrics().SetBuildInfo(version)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// SIGHUP reloads, as it does for Mosquitto; it must never end the process
