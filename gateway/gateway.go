@@ -32,6 +32,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
 	"github.com/mqttgw/mqttgw/metrics"
@@ -113,9 +114,23 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		TLS:            tlsConf,
 		StatusTopic:    cfg.Gateway.StatusTopic,
 		EmbeddedListen: u.Embedded.Listen,
+		EmbeddedAuth:   g.embeddedAuth(),
 		Logger:         log.Named("proxy"),
 		Metrics:        g.metrics,
 		OnMessage:      func(m proxy.Message) { g.hub.dispatch(m) },
+		// The acl_file in force at each check (Reload may add, change or
+		// remove it); none allows all, as for devices.
+		EmbeddedACL: func(clientID, user, topic string, write bool) bool {
+			a := g.authFiles.Load().acl
+			if a == nil {
+				return true
+			}
+			access := auth.Read
+			if write {
+				access = auth.Write
+			}
+			return a.Allowed(clientID, user, topic, access)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -145,6 +160,23 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// embeddedAuth is the embedded broker's CONNECT check: with auth.password_file,
+// a username must have its password in the file in force (read at each
+// CONNECT, so SIGHUP applies), and a client without one is taken only when
+// auth.allow_anonymous; without it, nil: every client, as before.
+func (g *Gateway) embeddedAuth() func(user, password string) bool {
+	if g.cfg.Auth.PasswordFile == "" {
+		return nil
+	}
+	anonymous := g.cfg.Auth.Anonymous()
+	return func(user, password string) bool {
+		if user == "" {
+			return anonymous
+		}
+		return g.checkPassword(user, password)
+	}
 }
 
 func tlsConfig(cfg *config.Config) (*tls.Config, error) {

@@ -52,6 +52,19 @@ type Options struct {
 	StatusTopic string
 	// EmbeddedListen is where the embedded broker listens when URL is "embedded".
 	EmbeddedListen string
+	// EmbeddedAuth decides which MQTT clients the embedded broker takes, from
+	// their CONNECT's username and password (both "" for an anonymous client);
+	// nil takes every client. It is called for each CONNECT, so it may read
+	// files that change. The gateway's own connection is not asked: it proves
+	// itself with a secret made at Start (Username, or "mqttgw", and the
+	// secret as password; Password is not used with the embedded broker).
+	EmbeddedAuth func(user, password string) bool
+	// EmbeddedACL decides what the embedded broker's clients may publish
+	// (write) and subscribe to (read: topic is the filter, and every delivered
+	// message's topic is asked again); nil allows all. The gateway's own
+	// connection is not asked, and no other client may publish to StatusTopic
+	// whatever it answers.
+	EmbeddedACL func(clientID, user, topic string, write bool) bool
 	// QueueSize (default 10000 messages) and QueueBytes (default 64 MiB of topics
 	// and payloads) bound the store-and-forward queue; when either is reached the
 	// oldest messages are dropped and counted. Bytes matter: 10000 datagrams of
@@ -168,20 +181,32 @@ func setDefault(d *time.Duration, def time.Duration) {
 func (p *Proxy) Start() error {
 	brokerURL := p.opts.URL
 	if brokerURL == "embedded" {
-		e, err := startEmbedded(p.opts.EmbeddedListen, p.log.Named("embedded"))
+		e, err := startEmbedded(embeddedOptions{
+			listen:      p.opts.EmbeddedListen,
+			auth:        p.opts.EmbeddedAuth,
+			acl:         p.opts.EmbeddedACL,
+			statusTopic: p.opts.StatusTopic,
+			clientID:    p.opts.ClientID,
+			user:        p.opts.Username,
+			log:         p.log.Named("embedded"),
+		})
 		if err != nil {
 			return err
 		}
 		p.embedded = e
 		brokerURL = "tcp://" + e.addr
-		p.log.Info("embedded broker listening", zap.String("addr", e.addr))
+		p.log.Info("embedded broker listening", zap.String("addr", e.addr), zap.Bool("password_check", p.opts.EmbeddedAuth != nil))
 	}
 	brokerURL = normalizeScheme(brokerURL)
+	user, password := p.opts.Username, p.opts.Password
+	if p.embedded != nil {
+		user, password = p.embedded.user, p.embedded.secret
+	}
 	o := paho.NewClientOptions().
 		AddBroker(brokerURL).
 		SetClientID(p.opts.ClientID).
-		SetUsername(p.opts.Username).
-		SetPassword(p.opts.Password).
+		SetUsername(user).
+		SetPassword(password).
 		SetKeepAlive(p.opts.Keepalive).
 		SetConnectTimeout(p.opts.ConnectTimeout).
 		SetWriteTimeout(p.opts.PublishTimeout).
