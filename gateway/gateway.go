@@ -367,8 +367,13 @@ func (g *Gateway) metricsMux() *http.ServeMux {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !g.proxy.Connected() {
-			http.Error(w, "broker not connected", http.StatusServiceUnavailable)
+		st := g.proxy.State()
+		if !st.Connected {
+			msg := "broker not connected"
+			if st.Problem != "" {
+				msg += ": " + st.Problem
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

@@ -50,7 +50,8 @@ type Status struct {
 type UpstreamStatus struct {
 	URL       string    `json:"url"`
 	Connected bool      `json:"connected"`
-	Since     time.Time `json:"since"` // when Connected last changed (or the start)
+	Since     time.Time `json:"since"`             // when Connected last changed (or the start)
+	Problem   string    `json:"problem,omitempty"` // why the last attempt failed
 }
 
 // ListenerStatus is one listener's line of the status page.
@@ -77,13 +78,10 @@ const (
 	ratePoints = 60 // ten minutes
 )
 
-// statusState is what the driver samples for the page: the upstream state's
-// last change and a ring of rate points.
+// statusState is what the driver samples for the page: a ring of rate points.
 type statusState struct {
 	mu           sync.Mutex
 	started      time.Time
-	connected    bool
-	since        time.Time
 	nextSample   time.Time
 	lastUp       uint64
 	lastDown     uint64
@@ -91,21 +89,17 @@ type statusState struct {
 	rates        []RatePoint // at most ratePoints, oldest first
 }
 
-// sampleStatus is the driver's status step at now: it notes when the broker
-// connection changed and, every rateEvery, one rate point.
+// sampleStatus is the driver's status step at now: every rateEvery, one rate
+// point.
 func (g *Gateway) sampleStatus(now time.Time) {
 	st := &g.status
-	connected := g.proxy.Connected()
 	up, down := g.messageTotals()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.started.IsZero() {
-		st.started, st.since, st.connected = now, now, connected
+		st.started = now
 		st.lastSampleAt, st.lastUp, st.lastDown, st.nextSample = now, up, down, now.Add(rateEvery)
 		return
-	}
-	if connected != st.connected {
-		st.connected, st.since = connected, now
 	}
 	if now.Before(st.nextSample) {
 		return
@@ -133,10 +127,11 @@ func (g *Gateway) Status() Status {
 	s := Status{Gateway: g.cfg.Gateway.ID, Now: time.Now().UTC(), Upstream: UpstreamStatus{URL: redactURL(g.cfg.Upstream.URL)}}
 	st := &g.status
 	st.mu.Lock()
-	s.Started, s.Upstream.Since = st.started.UTC(), st.since.UTC()
+	s.Started = st.started.UTC()
 	s.Rates = append([]RatePoint{}, st.rates...)
 	st.mu.Unlock()
-	s.Upstream.Connected = g.proxy.Connected()
+	ps := g.proxy.State()
+	s.Upstream.Connected, s.Upstream.Since, s.Upstream.Problem = ps.Connected, ps.Since.UTC(), ps.Problem
 	for _, lc := range g.cfg.Listeners {
 		ls := ListenerStatus{Name: lc.Name, Type: lc.Type,
 			Active: g.sessions.Count(lc.Name, session.StateActive),

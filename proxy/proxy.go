@@ -88,6 +88,9 @@ type Proxy struct {
 	log      *zap.Logger
 	client   paho.Client
 	embedded *embedded
+	url      string // the broker's, as paho dials it; set by Start
+
+	connectDone chan struct{} // closed when connectLoop has returned
 
 	mu        sync.Mutex      // guards the fields below
 	subs      map[string]byte // filter → QoS, restored on reconnect
@@ -96,6 +99,7 @@ type Proxy struct {
 	queueWake chan struct{} // signalled (non-blocking) when the queue or connection changes
 	unacked   int           // popped from the queue, not yet acknowledged or put back
 	closing   bool
+	state     connState
 
 	syncInflight sync.WaitGroup // Publish calls awaiting an acknowledgement
 	inflight     chan pending   // queued publishes sent, awaiting acknowledgement
@@ -104,6 +108,7 @@ type Proxy struct {
 
 	m struct {
 		published, failed, unavailable, dropped, requeued *metrics.Counter
+		connectFailures                                   *metrics.Counter
 		up                                                *metrics.Gauge
 	}
 }
@@ -149,6 +154,8 @@ func New(o Options) (*Proxy, error) {
 		inflight:  make(chan pending, o.Window),
 		done:      make(chan struct{}),
 		stop:      make(chan struct{}),
+
+		connectDone: make(chan struct{}),
 	}
 	r := o.Metrics
 	p.m.published = r.Counter("mqttgw_upstream_published_total", "Publishes the broker acknowledged (QoS 0: written).")
@@ -156,6 +163,7 @@ func New(o Options) (*Proxy, error) {
 	p.m.unavailable = r.Counter("mqttgw_upstream_unavailable_total", "Publishes refused because the broker was not connected.")
 	p.m.dropped = r.Counter("mqttgw_upstream_queue_dropped_total", "Queued publishes dropped because the queue was full (oldest first).")
 	p.m.requeued = r.Counter("mqttgw_upstream_queue_retried_total", "Queued publishes sent again after a failure.")
+	p.m.connectFailures = r.Counter("mqttgw_upstream_connect_failures_total", "Connection attempts to the broker that failed.")
 	p.m.up = r.Gauge("mqttgw_upstream_connected", "1 while connected to the broker.")
 	r.GaugeFunc("mqttgw_upstream_queue_length", "Publishes waiting in the store-and-forward queue.", func() float64 {
 		p.mu.Lock()
@@ -214,11 +222,11 @@ func (p *Proxy) Start() error {
 		SetStore(noStore{}).
 		SetOrderMatters(true). // downlink messages reach devices in broker order
 		SetAutoReconnect(true).
-		SetConnectRetry(true).
-		SetConnectRetryInterval(p.opts.ReconnectMin).
+		SetConnectRetry(false). // connectLoop retries the first connection, with backoff
 		SetMaxReconnectInterval(p.opts.ReconnectMax).
 		SetOnConnectHandler(p.onConnect).
-		SetConnectionLostHandler(p.onLost)
+		SetConnectionLostHandler(p.onLost).
+		SetConnectionNotificationHandler(p.onNotification)
 	if p.opts.TLS != nil {
 		o.SetTLSConfig(p.opts.TLS)
 	}
@@ -233,19 +241,10 @@ func (p *Proxy) Start() error {
 	if p.opts.StatusTopic != "" {
 		o.SetBinaryWill(p.opts.StatusTopic, []byte("offline"), 1, true)
 	}
-	client := paho.NewClient(o)
-	p.mu.Lock() // Connected may be asked from other goroutines before Start returns
-	p.client = client
-	p.mu.Unlock()
+	p.url = brokerURL
 	p.log.Info("connecting to broker", zap.String("url", redact(brokerURL)))
-	tok := client.Connect()
-	go func() {
-		if !tok.WaitTimeout(p.opts.ConnectTimeout) {
-			p.log.Warn("broker not reachable yet; retrying in the background", zap.String("url", redact(brokerURL)), zap.Duration("retry_every", p.opts.ReconnectMin))
-		} else if err := tok.Error(); err != nil {
-			p.log.Error("connect to broker", zap.Error(err))
-		}
-	}()
+	p.setClient(paho.NewClient(o))
+	go p.connectLoop(o)
 	go p.sender()
 	return nil
 }
@@ -256,6 +255,9 @@ func normalizeScheme(u string) string {
 		if strings.HasPrefix(u, s) {
 			return "ssl://" + strings.TrimPrefix(u, s)
 		}
+	}
+	if strings.HasPrefix(u, "mqtt://") {
+		return "tcp://" + strings.TrimPrefix(u, "mqtt://")
 	}
 	return u
 }
@@ -300,6 +302,7 @@ func (p *Proxy) onConnect(c paho.Client) {
 	}
 	p.mu.Unlock()
 	p.m.up.Set(1)
+	p.markConnected(time.Now())
 	p.log.Info("connected to broker")
 	p.wake()
 }
@@ -313,7 +316,7 @@ func (p *Proxy) onLost(_ paho.Client, err error) {
 	}
 	p.mu.Unlock()
 	p.m.up.Set(0)
-	p.log.Warn("lost connection to broker; reconnecting", zap.Error(err))
+	p.markLost(time.Now(), err)
 }
 
 // Connected reports whether the broker connection is up.
@@ -342,7 +345,7 @@ func (p *Proxy) Publish(ctx context.Context, m Message) error {
 		p.m.unavailable.Inc()
 		return ErrUnavailable
 	}
-	tok := p.client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+	tok := p.paho().Publish(m.Topic, m.QoS, m.Retain, m.Payload)
 	if m.QoS == 0 {
 		p.m.published.Inc()
 		return nil
@@ -431,7 +434,7 @@ func (p *Proxy) sender() {
 				return
 			}
 		}
-		tok := p.client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+		tok := p.paho().Publish(m.Topic, m.QoS, m.Retain, m.Payload)
 		if m.QoS == 0 {
 			p.m.published.Inc()
 			p.mu.Lock()
@@ -493,7 +496,7 @@ func (p *Proxy) Subscribe(ctx context.Context, filter string, qos byte) error {
 	if !p.Connected() {
 		return nil // onConnect subscribes
 	}
-	tok := p.client.Subscribe(filter, qos, nil)
+	tok := p.paho().Subscribe(filter, qos, nil)
 	return waitToken(ctx, tok, p.opts.PublishTimeout, "subscribe "+filter)
 }
 
@@ -505,7 +508,7 @@ func (p *Proxy) Unsubscribe(ctx context.Context, filter string) error {
 	if !p.Connected() {
 		return nil
 	}
-	return waitToken(ctx, p.client.Unsubscribe(filter), p.opts.PublishTimeout, "unsubscribe "+filter)
+	return waitToken(ctx, p.paho().Unsubscribe(filter), p.opts.PublishTimeout, "unsubscribe "+filter)
 }
 
 func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration, what string) error {
@@ -535,7 +538,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	p.closing = true
 	p.mu.Unlock()
-	if p.client == nil {
+	if p.paho() == nil {
 		if p.embedded != nil {
 			p.embedded.close()
 		}
@@ -573,9 +576,9 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	if p.opts.StatusTopic != "" && p.Connected() {
 		// A clean DISCONNECT suppresses the will (MQTT 3.1.1 §3.14.4): say offline ourselves.
-		p.client.Publish(p.opts.StatusTopic, 1, true, []byte("offline")).WaitTimeout(p.opts.PublishTimeout)
+		p.paho().Publish(p.opts.StatusTopic, 1, true, []byte("offline")).WaitTimeout(p.opts.PublishTimeout)
 	}
-	p.client.Disconnect(250)
+	p.paho().Disconnect(250)
 	p.m.up.Set(0)
 	if p.embedded != nil {
 		p.embedded.close()

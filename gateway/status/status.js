@@ -24,6 +24,7 @@
     up.className = s.upstream.connected ? "up" : "down";
     $("upstream-state").textContent = s.upstream.connected ? "connected" : "not connected";
     $("upstream-since").textContent = ago(s.upstream.since);
+    $("upstream-problem").textContent = s.upstream.problem || "";
     const body = $("listeners").tBodies[0];
     body.replaceChildren();
     for (const l of s.listeners) {
