@@ -4,10 +4,11 @@ import "time"
 
 // The listener types.
 const (
-	ListenerUDP    = "udp"    // plain datagrams, mapped by [[rule]]s
-	ListenerMQTTSN = "mqttsn" // MQTT-SN 1.2
-	ListenerCoAP   = "coap"   // CoAP, RFC 7252
-	ListenerCoAPS  = "coaps"  // CoAP over DTLS 1.2, RFC 7252 §9
+	ListenerUDP     = "udp"     // plain datagrams, mapped by [[rule]]s
+	ListenerMQTTSN  = "mqttsn"  // MQTT-SN 1.2
+	ListenerMQTTSNS = "mqttsns" // MQTT-SN 1.2 over DTLS 1.2 with PSKs
+	ListenerCoAP    = "coap"    // CoAP, RFC 7252
+	ListenerCoAPS   = "coaps"   // CoAP over DTLS 1.2, RFC 7252 §9
 )
 
 // RawKeepalive is how long a plain-UDP device without a class keepalive stays
@@ -28,14 +29,19 @@ type ListenerKind struct {
 	TopicRules bool
 	// Options names its options table ([listener.mqttsn], [listener.coap]), or "".
 	Options string
+	// DTLS: devices reach it over DTLS 1.2 and prove who they are with a
+	// pre-shared key from auth.psk_file (or, for coaps, a certificate).
+	DTLS bool
 }
 
 // listenerKinds is in the order error messages name them.
 var listenerKinds = []ListenerKind{
 	{Type: ListenerUDP},
 	{Type: ListenerMQTTSN, DefaultPort: "1884", TopicRules: true, Options: "mqttsn"},
+	// No port is assigned to MQTT-SN over DTLS; 8884 follows MQTT's 1883 → 8883.
+	{Type: ListenerMQTTSNS, DefaultPort: "8884", TopicRules: true, Options: "mqttsn", DTLS: true},
 	{Type: ListenerCoAP, DefaultPort: "5683", TopicRules: true, Options: "coap"},
-	{Type: ListenerCoAPS, DefaultPort: "5684", TopicRules: true, Options: "coap"},
+	{Type: ListenerCoAPS, DefaultPort: "5684", TopicRules: true, Options: "coap", DTLS: true},
 }
 
 // KindOf returns the kind of listener type typ; ok is false for an unknown type.

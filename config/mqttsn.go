@@ -20,7 +20,7 @@ type Predefined struct {
 	ClientID string `toml:"client_id"` // "" = every client
 }
 
-// MQTTSN configures a listener of type "mqttsn" ([listener.mqttsn]).
+// MQTTSN configures a listener of type "mqttsn" or "mqttsns" ([listener.mqttsn]).
 type MQTTSN struct {
 	// GatewayID is the GwId in ADVERTISE and GWINFO (1..255).
 	GatewayID int `toml:"gateway_id"`
@@ -53,6 +53,11 @@ type MQTTSN struct {
 	// RequireKnownClient refuses a CONNECT whose client id is not a user of
 	// auth.password_file (CONNACK "not supported").
 	RequireKnownClient bool `toml:"require_known_client"`
+	// HandshakeTimeout bounds one DTLS handshake (mqttsns).
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	// MaxHandshakes bounds the DTLS handshakes under way at once (mqttsns);
+	// a ClientHello beyond it is dropped and counted, and the client retries.
+	MaxHandshakes int `toml:"max_handshakes"`
 }
 
 // SourcePrefixes parses AllowedSources (validated by Load).
@@ -96,6 +101,10 @@ func (m *MQTTSN) applyDefaults() {
 		m.MaxBuffered = 100
 	}
 	setDuration(&m.SessionExpiry, time.Hour)
+	setDuration(&m.HandshakeTimeout, 10*time.Second)
+	if m.MaxHandshakes == 0 {
+		m.MaxHandshakes = 128
+	}
 }
 
 func (m *MQTTSN) validate(key string, add func(key, format string, args ...any)) {
@@ -135,6 +144,12 @@ func (m *MQTTSN) validate(key string, add func(key, format string, args ...any))
 	}
 	if m.MaxKeepalive != 0 && m.MaxKeepalive.D() < time.Second {
 		add(key+".max_keepalive", "%v is shorter than 1s, the CONNECT Duration's unit", m.MaxKeepalive.D())
+	}
+	if m.HandshakeTimeout.D() < 100*time.Millisecond || m.HandshakeTimeout.D() > 5*time.Minute {
+		add(key+".handshake_timeout", "%v: want 100ms to 5m", m.HandshakeTimeout.D())
+	}
+	if m.MaxHandshakes < 1 || m.MaxHandshakes > 100000 {
+		add(key+".max_handshakes", "%d is out of range 1..100000", m.MaxHandshakes)
 	}
 	for i, src := range m.AllowedSources {
 		if _, err := parsePrefix(src); err != nil {

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -8,6 +11,8 @@ import (
 )
 
 const snListener = "[[listener]]\nname = \"sn\"\ntype = \"mqttsn\"\nbind = \"127.0.0.1:1884\"\n[listener.mqttsn]\n"
+
+const snsListener = "[[listener]]\nname = \"sns\"\ntype = \"mqttsns\"\nbind = \"127.0.0.1:8884\"\n[listener.mqttsn]\n"
 
 func TestMQTTSNDefaults(t *testing.T) {
 	c, ps := Parse("t.toml", []byte("[[listener]]\nname = \"sn\"\ntype = \"mqttsn\"\n"))
@@ -20,7 +25,8 @@ func TestMQTTSNDefaults(t *testing.T) {
 	}
 	m := l.MQTTSN
 	want := MQTTSN{GatewayID: 1, RetryInterval: Duration(10 * time.Second), MaxRetries: 3, MaxClients: 100000,
-		MaxTopics: 1000, MaxBuffered: 100, SessionExpiry: Duration(time.Hour)}
+		MaxTopics: 1000, MaxBuffered: 100, SessionExpiry: Duration(time.Hour),
+		HandshakeTimeout: Duration(10 * time.Second), MaxHandshakes: 128}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("defaults\n got %+v\nwant %+v", m, want)
 	}
@@ -48,6 +54,11 @@ func TestMQTTSNProblems(t *testing.T) {
 		{"predefined wildcard", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a/#\"\n", `t.toml:3: mqttsn.predefined[0].topic: topic "a/#" contains a wildcard`},
 		{"predefined duplicate", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a\"\n[[mqttsn.predefined]]\nid = 1\ntopic = \"b\"\n", `t.toml:5: mqttsn.predefined[1].id: predefined id 1 is already mqttsn.predefined[0]`},
 		{"predefined client id", "[[mqttsn.predefined]]\nid = 1\ntopic = \"a\"\nclient_id = \"" + strings.Repeat("x", 24) + "\"\n", `t.toml:4: mqttsn.predefined[0].client_id: "xxxxxxxxxxxxxxxxxxxxxxxx" is longer than 23 octets`},
+		{"handshake timeout", snListener + "handshake_timeout = \"10m\"\n", `t.toml:6: listener[0].mqttsn.handshake_timeout: 10m0s: want 100ms to 5m`},
+		{"max handshakes", snListener + "max_handshakes = -1\n", `t.toml:6: listener[0].mqttsn.max_handshakes: -1 is out of range 1..100000`},
+		{"handshake keys on plain mqttsn", snListener + "max_handshakes = 10\n", `t.toml:6: warning: listener[0].mqttsn.max_handshakes: ignored: the listener's type is "mqttsn", not "mqttsns" (DTLS)`},
+		{"mqttsns without psk_file", snsListener, `t.toml:3: listener[0].type: "mqttsns" needs auth.psk_file: its devices prove their client id with a DTLS pre-shared key`},
+		{"mqttsns advertise", snsListener + "advertise_interval = \"15m\"\nadvertise_addr = \"255.255.255.255:1884\"\n", `t.toml:6: listener[0].mqttsn.advertise_interval: "mqttsns" cannot send ADVERTISE: it is a broadcast`},
 		{"mqttsn table on udp listener", "[[listener]]\nname = \"u\"\ntype = \"udp\"\nbind = \"127.0.0.1:1\"\n[listener.mqttsn]\nmax_clients = 3\n", `listener[0].mqttsn: ignored: the listener's type is "udp"`},
 	}
 	for _, tt := range tests {
@@ -69,5 +80,25 @@ func TestMQTTSNSamePredefinedIDPerClient(t *testing.T) {
 	_, ps := Parse("t.toml", []byte("[[mqttsn.predefined]]\nid = 1\ntopic = \"a\"\n[[mqttsn.predefined]]\nid = 1\ntopic = \"b\"\nclient_id = \"dev1\"\n"))
 	if errs := ps.Errors(); len(errs) > 0 {
 		t.Fatalf("a per-client id may shadow a global one: %v", errs)
+	}
+}
+
+// TestMQTTSNSListener: an mqttsns listener with a psk_file is valid, binds
+// 127.0.0.1:8884 by default, and takes the DTLS defaults.
+func TestMQTTSNSListener(t *testing.T) {
+	psk := filepath.Join(t.TempDir(), "psk")
+	if err := os.WriteFile(psk, []byte("node7:73656372657431\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, ps := Parse("t.toml", []byte(fmt.Sprintf("[auth]\npsk_file = %q\n[[listener]]\nname = \"sns\"\ntype = \"mqttsns\"\n", psk)))
+	if len(ps) > 0 {
+		t.Fatal(ps)
+	}
+	l := c.Listeners[0]
+	if l.Bind != "127.0.0.1:8884" || !l.Kind().DTLS || l.Kind().Options != "mqttsn" || l.SessionKeepalive() != 0 {
+		t.Errorf("bind %q, kind %+v", l.Bind, l.Kind())
+	}
+	if l.MQTTSN.HandshakeTimeout.D() != 10*time.Second || l.MQTTSN.MaxHandshakes != 128 {
+		t.Errorf("DTLS defaults: %+v", l.MQTTSN)
 	}
 }

@@ -117,13 +117,13 @@ func (c *Config) validate() Problems {
 		switch {
 		case err != nil:
 			add("upstream.url", "%q is not a URL: want tcp://HOST:PORT, ssl://HOST:PORT, ws://, wss:// or \"embedded\"", u.URL)
-		case pu.Scheme != "tcp" && pu.Scheme != "ssl" && pu.Scheme != "tls" && pu.Scheme != "mqtts" && pu.Scheme != "ws" && pu.Scheme != "wss":
-			add("upstream.url", "unsupported scheme %q: want tcp, ssl, ws, wss or \"embedded\"", pu.Scheme)
+		case pu.Scheme != "tcp" && pu.Scheme != "mqtt" && pu.Scheme != "ssl" && pu.Scheme != "tls" && pu.Scheme != "mqtts" && pu.Scheme != "ws" && pu.Scheme != "wss":
+			add("upstream.url", "unsupported scheme %q: want tcp (or mqtt), ssl (or mqtts, tls), ws, wss or \"embedded\"", pu.Scheme)
 		case pu.Hostname() == "":
 			add("upstream.url", "%q has no host", u.URL)
 		case pu.Port() == "" && pu.Scheme != "ws" && pu.Scheme != "wss":
 			add("upstream.url", "%q has no port (Mosquitto listens on 1883, or 8883 for TLS)", u.URL)
-		case tlsSet && (pu.Scheme == "tcp" || pu.Scheme == "ws"):
+		case tlsSet && (pu.Scheme == "tcp" || pu.Scheme == "mqtt" || pu.Scheme == "ws"):
 			warn("upstream.tls", "ignored: upstream.url %q is not TLS (use ssl:// or wss://)", u.URL)
 		}
 		for _, f := range []struct{ key, path string }{
@@ -225,11 +225,27 @@ func (c *Config) validate() Problems {
 			if l.MQTTSN.RequireKnownClient && c.Auth.PasswordFile == "" {
 				add(key+".mqttsn.require_known_client", "needs auth.password_file: the client ids it knows are that file's users")
 			}
+			if l.Kind().DTLS {
+				if c.Auth.PSKFile == "" {
+					add(key+".type", "%q needs auth.psk_file: its devices prove their client id with a DTLS pre-shared key (the PSK identity is the client id)", l.Type)
+				}
+				// ADVERTISE is a broadcast (MQTT-SN 1.2 §6.1), which no DTLS
+				// session carries: refused rather than silently dropped.
+				if c.isSet(key + ".mqttsn.advertise_interval") {
+					add(key+".mqttsn.advertise_interval", "%q cannot send ADVERTISE: it is a broadcast, and DTLS has no session to carry it (clients of an mqttsns listener are given its address)", l.Type)
+				}
+			} else {
+				for _, k := range []string{"handshake_timeout", "max_handshakes"} {
+					if c.isSet(key + ".mqttsn." + k) {
+						warn(key+".mqttsn."+k, "ignored: the listener's type is %q, not %q (DTLS)", l.Type, ListenerMQTTSNS)
+					}
+				}
+			}
 		case "coap":
 			l.CoAP.validate(key+".coap", add)
 		}
 		if opts != "mqttsn" && c.isSet(key+".mqttsn") {
-			warn(key+".mqttsn", "ignored: the listener's type is %q, not \"mqttsn\"", l.Type)
+			warn(key+".mqttsn", "ignored: the listener's type is %q, not \"mqttsn\" or \"mqttsns\"", l.Type)
 		}
 		if opts != "coap" && c.isSet(key+".coap") {
 			warn(key+".coap", "ignored: the listener's type is %q, not \"coap\" or \"coaps\"", l.Type)

@@ -22,7 +22,7 @@ func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
 	switch lc.Type {
 	case config.ListenerUDP:
 		l, err = g.newRawListener(lc)
-	case config.ListenerMQTTSN:
+	case config.ListenerMQTTSN, config.ListenerMQTTSNS:
 		l, err = g.newMQTTSNListener(lc)
 	case config.ListenerCoAP, config.ListenerCoAPS:
 		l, err = g.newCoAPListener(lc)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -97,8 +98,8 @@ type waiter struct {
 	ch   chan Message
 }
 
-// Client is a small MQTT-SN client over UDP. Create it with Dial; stop it
-// with Close. Its methods are safe for concurrent use (see the package
+// Client is a small MQTT-SN client over UDP (or any datagram connection, see
+// DialConn). Create it with Dial or DialConn; stop it with Close. Its methods are safe for concurrent use (see the package
 // comment for ordering and blocking).
 type Client struct {
 	opts      ClientOptions
@@ -150,6 +151,18 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 	if err != nil {
 		return nil, fmt.Errorf("mqttsn: dial %s: %w", addr, err)
 	}
+	return DialConn(conn, opts), nil
+}
+
+// DialConn makes a client on conn, a connection to the gateway that carries
+// one MQTT-SN message per Write and per Read: a connected UDP socket, or a
+// DTLS connection whose handshake the caller made (MQTT-SN over DTLS, a
+// gateway's mqttsns listener). Like Dial it starts the reader goroutine and
+// sends nothing; the client owns conn from now on and Close closes it. A
+// Read error that is a timeout (net.Error) drives the keep-alive; io.EOF or
+// net.ErrClosed ends the reader (the connection is over: later calls fail or
+// time out).
+func DialConn(conn net.Conn, opts ClientOptions) *Client {
 	c := &Client{
 		opts:       opts,
 		conn:       conn,
@@ -191,7 +204,7 @@ func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error)
 	}
 	c.lastSend.Store(time.Now().UnixNano())
 	go c.read()
-	return c, nil
+	return c
 }
 
 // Close stops the reader goroutine and closes the socket, without sending
@@ -863,10 +876,11 @@ func (c *Client) read() {
 				return
 			default:
 			}
+			var ne net.Error
 			switch {
-			case errors.Is(err, os.ErrDeadlineExceeded):
+			case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 				c.keepaliveTick()
-			case errors.Is(err, net.ErrClosed):
+			case errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF):
 				return
 			default:
 				// ICMP errors and the like: do not spin on them.

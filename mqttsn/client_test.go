@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"reflect"
 	"runtime"
 	"strings"
@@ -935,5 +937,63 @@ func TestClientPublishRightAfterSuback(t *testing.T) {
 	}
 	if pa := g.next(MsgPuback).(*Puback); pa.ReturnCode != Accepted {
 		t.Errorf("PUBACK %v: the PUBLISH was rejected", pa.ReturnCode)
+	}
+}
+
+// timeoutConn wraps a UDP socket the way a DTLS connection behaves: a read
+// deadline ends Read with its own timeout error (a net.Error, not
+// os.ErrDeadlineExceeded), and once the peer has gone Read says io.EOF.
+type timeoutConn struct {
+	net.Conn
+	eof atomic.Bool
+}
+
+type dtlsLikeTimeout struct{}
+
+func (dtlsLikeTimeout) Error() string   { return "dtls timeout: read/write timeout" }
+func (dtlsLikeTimeout) Timeout() bool   { return true }
+func (dtlsLikeTimeout) Temporary() bool { return true }
+
+func (c *timeoutConn) Read(b []byte) (int, error) {
+	if c.eof.Load() {
+		return 0, io.EOF
+	}
+	n, err := c.Conn.Read(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if c.eof.Load() {
+			return 0, io.EOF
+		}
+		return 0, dtlsLikeTimeout{}
+	}
+	return n, err
+}
+
+// TestClientDialConn runs the client over a connection the caller made, as
+// `mqttgw pub` does over DTLS: CONNECT, the keep-alive PINGREQ driven by the
+// connection's own timeout error, and a reader that ends when the connection
+// reports io.EOF, leaving no goroutine behind.
+func TestClientDialConn(t *testing.T) {
+	checkGoroutines(t)
+	g := startGW(t, nil)
+	uc, err := net.Dial("udp", g.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &timeoutConn{Conn: uc}
+	c := DialConn(tc, ClientOptions{ClientID: "dev1", Keepalive: 50 * time.Millisecond, RetryInterval: 100 * time.Millisecond})
+	defer c.Close()
+	if err := c.Connect(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	g.next(MsgConnect)
+	g.next(MsgPingreq) // sent when the read deadline passed
+	tc.eof.Store(true)
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reader did not end on io.EOF")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -20,7 +20,7 @@ func TestImports(t *testing.T) {
 		"strconv":         true, // String methods
 	}
 	clientImports := map[string]bool{
-		"bytes": true, "context": true, "errors": true, "fmt": true,
+		"bytes": true, "context": true, "errors": true, "fmt": true, "io": true,
 		"net": true, "os": true, "strings": true, "sync": true,
 		"sync/atomic": true, "syscall": true, "time": true,
 	}

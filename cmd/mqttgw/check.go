@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -59,6 +60,66 @@ func authFileProblems(cfg *config.Config) config.Problems {
 	return ps
 }
 
+// exposureWarnings are check's warnings about what the config leaves open that
+// its reader may believe closed: an embedded broker reachable beyond this
+// machine without auth.password_file or auth.acl_file, and listeners that
+// auth.allow_anonymous = false does not protect.
+func exposureWarnings(cfg *config.Config) config.Problems {
+	var ps config.Problems
+	warn := func(key, format string, args ...any) {
+		p := config.Problemf(key, format, args...)
+		p.Warning = true
+		ps = append(ps, p)
+	}
+	a := cfg.Auth
+	if listen := cfg.Upstream.Embedded.Listen; cfg.Upstream.URL == "embedded" && !listensOnLoopback(listen) {
+		const key = "upstream.embedded.listen"
+		switch {
+		case a.PasswordFile == "" && a.ACLFile == "":
+			warn(key, "the embedded broker listens on %q, beyond this machine, with neither auth.password_file nor auth.acl_file: any client may connect, and publish and subscribe to every topic; set both, or listen on 127.0.0.1", listen)
+		case a.PasswordFile == "":
+			warn(key, "the embedded broker listens on %q, beyond this machine, without auth.password_file: any client may connect as any user; set it, or listen on 127.0.0.1", listen)
+		case a.ACLFile == "":
+			who := "every client that logs in"
+			if a.Anonymous() {
+				who = "every client, anonymous ones too (auth.allow_anonymous is true),"
+			}
+			warn(key, "the embedded broker listens on %q, beyond this machine, without auth.acl_file: %s may publish and subscribe to every topic; set it, or listen on 127.0.0.1", listen, who)
+		}
+	}
+	if !a.Anonymous() {
+		for i, l := range cfg.Listeners {
+			key := fmt.Sprintf("listener[%d].type", i)
+			k := l.Kind()
+			switch {
+			case k.DTLS, k.Options == "coap":
+				// DTLS devices prove their identity with a PSK (or, coaps, a
+				// certificate); CoAP devices give the password file's u and p.
+			case k.Options == "mqttsn" && l.MQTTSN.RequireKnownClient:
+			case k.Options == "mqttsn":
+				warn(key, "auth.allow_anonymous = false does not protect listener %q: MQTT-SN carries no credentials, so it takes any client id; set [listener.mqttsn] require_known_client = true, or use type %q (DTLS with PSKs)", l.Name, config.ListenerMQTTSNS)
+			case l.Type == config.ListenerUDP:
+				warn(key, "auth.allow_anonymous = false does not protect listener %q: plain datagrams carry no credentials, so it takes them from anyone who reaches %s; bind it to a trusted network, and limit what its devices may publish with auth.acl_file", l.Name, l.Bind)
+			}
+		}
+	}
+	return ps
+}
+
+// listensOnLoopback reports whether a listen address takes connections from this
+// machine only: 127.0.0.0/8, ::1 or localhost. An empty host is every interface.
+func listensOnLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return true // config reported it already
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -75,6 +136,10 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg, table, ps := loadAndCompile(*file)
+	if cfg != nil {
+		ps = append(ps, cfg.Locate(exposureWarnings(cfg))...)
+		ps.Sort()
+	}
 	for _, p := range ps {
 		fmt.Fprintln(stdout, p.Error())
 	}

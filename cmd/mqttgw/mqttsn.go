@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -14,29 +16,37 @@ import (
 	"syscall"
 	"time"
 
+	piondtls "github.com/pion/dtls/v3"
+
 	"github.com/mqttgw/mqttgw/mqttsn"
 )
 
 // MQTT-SN client tools: `mqttgw pub|sub|bench --mqttsn HOST:PORT ...`, built on
 // the mqttsn package's client, in the manner of mosquitto_pub and mosquitto_sub.
+// pub and sub also speak MQTT-SN over DTLS 1.2 to an mqttsns listener
+// (--mqttsn mqttsns://HOST:PORT --psk-identity ID --psk-key HEX).
 // Exit codes: 0 success, 1 the gateway refused or did not answer, 2 bad usage.
 
 // snFlags are the flags pub and sub share.
 type snFlags struct {
-	addr       string
-	topic      string
-	qos        int
-	clientID   string
-	predefined int
-	short      string
-	keepalive  time.Duration
-	retry      time.Duration
-	retries    int
-	persistent bool
+	addr        string
+	pskIdentity string
+	pskKey      string
+	topic       string
+	qos         int
+	clientID    string
+	predefined  int
+	short       string
+	keepalive   time.Duration
+	retry       time.Duration
+	retries     int
+	persistent  bool
 }
 
 func (f *snFlags) register(fs *flag.FlagSet, defaultID string) {
-	fs.StringVar(&f.addr, "mqttsn", "127.0.0.1:1884", "the gateway's MQTT-SN HOST:PORT")
+	fs.StringVar(&f.addr, "mqttsn", "127.0.0.1:1884", "the gateway's MQTT-SN HOST:PORT (or mqttsn://HOST:PORT), or mqttsns://HOST:PORT for MQTT-SN over DTLS 1.2 (with --psk-identity, --psk-key)")
+	fs.StringVar(&f.pskIdentity, "psk-identity", "", "DTLS PSK identity (mqttsns://); the gateway takes it as the client id, so it is -i's default")
+	fs.StringVar(&f.pskKey, "psk-key", "", "DTLS pre-shared key in hex, as in the gateway's psk_file (identity:hexkey, Mosquitto's format), e.g. 73656372657431 for the key \"secret1\"")
 	fs.StringVar(&f.topic, "t", "", "topic name (pub) or filter (sub)")
 	fs.IntVar(&f.qos, "q", 0, "QoS: -1 (pub only, with --predefined or --short), 0, 1 or 2")
 	fs.StringVar(&f.clientID, "i", defaultID, "client id (1 to 23 octets)")
@@ -90,6 +100,97 @@ func (f *snFlags) options() mqttsn.ClientOptions {
 	return o
 }
 
+// target is where --mqttsn points: a HOST:PORT, and whether over DTLS.
+type snTarget struct {
+	hostport string
+	dtls     bool
+	key      []byte // the PSK, decoded
+}
+
+// target checks --mqttsn and the PSK flags.
+func (f *snFlags) target() (snTarget, error) {
+	t := snTarget{hostport: f.addr}
+	switch {
+	case strings.HasPrefix(f.addr, "mqttsns://"):
+		t.hostport, t.dtls = strings.TrimPrefix(f.addr, "mqttsns://"), true
+	case strings.HasPrefix(f.addr, "mqttsn://"):
+		t.hostport = strings.TrimPrefix(f.addr, "mqttsn://")
+	case strings.Contains(f.addr, "://"):
+		return t, fmt.Errorf("--mqttsn %q: want HOST:PORT, mqttsn://HOST:PORT or mqttsns://HOST:PORT", f.addr)
+	}
+	if _, _, err := net.SplitHostPort(t.hostport); err != nil {
+		return t, fmt.Errorf("--mqttsn %q: want HOST:PORT, mqttsn://HOST:PORT or mqttsns://HOST:PORT", f.addr)
+	}
+	if !t.dtls {
+		if f.pskIdentity != "" || f.pskKey != "" {
+			return t, errors.New("--psk-identity and --psk-key need an mqttsns://HOST:PORT gateway")
+		}
+		return t, nil
+	}
+	if f.pskIdentity == "" || f.pskKey == "" {
+		return t, errors.New("mqttsns:// needs --psk-identity and --psk-key")
+	}
+	key, err := hex.DecodeString(f.pskKey)
+	if err != nil || len(key) == 0 {
+		return t, fmt.Errorf("--psk-key: want the key in hex, as in the psk_file (identity:hexkey): %q is not", f.pskKey)
+	}
+	t.key = key
+	return t, nil
+}
+
+// clientIDDefault makes the PSK identity -i's default over DTLS, where the
+// gateway requires the client id to be the identity.
+func (f *snFlags) clientIDDefault(fs *flag.FlagSet) {
+	if f.pskIdentity == "" {
+		return
+	}
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "i" })
+	if !set {
+		f.clientID = f.pskIdentity
+	}
+}
+
+// dial makes the client: over UDP, or over a DTLS 1.2 connection whose
+// handshake is done first, within the time the client gives an exchange
+// (T_RETRY × (N_RETRY+1)).
+func (f *snFlags) dial(ctx context.Context, t snTarget, o mqttsn.ClientOptions) (*mqttsn.Client, error) {
+	if !t.dtls {
+		return mqttsn.Dial(ctx, t.hostport, o)
+	}
+	conn, err := dialDTLS(ctx, t.hostport, f.pskIdentity, t.key, f.retry*time.Duration(f.retries+1))
+	if err != nil {
+		return nil, err
+	}
+	return mqttsn.DialConn(conn, o), nil
+}
+
+// dialDTLS makes a DTLS 1.2 connection with a pre-shared key (RFC 4279) and
+// runs its handshake within bound. It sends the gateway's connection id (RFC
+// 9146) when the gateway gives one, so that a NAT rebinding keeps the session.
+func dialDTLS(ctx context.Context, hostport, identity string, key []byte, bound time.Duration) (*piondtls.Conn, error) {
+	ra, err := net.ResolveUDPAddr("udp", hostport)
+	if err != nil {
+		return nil, fmt.Errorf("mqttsns: %s: %w", hostport, err)
+	}
+	conn, err := piondtls.DialWithOptions("udp", ra,
+		piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+		piondtls.WithPSKIdentityHint([]byte(identity)),
+		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
+		piondtls.WithConnectionIDGenerator(piondtls.OnlySendCIDGenerator()),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("mqttsns: %s: %w", hostport, err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("mqttsns: %s: DTLS handshake as %q failed (a wrong --psk-key or an identity the gateway does not know shows as no answer): %w", hostport, identity, err)
+	}
+	return conn, nil
+}
+
 func defaultClientID(prefix string) string {
 	id := fmt.Sprintf("%s-%d", prefix, os.Getpid())
 	if len(id) > mqttsn.ClientIDMaxLen {
@@ -108,7 +209,8 @@ func cmdPubMQTTSN(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: mqttgw pub --mqttsn HOST:PORT (-t TOPIC | --predefined ID | --short XY) (-m MSG | -f FILE | -n | -l) [-q -1|0|1|2] [-r] [-i CLIENTID]\n"+
-			"                  [--will-topic T --will-message M [--will-qos Q] [--will-retain]] [--sleep DURATION]")
+			"                  [--will-topic T --will-message M [--will-qos Q] [--will-retain]] [--sleep DURATION]\n"+
+			"       mqttgw pub --mqttsn mqttsns://HOST:PORT --psk-identity ID --psk-key HEX ...   (MQTT-SN over DTLS 1.2)")
 		fs.PrintDefaults()
 	}
 	var f snFlags
@@ -131,6 +233,12 @@ func cmdPubMQTTSN(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mqttgw pub: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	target, err := f.target()
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw pub: %v\n", err)
+		return 2
+	}
+	f.clientIDDefault(fs)
 	idType, id, err := f.topicRef()
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw pub: %v\n", err)
@@ -184,8 +292,19 @@ func cmdPubMQTTSN(args []string, stdout, stderr io.Writer) int {
 	defer cancelT()
 
 	if qos == mqttsn.QoSMinusOne && *willTopic == "" && *sleep == 0 {
-		// Connectionless: one datagram per message, nothing to wait for.
-		send := func(p []byte) error { return mqttsn.PublishMinusOne(ctx, f.addr, idType, id, *retain, p) }
+		// Connectionless: one datagram per message, nothing to wait for
+		// (over DTLS, once the handshake is done).
+		if !target.dtls {
+			send := func(p []byte) error { return mqttsn.PublishMinusOne(ctx, target.hostport, idType, id, *retain, p) }
+			return pubEach(stderr, payloads, *lines, send)
+		}
+		c, err := f.dial(ctx, target, f.options())
+		if err != nil {
+			fmt.Fprintf(stderr, "mqttgw pub: %v\n", err)
+			return 1
+		}
+		defer c.Close()
+		send := func(p []byte) error { return c.PublishID(ctx, idType, id, qos, *retain, p) }
 		return pubEach(stderr, payloads, *lines, send)
 	}
 
@@ -193,7 +312,7 @@ func cmdPubMQTTSN(args []string, stdout, stderr io.Writer) int {
 	if *willTopic != "" {
 		o.Will = &mqttsn.Will{Topic: *willTopic, Payload: []byte(*willMsg), QoS: mqttsn.QoS(*willQoS), Retain: *willRetain}
 	}
-	c, err := mqttsn.Dial(ctx, f.addr, o)
+	c, err := f.dial(ctx, target, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw pub: %v\n", err)
 		return 1
@@ -254,7 +373,8 @@ func cmdSubMQTTSN(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mqttgw sub --mqttsn HOST:PORT (-t FILTER | --predefined ID | --short XY) [-q 0|1|2] [-i CLIENTID] [-C COUNT] [-W SECONDS] [-v]")
+		fmt.Fprintln(stderr, "usage: mqttgw sub --mqttsn HOST:PORT (-t FILTER | --predefined ID | --short XY) [-q 0|1|2] [-i CLIENTID] [-C COUNT] [-W SECONDS] [-v]\n"+
+			"       mqttgw sub --mqttsn mqttsns://HOST:PORT --psk-identity ID --psk-key HEX ...   (MQTT-SN over DTLS 1.2)")
 		fs.PrintDefaults()
 	}
 	var f snFlags
@@ -269,6 +389,12 @@ func cmdSubMQTTSN(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mqttgw sub: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	target, err := f.target()
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw sub: %v\n", err)
+		return 2
+	}
+	f.clientIDDefault(fs)
 	idType, id, err := f.topicRef()
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw sub: %v\n", err)
@@ -302,7 +428,7 @@ func cmdSubMQTTSN(args []string, stdout, stderr io.Writer) int {
 		case <-ctx.Done():
 		}
 	}
-	c, err := mqttsn.Dial(ctx, f.addr, o)
+	c, err := f.dial(ctx, target, o)
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw sub: %v\n", err)
 		return 1

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +122,81 @@ func TestMQTTSNBench(t *testing.T) {
 			t.Errorf("bench output lacks %q:\n%s", want, o.String())
 		}
 	}
+}
+
+// TestMQTTSNSPubSub runs `mqttgw sub` and `mqttgw pub` over DTLS against an
+// mqttsns listener: the PSK identity and the key in hex, as the psk_file has
+// it (identity:hexkey); the identity is the client id. A wrong key fails the
+// handshake (exit 1); a key that is not hex, or mqttsns:// without a key, is
+// bad usage (exit 2).
+func TestMQTTSNSPubSub(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"}})
+	psk := filepath.Join(t.TempDir(), "psk")
+	// 73656e736f722d6b6579 is "sensor-key"; 6f746865722d6b6579 is "other-key".
+	if err := os.WriteFile(psk, []byte("node7:73656e736f722d6b6579\nnode8:6f746865722d6b6579\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := runGateway(t, fmt.Sprintf(`
+[upstream]
+url = %q
+username = "mqttgw"
+password = "gw-secret"
+[auth]
+psk_file = %q
+[[listener]]
+name = "sns"
+type = "mqttsns"
+bind = "127.0.0.1:0"
+[listener.mqttsn]
+retry_interval = "300ms"
+handshake_timeout = "1s"
+`, b.URL, psk))
+	url := "mqttsns://" + g.ListenerAddr("sns").String()
+	reader := b.Subscribe(t, mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1, Topics: []string{"cli/#"}})
+
+	var out, serr syncBuffer
+	subDone := make(chan int, 1)
+	go func() {
+		subDone <- run([]string{"sub", "--mqttsn", url, "--psk-identity", "node8", "--psk-key", "6f746865722d6b6579",
+			"-t", "cli/#", "-q", "1", "-v", "-C", "1", "-W", "30", "--retry", "300ms"}, &out, &serr)
+	}()
+	waitCond(t, "the sub's SUBACK", func() bool {
+		return g.Metrics().Get("mqttgw_mqttsn_messages_total", "listener", "sns", "direction", "out", "type", "SUBACK") == 1
+	})
+	var o, e bytes.Buffer
+	if rc := run([]string{"pub", "--mqttsn", url, "--psk-identity", "node7", "--psk-key", "73656e736f722d6b6579",
+		"-t", "cli/sealed", "-m", "over dtls", "-q", "1", "--retry", "300ms"}, &o, &e); rc != 0 {
+		t.Fatalf("pub: exit %d: %s", rc, e.String())
+	}
+	reader.Expect(t, 5*time.Second, "cli/sealed", "over dtls")
+	select {
+	case rc := <-subDone:
+		if rc != 0 {
+			t.Fatalf("sub: exit %d: %s", rc, serr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sub did not exit after -C 1")
+	}
+	if got := strings.TrimSpace(out.String()); got != "cli/sealed over dtls" {
+		t.Errorf("sub printed %q", got)
+	}
+
+	o.Reset()
+	e.Reset()
+	if rc := run([]string{"pub", "--mqttsn", url, "--psk-identity", "node7", "--psk-key", "77726f6e67",
+		"-t", "cli/sealed", "-m", "forged", "-q", "1", "--retry", "300ms"}, &o, &e); rc != 1 || !strings.Contains(e.String(), "DTLS handshake") {
+		t.Errorf("pub with a wrong key: exit %d, stderr %q; want 1 and the failed handshake", rc, e.String())
+	}
+	for _, args := range [][]string{
+		{"pub", "--mqttsn", url, "-t", "a", "-m", "x"},                                                       // no PSK
+		{"pub", "--mqttsn", url, "--psk-identity", "node7", "--psk-key", "sensor-key", "-t", "a", "-m", "x"}, // not hex
+		{"sub", "--mqttsn", "127.0.0.1:1", "--psk-identity", "node7", "--psk-key", "00", "-t", "a"},          // PSK without mqttsns://
+		{"pub", "--mqttsn", "tcp://127.0.0.1:1", "-t", "a", "-m", "x"},                                       // unknown scheme
+	} {
+		var o, e bytes.Buffer
+		if rc := run(args, &o, &e); rc != 2 {
+			t.Errorf("mqttgw %s: exit %d, want 2 (usage); stderr %s", strings.Join(args, " "), rc, e.String())
+		}
+	}
+	reader.None(t, 300*time.Millisecond)
 }

@@ -14,14 +14,21 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/monitor/inactivity"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	"go.uber.org/zap"
+
+	"github.com/mqttgw/mqttgw/metrics"
 )
 
 // dtlsListener is a coaps listener: pion binds the UDP socket and runs one
 // handshake per new peer; go-coap's DTLS server runs one reader per session.
 type dtlsListener struct {
-	ln  *coapNet.DTLSListener
-	srv *dtlsserver.Server
+	ln         *coapNet.DTLSListener
+	srv        *dtlsserver.Server
+	handshakes *metrics.Counter // completed handshakes
 }
+
+// cidLength is the length of the connection ids (RFC 9146) the listener asks
+// clients to put in their records.
+const cidLength = 8
 
 // dtlsOption applies the gateway's settings to go-coap's DTLS server config
 // directly, so that no go-coap default (16 s inactivity, 30 s handshake,
@@ -42,6 +49,13 @@ func (l *Listener) newDTLS() (*dtlsListener, error) {
 		// A stalled handshake ends after HandshakeTimeout (go-coap enforces it
 		// with the context); pion's flights are retransmitted every second.
 		piondtls.WithFlightInterval(time.Second),
+		// RFC 9146: a client that supports connection ids puts this one in its
+		// records. go-coap's NewDTLSListener goes through pion's
+		// dtls.ListenWithOptions, which then routes datagrams by connection id
+		// (not only by source address), and pion answers the latest address an
+		// authenticated record came from (§6): a device behind a rebinding NAT
+		// keeps its DTLS session, and its go-coap connection with it.
+		piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(cidLength)),
 	}
 	if d.PSK != nil {
 		psk := d.PSK
@@ -115,12 +129,14 @@ func (l *Listener) newDTLS() (*dtlsListener, error) {
 			})
 		}
 	}))
-	return &dtlsListener{ln: ln, srv: srv}, nil
+	hs := l.env.Metrics.Counter("mqttgw_coap_dtls_handshakes_total", "DTLS handshakes completed.", "listener", l.env.Name)
+	return &dtlsListener{ln: ln, srv: srv, handshakes: hs}, nil
 }
 
 // onNewDTLSConn runs after a handshake: it records the peer's PSK identity, which
 // names the device (RFC 7252 §9.1.3.1).
 func (l *Listener) onNewDTLSConn(cc *udpclient.Conn) {
+	l.dtls.handshakes.Inc()
 	st := &connState{}
 	if ap, err := netip.ParseAddrPort(cc.RemoteAddr().String()); err == nil {
 		st.addr = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())

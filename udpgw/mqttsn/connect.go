@@ -2,6 +2,7 @@ package mqttsn
 
 import (
 	"bytes"
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,6 +35,17 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 	if err := checkClientID(m.ClientID); err != nil {
 		reject(mqttsn.NotSupported, refuseClientID, "bad client id", err)
 		return
+	}
+	if e.dtls != nil {
+		// mqttsns: the DTLS PSK identity is the client id; a client may
+		// connect only as the one it proved to be.
+		if id := e.dtls.identity(p.Addr); id != m.ClientID {
+			reject(mqttsn.NotSupported, refuseIdentity, "client id is not the DTLS PSK identity", fmt.Errorf("PSK identity %q", id))
+			if e.o.DTLS.Refused != nil {
+				e.o.DTLS.Refused(p.Addr, id, refusedOtherClientID)
+			}
+			return
+		}
 	}
 	if e.o.KnownClient != nil && !e.o.KnownClient(m.ClientID) {
 		reject(mqttsn.NotSupported, refuseUnknownClient, "client id is not a known client (require_known_client)", nil)
@@ -162,6 +174,11 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 	delete(e.parked, c)
 	s, _ := e.env.Sessions.Touch(c.key(e.env.Name), p, now)
 	c.sess = s
+	if e.dtls != nil {
+		// mqttsns: the device proved its PSK identity, which is its client
+		// id (onConnect checked): its user for the ACL (%u).
+		s.SetUser(id)
+	}
 	s.SetKeepalive(time.Duration(duration) * time.Second) // over a class's: the device asked for it
 	s.SetAsleep(false)
 	s.SetWill(will)
@@ -178,6 +195,12 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 // buffered messages and then PINGRESP (MQTT-SN 1.2 §6.14). The client is known
 // by its id, so a new source address (NAT rebinding) moves its session there.
 func (e *Engine) onWake(ob *outbox, p session.Peer, id string, now time.Time) {
+	if e.dtls != nil && e.dtls.identity(p.Addr) != id {
+		// mqttsns: only the client itself may wake it (and move it here).
+		e.m.drop(dropIdentity)
+		e.debugBad(now, "PINGREQ naming a client id other than the DTLS PSK identity dropped", p.Addr, nil, zap.String("client", id))
+		return
+	}
 	c := e.byID[id]
 	if c == nil || !c.state.connected() {
 		e.notConnected(ob, p, &mqttsn.Pingreq{ClientID: id}, now)

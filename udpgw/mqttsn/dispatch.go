@@ -32,7 +32,11 @@ func (e *Engine) dispatch(ob *outbox, p session.Peer, m mqttsn.Message, now time
 		}
 	}
 
-	// A will exchange in progress owns its address (MQTT-SN 1.2 §6.2).
+	// A will exchange in progress owns its address (MQTT-SN 1.2 §6.2); over
+	// DTLS only while the connection that began it has it.
+	if pc := e.pending[p]; pc != nil && e.dtls != nil && e.dtls.identity(p.Addr) != pc.clientID {
+		delete(e.pending, p)
+	}
 	if pc := e.pending[p]; pc != nil {
 		switch m := m.(type) {
 		case *mqttsn.WillTopic:
@@ -66,6 +70,9 @@ func (e *Engine) dispatch(ob *outbox, p session.Peer, m mqttsn.Message, now time
 	}
 
 	c := e.clientAt(p)
+	if c != nil && !e.sameIdentity(c, p) {
+		c = nil
+	}
 	if c == nil || !c.state.connected() || !e.refresh(ob, c, p, now) {
 		e.notConnected(ob, p, m, now)
 		return
@@ -132,6 +139,15 @@ func (e *Engine) clientAt(p session.Peer) *client {
 		return c
 	}
 	return nil
+}
+
+// sameIdentity reports whether a datagram from p may act for c: always on
+// plain UDP; over DTLS only when p's connection proved c's client id, so that
+// a connection that took over an address (the key a peer is known by: another
+// device behind a NAT, or a new handshake) never acts for the client that had
+// it before.
+func (e *Engine) sameIdentity(c *client, p session.Peer) bool {
+	return e.dtls == nil || e.dtls.identity(p.Addr) == c.id
 }
 
 // refresh records traffic from a connected client at p in its session (NAT

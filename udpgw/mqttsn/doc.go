@@ -1,6 +1,6 @@
 // Package mqttsn is the MQTT-SN 1.2 gateway engine of mqttgw (aggregate mode): one
-// UDP socket, every client's protocol state, and the bridge to the broker through a
-// udpgw.Broker. It implements udpgw.Listener, udpgw.Ticker and session.Owner, and
+// UDP socket (or, for mqttsns listeners, one DTLS 1.2 listener), every client's
+// protocol state, and the bridge to the broker through a udpgw.Broker. It implements udpgw.Listener, udpgw.Ticker and session.Owner, and
 // is built like every engine: New(udpgw.Env, Options). The codec and the client
 // live in the top-level package mqttsn; this package holds only the gateway's side.
 //
@@ -14,6 +14,28 @@
 // sleeping clients with bounded buffers, will updates, SEARCHGW/GWINFO and
 // periodic ADVERTISE, forwarder encapsulation, retransmission towards clients
 // (T_RETRY, N_RETRY) and duplicate detection of theirs.
+//
+// REGISTER asks the Broker's PublishChecker, when it has one, whether the client
+// may publish to the name: a topic the ACL denies gets REGACK "not supported".
+//
+// # Over DTLS (mqttsns)
+//
+// With Options.DTLS the socket is a pion DTLS 1.2 listener with pre-shared keys
+// (RFC 4279); the engine above it is the same. The cookie exchange stays on
+// (RFC 6347 §4.2.1: nothing larger than a ClientHello goes to an unverified
+// source), and connection ids (RFC 9146) let a client behind a rebinding NAT
+// keep its DTLS session. A peer is known by the address its handshake came
+// from, for as long as its connection lasts, wherever its records later come
+// from. The PSK identity is the client id: a CONNECT with another client id
+// is refused (CONNACK "not supported"), a PINGREQ waking another client is
+// dropped, and the session's user (the ACL's %u) is the identity; a datagram
+// acts for a client (or its will exchange) only when its connection proved
+// that client's id, so a connection that later gets the same address never
+// inherits the session found there. Forwarder
+// encapsulation is dropped: one identity cannot prove many nodes' ids.
+// ADVERTISE is refused (it is a broadcast). A connection with nothing to do
+// (no session, no will exchange at its peer) for DTLSOptions.IdleCheck is
+// closed. A message is at most about 8 KiB over DTLS (pion's datagram buffer).
 //
 // # What the registry owns
 //
@@ -36,11 +58,18 @@
 // # Goroutines
 //
 // Serve runs the reader on its caller's goroutine and starts, for its own
-// lifetime, a fixed pool of Options.Workers workers. Close (or the end of Serve's
-// context) stops the reader at once; Serve then lets the workers finish the
-// broker operations already queued, for at most Options.DrainTimeout, so that
-// devices still get the PUBACK of a QoS 1 publish the broker took, closes the
-// socket and returns after every goroutine it started has exited. Nothing else
+// lifetime, a fixed pool of Options.Workers workers. Over DTLS, Serve's
+// goroutine runs the accept loop instead, which starts one goroutine per
+// connection (its handshake, at most DTLSOptions.MaxHandshakes at once, then
+// its reader); pion runs its own socket reader and a few goroutines per
+// connection. Close (or the end of Serve's context) stops the reader at once
+// (over DTLS: the accept loop and the handshakes under way; the connections'
+// readers still read, but the engine takes nothing more); Serve then lets the
+// workers finish the broker operations already queued, for at most
+// Options.DrainTimeout, so that devices still get the PUBACK of a QoS 1
+// publish the broker took, closes the socket (over DTLS: every connection,
+// with close_notify, which ends their goroutines and pion's) and returns after
+// every goroutine it started has exited. Nothing else
 // is started: sessions are structs, not goroutines, and the engine has no timer.
 // Its timed work (retransmissions, expiry of will exchanges and of persistent
 // sessions, ADVERTISE) is Tick(now), which the gateway's one driver calls every
@@ -74,5 +103,8 @@
 // registry's own locks; the Created hook that Touch runs only enqueues). The
 // registry calls the engine back only in SessionEnded, from the gateway's
 // driver with no registry lock held, which takes Engine.mu itself. lifeMu
-// (Serve/Close) and the log limiter's mutex are leaves.
+// (Serve/Close), the log limiters' mutexes and the DTLS transport's mutex
+// (its connections by peer, read under Engine.mu for a peer's PSK identity)
+// are leaves. The Broker's PublishChecker runs under Engine.mu and takes only
+// the registry's locks and its own.
 package mqttsn

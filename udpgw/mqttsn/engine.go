@@ -7,7 +7,6 @@ import (
 	"hash/maphash"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -26,7 +25,9 @@ type Engine struct {
 	env     udpgw.Env
 	o       Options
 	log     *zap.Logger
-	conn    *net.UDPConn
+	tr      transport      // the socket: plain UDP, or DTLS
+	dtls    *dtlsTransport // tr when it is DTLS (mqttsns), else nil
+	checker PublishChecker // env.Broker's, when it has one
 	m       *engineMetrics
 	predef  predefined
 	advAddr netip.AddrPort // valid when advertising
@@ -60,8 +61,8 @@ var (
 	_ session.Owner  = (*Engine)(nil)
 )
 
-// New binds the engine's socket (o.Bind); nothing is read until Serve, and
-// nothing timed happens but in Tick.
+// New binds the engine's socket (o.Bind): a UDP socket, or with o.DTLS a DTLS
+// listener; nothing is read until Serve, and nothing timed happens but in Tick.
 func New(env udpgw.Env, o Options) (*Engine, error) {
 	env = env.WithDefaults()
 	switch {
@@ -81,15 +82,10 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 		}
 		advAddr = ua.AddrPort()
 	}
-	conn, err := udpgw.ListenUDP(o.Bind)
-	if err != nil {
-		return nil, fmt.Errorf("mqttsn: %s: %w", env.Name, err)
-	}
 	e := &Engine{
 		env:      env,
 		o:        o,
 		log:      env.Logger,
-		conn:     conn,
 		m:        newMetrics(env.Metrics, env.Name),
 		predef:   newPredefined(o.Predefined),
 		advAddr:  advAddr,
@@ -101,13 +97,27 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 		parked:   map[*client]struct{}{},
 		anon:     &client{id: "\x00anonymous"},
 	}
-	e.cond = sync.NewCond(&e.mu)
-	e.opCtx, e.opCancel = context.WithCancel(context.Background())
-	if o.AdvertiseInterval > 0 {
-		if err := allowBroadcast(conn); err != nil {
-			e.log.Warn("cannot enable broadcast on the socket: ADVERTISE to a broadcast address may fail", zap.Error(err))
+	e.checker, _ = env.Broker.(PublishChecker)
+	if o.DTLS != nil {
+		d, err := newDTLSTransport(e, *o.DTLS)
+		if err != nil {
+			return nil, err
+		}
+		e.tr, e.dtls = d, d
+	} else {
+		conn, err := udpgw.ListenUDP(o.Bind)
+		if err != nil {
+			return nil, fmt.Errorf("mqttsn: %s: %w", env.Name, err)
+		}
+		e.tr = &udpTransport{conn: conn}
+		if o.AdvertiseInterval > 0 {
+			if err := allowBroadcast(conn); err != nil {
+				e.log.Warn("cannot enable broadcast on the socket: ADVERTISE to a broadcast address may fail", zap.Error(err))
+			}
 		}
 	}
+	e.cond = sync.NewCond(&e.mu)
+	e.opCtx, e.opCancel = context.WithCancel(context.Background())
 	const help = "MQTT-SN clients, by state."
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateActive) + e.count(stateAwake)) }, "listener", env.Name, "state", "active")
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateAsleep)) }, "listener", env.Name, "state", "asleep")
@@ -131,7 +141,7 @@ func (e *Engine) count(s state) int {
 func (e *Engine) Name() string { return e.env.Name }
 
 // Addr implements udpgw.Listener.
-func (e *Engine) Addr() net.Addr { return e.conn.LocalAddr() }
+func (e *Engine) Addr() net.Addr { return e.tr.LocalAddr() }
 
 // Close implements udpgw.Listener: the reader stops at once; Serve drains and
 // releases the socket. Without Serve the socket is closed here.
@@ -144,11 +154,11 @@ func (e *Engine) Close() error {
 	e.closed = true
 	if !e.serving {
 		e.opCancel()
-		return e.conn.Close()
+		return e.tr.close()
 	}
-	// Wake the reader; Serve keeps the socket open while the workers drain so
-	// that devices still get their PUBACKs.
-	return e.conn.SetReadDeadline(time.Now())
+	// Stop the reader(s); Serve keeps the socket open while the workers drain
+	// so that devices still get their PUBACKs.
+	return e.tr.stop()
 }
 
 func (e *Engine) isClosed() bool {
@@ -182,7 +192,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 		}()
 	}
 
-	err := e.read()
+	err := e.tr.serve(e)
 
 	// Drain: no new work; workers finish what is queued, for DrainTimeout.
 	e.mu.Lock()
@@ -204,36 +214,25 @@ func (e *Engine) Serve(ctx context.Context) error {
 	}
 	t.Stop()
 	e.opCancel()
-	if cerr := e.conn.Close(); err == nil && cerr != nil && !udpgw.IsClosed(cerr) {
+	if cerr := e.tr.close(); err == nil && cerr != nil && !udpgw.IsClosed(cerr) {
 		err = cerr
 	}
 	return err
 }
 
-// read is the reader loop; it returns nil when Close or the context ended it.
-func (e *Engine) read() error {
-	buf := make([]byte, e.o.MaxPacket+1) // one more: tells an oversize datagram
-	for {
-		n, from, err := e.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if e.isClosed() || udpgw.IsClosed(err) {
-				return nil
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			return fmt.Errorf("mqttsn: %s: read: %w", e.env.Name, err)
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		now := e.env.Now()
-		if n > e.o.MaxPacket {
-			e.m.tooLarge.Inc()
-			e.m.drop(dropTooLarge)
-			e.debugBad(now, "datagram larger than max_packet dropped", from, nil, zap.Int("bytes", n), zap.Int("max_packet", e.o.MaxPacket))
-			continue
-		}
-		e.handle(from, buf[:n], now)
+// receive takes one datagram from the transport's reader: from is the peer's
+// name (the source address; on DTLS the connection's, see transport), b is
+// valid only during the call and may be one octet over MaxPacket, which tells
+// an oversize datagram.
+func (e *Engine) receive(from netip.AddrPort, b []byte) {
+	now := e.env.Now()
+	if len(b) > e.o.MaxPacket {
+		e.m.tooLarge.Inc()
+		e.m.drop(dropTooLarge)
+		e.debugBad(now, "datagram larger than max_packet dropped", from, nil, zap.Int("bytes", len(b)), zap.Int("max_packet", e.o.MaxPacket))
+		return
 	}
+	e.handle(from, b, now)
 }
 
 // debugBad logs a bad datagram at debug level, at most a few per second.
@@ -280,6 +279,13 @@ func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
 		// MQTT-SN 1.2 §5.5: a forwarder relays the message of a wireless node;
 		// answers go back encapsulated with the same WirelessNodeId.
 		e.m.countIn(mqttsn.MsgEncapsulated)
+		if e.dtls != nil {
+			// A DTLS PSK identity names one client (mqttsns: the identity is
+			// the client id); a forwarder cannot prove its nodes' ids.
+			e.m.drop(dropUnexpected)
+			e.debugBad(now, "encapsulated message over DTLS dropped: a forwarder cannot prove its nodes' client ids", from, nil)
+			return
+		}
 		p.Node = string(enc.WirelessNodeID)
 		if p.Node == "" {
 			p.Node = "\x00" // an empty node id is still a forwarded client
@@ -358,7 +364,7 @@ func (e *Engine) send(ob *outbox, p session.Peer, m mqttsn.Message) bool {
 // write is like a lost datagram: retransmission or the client recovers.
 func (e *Engine) flush(ob *outbox) {
 	for _, it := range ob.items {
-		if _, err := e.conn.WriteToUDPAddrPort(ob.buf[it.start:it.end], it.to); err != nil && !udpgw.IsClosed(err) {
+		if err := e.tr.writeTo(ob.buf[it.start:it.end], it.to); err != nil && !udpgw.IsClosed(err) {
 			if ce := e.log.Check(zap.DebugLevel, "write failed"); ce != nil {
 				ce.Write(zap.Stringer("to", it.to), zap.Error(err))
 			}

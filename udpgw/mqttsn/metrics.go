@@ -29,6 +29,7 @@ const (
 	dropShutdown                           // operations still queued when the drain timeout ended
 	dropPublishFailed                      // QoS 0 or -1 publish the broker refused
 	dropSource                             // from a source outside allowed_sources
+	dropIdentity                           // mqttsns: a waking PINGREQ naming a client id other than the DTLS PSK identity
 	numDropReasons
 )
 
@@ -36,7 +37,7 @@ var dropNames = [numDropReasons]string{
 	"decode_error", "too_large", "unexpected", "not_connected", "will_exchange",
 	"minus_one_topic", "busy", "buffer_full", "retries_exhausted", "topic_limit",
 	"register_rejected", "downlink_too_large", "session_ended", "shutdown", "publish_failed",
-	"source_not_allowed",
+	"source_not_allowed", "identity_mismatch",
 }
 
 // refuseReason says why a request was answered with a rejecting return code.
@@ -52,12 +53,13 @@ const (
 	refuseCongestion                        // broker unavailable or the client's operation queue full
 	refuseForbidden                         // the broker side refused the topic
 	refuseUnknownClient                     // CONNECT: require_known_client and the id is no user
+	refuseIdentity                          // CONNECT: mqttsns and the client id is not the DTLS PSK identity
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{
 	"client_id", "keepalive", "max_clients", "will_topic", "invalid_topic", "topic_limit", "congestion", "forbidden",
-	"unknown_client",
+	"unknown_client", "psk_identity",
 }
 
 type engineMetrics struct {

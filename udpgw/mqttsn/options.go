@@ -43,6 +43,10 @@ type Options struct {
 
 	Predefined []Predefined
 
+	// DTLS, when set, makes the engine serve MQTT-SN over DTLS 1.2 (the
+	// mqttsns listener) instead of plain UDP; see DTLSOptions.
+	DTLS *DTLSOptions
+
 	Workers      int           // goroutines running broker operations; default 64
 	MaxClientOps int           // operations queued per client; default 64
 	DrainTimeout time.Duration // how long Serve lets queued operations finish at the end; default 10s
@@ -56,6 +60,11 @@ func (o *Options) defaults(name string) error {
 		return fmt.Errorf("mqttsn: %s: options: no Bind", name)
 	case o.AdvertiseInterval > 0 && o.AdvertiseAddr == "":
 		return fmt.Errorf("mqttsn: %s: options: AdvertiseInterval without AdvertiseAddr", name)
+	case o.DTLS != nil && o.AdvertiseInterval > 0:
+		// ADVERTISE is a broadcast (MQTT-SN 1.2 §6.1): DTLS has no session to carry it.
+		return fmt.Errorf("mqttsn: %s: options: AdvertiseInterval with DTLS: ADVERTISE cannot be sent over DTLS", name)
+	case o.DTLS != nil && o.DTLS.PSK == nil:
+		return fmt.Errorf("mqttsn: %s: options: DTLS without PSK", name)
 	}
 	if o.GatewayID == 0 {
 		o.GatewayID = 1
@@ -73,6 +82,12 @@ func (o *Options) defaults(name string) error {
 	setDur(&o.OpTimeout, 30*time.Second)
 	if o.MaxTopics > 0xFFFE {
 		o.MaxTopics = 0xFFFE
+	}
+	if o.DTLS != nil {
+		d := *o.DTLS // the caller's stays as it was
+		d.defaults()
+		o.DTLS = &d
+		o.MaxPacket = min(o.MaxPacket, dtlsMaxPayload)
 	}
 	return nil
 }

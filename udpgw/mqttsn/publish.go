@@ -37,7 +37,7 @@ func (e *Engine) uplinkTopic(c *client, clientID string, t mqttsn.TopicIDType, i
 func (e *Engine) onPublishMinusOne(ob *outbox, p session.Peer, m *mqttsn.Publish, now time.Time) {
 	var c *client
 	clientID, device := "", p.Addr.String()
-	if cc := e.clientAt(p); cc != nil && cc.state.connected() {
+	if cc := e.clientAt(p); cc != nil && cc.state.connected() && e.sameIdentity(cc, p) {
 		c, clientID, device = cc, cc.id, cc.id
 		e.refresh(ob, cc, p, now)
 	}
@@ -155,10 +155,13 @@ func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
 // retransmitted REGISTER harmless.
 //
 // Refusals: a name that cannot be a topic gets 0x02 "invalid topic ID" (it can
-// have no id); a client at max_topics gets 0x03 "not supported": the limit is
-// permanent for this connection, and "congestion" would make the client retry
-// after T_WAIT for nothing (MQTT-SN 1.2 §5.3.10 lists the codes; congestion is
-// the one for transient conditions).
+// have no id); a name the client may not publish to (the ACL, asked through the
+// Broker's PublishChecker) gets 0x03 "not supported", as its PUBLISH would
+// (MQTT-SN 1.2 §6.5: the gateway may reject a REGISTER; there is no "not
+// authorized" code, and "not supported" is the permanent refusal); a client at
+// max_topics gets 0x03 too: the limit is permanent for this connection, and
+// "congestion" would make the client retry after T_WAIT for nothing (MQTT-SN
+// 1.2 §5.3.10 lists the codes; congestion is the one for transient conditions).
 func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.Time) {
 	if err := checkTopicName(m.TopicName); err != nil {
 		e.m.refuse(refuseInvalidTopic)
@@ -167,6 +170,19 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 			ce.Write(zap.String("client", c.id), zap.Error(err))
 		}
 		return
+	}
+	if e.checker != nil {
+		if err := e.checker.CheckPublish(c.id, m.TopicName); err != nil {
+			code, r := returnCode(err)
+			if code != mqttsn.Congestion { // a checker has no transient answer: let it through
+				e.m.refuse(r)
+				e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: code})
+				if ce := e.log.Check(zap.DebugLevel, "REGISTER refused"); ce != nil {
+					ce.Write(zap.String("client", c.id), zap.String("topic", m.TopicName), zap.Error(err))
+				}
+				return
+			}
+		}
 	}
 	id, ok := c.register(m.TopicName, e.o.MaxTopics)
 	if !ok {
