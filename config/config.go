@@ -21,6 +21,7 @@ type Config struct {
 	Rules     []Rule       `toml:"rule"`
 	Classes   []Class      `toml:"class"`
 	Downlinks []Downlink   `toml:"downlink"`
+	Store     Store        `toml:"store"`
 
 	// File is the path the config was read from ("" for text loaded from memory).
 	File string `toml:"-"`
@@ -108,9 +109,21 @@ type Listener struct {
 	DeadLetterTopic string `toml:"dead_letter_topic"`
 	// MaxPacket is the largest datagram accepted; larger ones are dropped and counted.
 	MaxPacket int `toml:"max_packet"`
+	// ReadBuffer is the socket's kernel receive buffer (SO_RCVBUF) in bytes, so
+	// that a burst waits in the kernel rather than being dropped there; 0 keeps
+	// the system's default. The kernel's drops are counted in a metric.
+	ReadBuffer int `toml:"read_buffer"`
 	// MQTTSN and CoAP hold the options of those listener types.
 	MQTTSN MQTTSN `toml:"mqttsn"`
 	CoAP   CoAP   `toml:"coap"`
+	// Mode is how devices reach the broker: "aggregate" (default) over the
+	// gateway's own connection, or "transparent": one MQTT connection per
+	// connected device with its own identity ([listener.transparent]).
+	Mode string `toml:"mode"`
+	// ClientIDPrefix is prefixed to a device's id to make its broker client id
+	// in transparent mode.
+	ClientIDPrefix string      `toml:"client_id_prefix"`
+	Transparent    Transparent `toml:"transparent"`
 }
 
 // Rule maps one kind of uplink datagram onto MQTT publishes. The first rule whose

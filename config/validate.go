@@ -55,6 +55,9 @@ func (c *Config) applyDefaults() {
 		}
 		l.MQTTSN.applyDefaults()
 		l.CoAP.applyDefaults()
+		if l.Mode == ModeTransparent && l.Transparent.MaxConnections == 0 {
+			l.Transparent.MaxConnections = DefaultMaxConnections
+		}
 	}
 	for i := range c.Rules {
 		if a := c.Rules[i].Ack; a != nil {
@@ -163,6 +166,7 @@ func (c *Config) validate() Problems {
 		}
 	}
 	c.Metrics.validate(add)
+	c.Store.validate(add)
 
 	c.MQTTSN.validate(add)
 	for _, f := range []struct{ key, path string }{
@@ -212,12 +216,16 @@ func (c *Config) validate() Problems {
 		} else {
 			binds[l.Bind] = i
 		}
+		if l.ReadBuffer < 0 || l.ReadBuffer > 1<<30 {
+			add(key+".read_buffer", "%d is out of range 0..%d (bytes; 0: the system's default)", l.ReadBuffer, 1<<30)
+		}
 		if l.MaxPacket < 1 || l.MaxPacket > MaxDatagram {
 			add(key+".max_packet", "%d is out of range 1..%d", l.MaxPacket, MaxDatagram)
 		}
 		if l.Mountpoint != "" && strings.ContainsAny(l.Mountpoint, "+#\x00") {
 			add(key+".mountpoint", "%q must not contain '+', '#' or NUL", l.Mountpoint)
 		}
+		l.validateMode(i, add, warn)
 		opts := l.Kind().Options
 		switch opts {
 		case "mqttsn":

@@ -76,6 +76,16 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	// Settings the config knows whose machinery is still being built: refused
+	// rather than silently ignored.
+	for _, lc := range cfg.Listeners {
+		if lc.IsTransparent() {
+			return nil, fmt.Errorf("gateway: listener %q: mode = \"transparent\" is not available in this build yet", lc.Name)
+		}
+	}
+	if cfg.Store.Dir != "" {
+		return nil, errors.New("gateway: [store] dir: the durable store is not available in this build yet")
+	}
 	table, ps := mapping.CompileConfig(cfg)
 	if errs := cfg.Locate(ps).Errors(); len(errs) > 0 {
 		return nil, errs
