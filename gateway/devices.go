@@ -58,6 +58,11 @@ func (g *Gateway) sessionLost(s *session.Session) {
 		return
 	}
 	topic := w.Topic
+	if own && g.isTransparent(s.Key.Listener) {
+		// The device's own broker connection carries its will: the engine
+		// drops it without DISCONNECT and the broker publishes the will.
+		return
+	}
 	if own {
 		b := g.brokers[s.Key.Listener]
 		if b == nil {

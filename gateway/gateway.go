@@ -59,11 +59,13 @@ type Gateway struct {
 	acks      *acker
 	downs     *downlinks
 	// Set during New only, read-only after.
-	brokers   map[string]*listenerBroker
-	raws      map[string]*raw.Listener
-	tickers   []udpgw.Ticker
-	listeners []udpgw.Listener
-	metricsLn net.Listener
+	brokers map[string]*listenerBroker
+	// transparent are the brokers of listeners in transparent mode.
+	transparent []*transparentBroker
+	raws        map[string]*raw.Listener
+	tickers     []udpgw.Ticker
+	listeners   []udpgw.Listener
+	metricsLn   net.Listener
 
 	expiredDownlinks *metrics.Counter // queued downlinks dropped unsent after their ttl
 	status           statusState      // sampled by the driver for the status page
@@ -78,11 +80,6 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	}
 	// Settings the config knows whose machinery is still being built: refused
 	// rather than silently ignored.
-	for _, lc := range cfg.Listeners {
-		if lc.IsTransparent() {
-			return nil, fmt.Errorf("gateway: listener %q: mode = \"transparent\" is not available in this build yet", lc.Name)
-		}
-	}
 	if cfg.Store.Dir != "" {
 		return nil, errors.New("gateway: [store] dir: the durable store is not available in this build yet")
 	}
@@ -294,6 +291,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	g.acks.wait()
+	for _, tb := range g.transparent {
+		tb.closeAll() // before the proxy: the devices' connections are its clients
+	}
 	dctx, dcancel := context.WithTimeout(context.Background(), g.cfg.Gateway.DrainTimeout.D())
 	defer dcancel()
 	_ = g.proxy.Close(dctx)

@@ -35,7 +35,13 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		dtls = &mqttsn.DTLSOptions{PSK: g.pskKey, HandshakeTimeout: o.HandshakeTimeout.D(), MaxHandshakes: o.MaxHandshakes,
 			Refused: func(from netip.AddrPort, identity, reason string) { g.auth.refused(lc.Name, from, identity, reason) }}
 	}
-	e, err := mqttsn.New(g.env(lc), mqttsn.Options{
+	env := g.env(lc)
+	if lc.IsTransparent() {
+		tb := newTransparentBroker(g, lc)
+		g.transparent = append(g.transparent, tb)
+		env.Broker = tb
+	}
+	e, err := mqttsn.New(env, mqttsn.Options{
 		Bind:              lc.Bind,
 		GatewayID:         uint8(o.GatewayID),
 		AdvertiseInterval: o.AdvertiseInterval.D(),

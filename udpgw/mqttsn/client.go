@@ -72,6 +72,10 @@ type client struct {
 	// Broker operations, run one at a time by the workers.
 	ops    []op
 	queued bool // in Engine.ready or being run by a worker
+
+	// connecting: transparent mode, the device's own broker connection is
+	// being made for a CONNECT from this address; CONNACK waits for it.
+	connecting *session.Peer
 }
 
 type sub struct {

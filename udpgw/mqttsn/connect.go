@@ -84,7 +84,7 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		return
 	}
 	delete(e.pending, p)
-	e.accept(ob, p, m.ClientID, connectSig{duration: m.Duration, clean: m.Flags.CleanSession}, nil, now)
+	e.connectThenAccept(ob, p, m.ClientID, connectSig{duration: m.Duration, clean: m.Flags.CleanSession}, nil, now)
 }
 
 // connectDupWindow is how long after a CONNECT an identical one from the same
@@ -100,7 +100,7 @@ func (e *Engine) onWillTopic(ob *outbox, p session.Peer, pc *pendingConnect, m *
 	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
 		// An empty WILLTOPIC: no will after all (§5.4.7).
 		delete(e.pending, p)
-		e.accept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, nil, now)
+		e.connectThenAccept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, nil, now)
 		return
 	}
 	if err := checkTopicName(m.Topic); err != nil {
@@ -130,7 +130,7 @@ func (e *Engine) onWillMsg(ob *outbox, p session.Peer, pc *pendingConnect, m *mq
 	delete(e.pending, p)
 	w := pc.will
 	w.Payload = bytes.Clone(m.WillMsg)
-	e.accept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, &w, now)
+	e.connectThenAccept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, &w, now)
 }
 
 // accept completes a CONNECT: take-over, clean or resumed session, CONNACK,
@@ -158,6 +158,7 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 	}
 	if other := e.clientAt(p); other != nil && other != c {
 		// One address, one client: the other client id disconnects.
+		e.disconnectBroker(other, true)
 		e.endConnection(ob, other, session.EndTakenOver, now)
 	}
 	if clean || c.state == stateGone {
@@ -249,6 +250,7 @@ func (e *Engine) onDisconnect(ob *outbox, c *client, m *mqttsn.Disconnect, now t
 		return
 	}
 	e.send(ob, p, &mqttsn.Disconnect{})
+	e.disconnectBroker(c, true) // DISCONNECT: no will (§6.12)
 	e.endConnection(ob, c, session.EndDisconnected, now)
 }
 
@@ -295,9 +297,12 @@ func (e *Engine) SessionEnded(s *session.Session, why session.EndReason) {
 	e.flush(ob)
 }
 
-// lose ends a connection whose session the registry expired.
+// lose ends a connection whose session the registry expired. In transparent
+// mode the device's broker connection is dropped without DISCONNECT, so the
+// broker publishes its will (the gateway does not).
 func (e *Engine) lose(_ *outbox, c *client, now time.Time) {
 	c.sess = nil
+	e.disconnectBroker(c, false)
 	if ce := e.log.Check(zap.DebugLevel, "client lost"); ce != nil {
 		ce.Write(zap.String("client", c.id), zap.Stringer("state", c.state), zap.Bool("clean", c.clean))
 	}

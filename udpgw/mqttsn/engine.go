@@ -28,11 +28,15 @@ type Engine struct {
 	tr      transport      // the socket: plain UDP, or DTLS
 	dtls    *dtlsTransport // tr when it is DTLS (mqttsns), else nil
 	checker PublishChecker // env.Broker's, when it has one
-	m       *engineMetrics
-	predef  predefined
-	advAddr netip.AddrPort // valid when advertising
-	badLog  limiter
-	seed    maphash.Seed // of publish digests (duplicate detection)
+	// connector is env.Broker's when the listener relays each device over its
+	// own broker connection (transparent mode): a CONNECT is accepted only
+	// once that connection is made.
+	connector udpgw.Connector
+	m         *engineMetrics
+	predef    predefined
+	advAddr   netip.AddrPort // valid when advertising
+	badLog    limiter
+	seed      maphash.Seed // of publish digests (duplicate detection)
 
 	// opCtx bounds the broker operations; cancelled when the drain ends.
 	opCtx    context.Context
@@ -98,6 +102,7 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 		anon:     &client{id: "\x00anonymous"},
 	}
 	e.checker, _ = env.Broker.(PublishChecker)
+	e.connector, _ = env.Broker.(udpgw.Connector)
 	if o.DTLS != nil {
 		d, err := newDTLSTransport(e, *o.DTLS)
 		if err != nil {

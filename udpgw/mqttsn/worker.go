@@ -3,10 +3,12 @@ package mqttsn
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
@@ -17,6 +19,8 @@ const (
 	opSubscribe
 	opUnsubscribe
 	opUnsubscribeAll
+	opConnect    // transparent mode: the device's own broker connection
+	opDisconnect // transparent mode: end it (graceful: without the will)
 )
 
 // op is one broker operation of a client, run by a worker.
@@ -30,6 +34,17 @@ type op struct {
 	idType  mqttsn.TopicIDType
 	filter  string
 	msg     udpgw.Message
+	// opConnect: the CONNECT being accepted; opDisconnect: graceful.
+	connect  *connectOp
+	graceful bool
+}
+
+// connectOp is a CONNECT waiting for the device's broker connection.
+type connectOp struct {
+	peer session.Peer
+	sig  connectSig
+	will *session.Message
+	user string
 }
 
 // result is what the broker answered.
@@ -131,6 +146,17 @@ func (e *Engine) run(o op) result {
 		return result{err: e.env.Broker.Unsubscribe(ctx, o.device, o.filter)}
 	case opUnsubscribeAll:
 		e.env.Broker.UnsubscribeAll(o.device)
+	case opConnect:
+		ctx, cancel := context.WithTimeout(ctx, e.o.OpTimeout)
+		defer cancel()
+		c := o.connect
+		conn := udpgw.Connection{Username: c.user, CleanSession: c.sig.clean, Keepalive: time.Duration(c.sig.duration) * time.Second}
+		if w := c.will; w != nil {
+			conn.Will = &udpgw.Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
+		}
+		return result{err: e.connector.Connect(ctx, o.device, conn)}
+	case opDisconnect:
+		e.connector.Disconnect(o.device, o.graceful)
 	}
 	return result{}
 }
@@ -222,5 +248,63 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 		if current {
 			e.send(ob, c.peer(), &mqttsn.Unsuback{MsgID: o.msgID})
 		}
+
+	case opConnect:
+		co := o.connect
+		if c.connecting == nil || *c.connecting != co.peer {
+			return // a newer CONNECT (from elsewhere) replaced this one
+		}
+		c.connecting = nil
+		if res.err != nil {
+			code, r := returnCode(res.err)
+			if code == mqttsn.InvalidTopicID { // a will topic the rules reject
+				code = mqttsn.NotSupported
+			}
+			e.m.refuse(r)
+			e.send(ob, co.peer, &mqttsn.Connack{ReturnCode: code})
+			e.clog(c).Info("CONNECT refused: the device's own broker connection failed", zap.Stringer("from", co.peer.Addr), zap.Stringer("code", code), zap.Error(res.err))
+			return
+		}
+		e.accept(ob, co.peer, c.id, co.sig, co.will, e.env.Now())
+	}
+}
+
+// connectThenAccept is accept for a listener in transparent mode: the CONNACK
+// waits until the device's own broker connection is made (a worker makes it:
+// no network I/O under e.mu). A copy of the CONNECT that arrives meanwhile
+// from the same address is dropped: its CONNACK is on the way. e.mu is held.
+func (e *Engine) connectThenAccept(ob *outbox, p session.Peer, id string, sig connectSig, will *session.Message, now time.Time) {
+	if e.connector == nil {
+		e.accept(ob, p, id, sig, will, now)
+		return
+	}
+	c := e.byID[id]
+	if c == nil {
+		c = &client{id: id, state: stateGone}
+		e.byID[id] = c
+	}
+	if c.connecting != nil && *c.connecting == p {
+		e.m.duplicates.Inc()
+		return
+	}
+	user := ""
+	if e.dtls != nil {
+		user = id // mqttsns: the proved PSK identity is the user
+	}
+	if !e.enqueueOp(c, op{kind: opConnect, connect: &connectOp{peer: p, sig: sig, will: will, user: user}}, false) {
+		e.m.refuse(refuseCongestion)
+		e.send(ob, p, &mqttsn.Connack{ReturnCode: mqttsn.Congestion})
+		e.maybeRemove(c)
+		return
+	}
+	c.connecting = &p
+}
+
+// disconnectBroker ends a transparent device's own broker connection:
+// graceful (DISCONNECT, take-over) without its will, otherwise (the session was
+// lost) the broker publishes it. e.mu is held.
+func (e *Engine) disconnectBroker(c *client, graceful bool) {
+	if e.connector != nil {
+		e.enqueueOp(c, op{kind: opDisconnect, graceful: graceful}, true)
 	}
 }
