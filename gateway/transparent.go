@@ -215,36 +215,30 @@ func (b *transparentBroker) Subscribe(ctx context.Context, device, filter string
 	if !b.g.acl.allowed(b.listener, device, full, auth.Read) {
 		return 0, forbidden(full)
 	}
-	link.mu.Lock()
-	link.subs[filter] = deliver
-	link.mu.Unlock()
 	granted, err := link.conn.Subscribe(ctx, full, min(qos, 2))
 	if err != nil {
-		link.mu.Lock()
-		delete(link.subs, filter)
-		link.mu.Unlock()
 		if errors.Is(err, proxy.ErrForbidden) {
 			return 0, forbidden(full)
 		}
 		return 0, fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
 	}
-	// Hand over what the broker sent before the device subscribed again.
+	// Until now the subscription's messages were held (deliver): hand them
+	// over in the broker's order, then deliver directly. Under link.mu, so a
+	// message arriving meanwhile waits behind them (lock order: link.mu, then
+	// the engine's).
 	link.mu.Lock()
-	var now []udpgw.Message
+	defer link.mu.Unlock()
+	link.subs[filter] = deliver
 	kept := link.held[:0]
 	for _, m := range link.held {
 		if udpgw.MatchTopic(filter, m.Topic) {
-			now = append(now, m)
+			b.downlinks.Add(1)
+			deliver(m)
 		} else {
 			kept = append(kept, m)
 		}
 	}
 	link.held = kept
-	link.mu.Unlock()
-	for _, m := range now {
-		b.downlinks.Add(1)
-		deliver(m)
-	}
 	return granted, nil
 }
 
@@ -270,7 +264,8 @@ func (b *transparentBroker) UnsubscribeAll(device string) {
 
 // deliver runs on the device connection's delivery goroutine: it hands m to the
 // first of the device's subscriptions that matches (one delivery per message,
-// as the broker sends one), or holds it until one does.
+// as the broker sends one), or holds it until one does. The engine's delivery
+// only queues, so calling it under link.mu is cheap.
 func (b *transparentBroker) deliver(link *deviceLink, pm proxy.Message) {
 	if len(pm.Topic) < len(b.mountpoint) || pm.Topic[:len(b.mountpoint)] != b.mountpoint {
 		return
@@ -290,10 +285,9 @@ func (b *transparentBroker) deliver(link *deviceLink, pm proxy.Message) {
 			b.dropped.Inc()
 		}
 		link.held = append(link.held, m)
+	} else {
+		b.downlinks.Add(1)
+		to(m) // under link.mu: after any held message Subscribe is handing over
 	}
 	link.mu.Unlock()
-	if to != nil {
-		b.downlinks.Add(1)
-		to(m)
-	}
 }
