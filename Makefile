@@ -9,7 +9,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian versions start with a digit: tag v1.2.3 is 1.2.3, an untagged tree 0.0.0~git<hash>.
 PKG_VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed -e 's/^v//' -e 's/-/+/g'),0.0.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo dev))
 
-.PHONY: run build test deps lint fuzz bench clean package package-test
+.PHONY: run build test soak deps lint fuzz bench clean package package-test
 
 run: build
 	./$(BIN) run --config config.toml.example
@@ -22,12 +22,18 @@ deps:
 
 # MQTTGW_LONG_TESTS=1 also runs the tests that must wait out real time (a CoAP
 # observation idle for 90 s); they run in parallel with the other packages.
-# In CI the Debian package is also built, installed and checked
-# (scripts/package-test.sh); locally that changes the machine, so it is
+# In CI the soak tests run too, and the Debian package is built, installed and
+# checked (scripts/package-test.sh); locally that changes the machine, so it is
 # `make package-test`.
 test: deps
 	MQTTGW_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 20m ./...
-	@if [ "$$CI" = true ]; then $(MAKE) package-test; fi
+	@if [ "$$CI" = true ]; then $(MAKE) soak package-test; fi
+
+# The long variants of the lossy-link tests (issue 10): 100 devices × 100
+# messages through the fault relay (internal/faultrelay), a new seed each run
+# (logged; MQTTGW_FAULT_SEED=N replays one), beside the short Lossy tests.
+soak:
+	MQTTGW_SOAK=1 $(GO) test -race -count=1 -run 'Soak|Lossy' ./gateway/
 
 # mqttgw_VERSION_amd64.deb in bin/: the static binary, /etc/mqttgw/config.toml
 # (a conffile made from config.toml.example, pointed at a local Mosquitto), the
