@@ -96,6 +96,7 @@ type waitKey struct {
 type waiter struct {
 	keys []waitKey
 	ch   chan Message
+	fail chan error // the socket reported the gateway's port unreachable
 }
 
 // Client is a small MQTT-SN client over UDP (or any datagram connection, see
@@ -145,6 +146,12 @@ type Client struct {
 // Dial opens a UDP socket to the gateway at addr ("host:port") and starts
 // the client's reader goroutine. It sends nothing: call Connect, or use the
 // client for QoS -1 PublishID calls.
+//
+// The socket is connected, so the system reports an ICMP port unreachable
+// for a datagram it sent: every exchange then in flight (Connect, Publish at
+// QoS 1 and 2, Subscribe, ...) fails at once with ErrRefused instead of
+// retransmitting, as mosquitto_pub fails on a refused TCP connection. QoS 0
+// and -1 publishes wait for nothing and never see it.
 func Dial(ctx context.Context, addr string, opts ClientOptions) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "udp", addr)
@@ -278,11 +285,13 @@ func (c *Client) Connect(ctx context.Context) error {
 	}
 	timer := time.NewTimer(c.retry)
 	defer timer.Stop()
-	if err := c.send(connect); err != nil {
+	if err := refused(c.send(connect)); err != nil {
 		return c.errorf("connect", err)
 	}
 	for attempt := 0; ; {
 		select {
+		case err := <-w.fail:
+			return c.errorf("connect", err)
 		case m := <-w.ch:
 			var reply Message
 			switch m := m.(type) {
@@ -298,7 +307,7 @@ func (c *Client) Connect(ctx context.Context) error {
 			default:
 				continue
 			}
-			if err := c.send(reply); err != nil {
+			if err := refused(c.send(reply)); err != nil {
 				return c.errorf("connect", err)
 			}
 			timer.Reset(c.retry)
@@ -307,7 +316,7 @@ func (c *Client) Connect(ctx context.Context) error {
 				return c.errorf("connect", ErrNoResponse)
 			}
 			attempt++
-			if err := c.send(connect); err != nil {
+			if err := refused(c.send(connect)); err != nil {
 				return c.errorf("connect", err)
 			}
 			timer.Reset(c.retry)
@@ -726,7 +735,7 @@ func (c *Client) allocMsgID() (id uint16, release func(), err error) {
 // register makes the reader hand messages matching keys to the returned
 // waiter, until unregister.
 func (c *Client) register(keys ...waitKey) (*waiter, error) {
-	w := &waiter{keys: keys, ch: make(chan Message, 4)}
+	w := &waiter{keys: keys, ch: make(chan Message, 4), fail: make(chan error, 1)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, k := range keys {
@@ -765,13 +774,15 @@ func (c *Client) exchange(ctx context.Context, keys []waitKey, build func(retry 
 	timer := time.NewTimer(c.retry)
 	defer timer.Stop()
 	for attempt := 0; ; attempt++ {
-		if err := ignoreRefused(c.send(build(attempt > 0))); err != nil {
+		if err := refused(c.send(build(attempt > 0))); err != nil {
 			return nil, err
 		}
 		timer.Reset(c.retry)
 		select {
 		case m := <-w.ch:
 			return m, nil
+		case err := <-w.fail:
+			return nil, err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-c.closed:
@@ -809,14 +820,42 @@ func (c *Client) send(m Message) error {
 	return nil
 }
 
+// errRefused is what an exchange returns when the socket reports ICMP port
+// unreachable: ErrRefused, and the system's error beneath it.
+var errRefused = fmt.Errorf("%w (%w)", ErrRefused, syscall.ECONNREFUSED)
+
+// refused turns the ICMP "port unreachable" that a connected UDP socket
+// reports on a write (for an earlier datagram) into errRefused.
+func refused(err error) error {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return errRefused
+	}
+	return err
+}
+
 // ignoreRefused drops the ICMP "port unreachable" a connected UDP socket
-// reports for an earlier datagram: like a lost datagram, it is left to
-// retransmission.
+// reports for an earlier datagram, where nobody waits for an answer (QoS 0
+// and -1 publishes): like a lost datagram.
 func ignoreRefused(err error) error {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return nil
 	}
 	return err
+}
+
+// failWaiters ends every exchange in flight with err: the socket reported the
+// gateway's port unreachable, so no answer will come (MQTT-SN 1.2 §6.13's
+// retransmissions are for lost datagrams, not for a gateway that is not
+// there). An exchange started later sends again and learns it anew.
+func (c *Client) failWaiters(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.waiters {
+		select {
+		case w.fail <- err:
+		default: // a waiter under several keys, told already
+		}
+	}
 }
 
 func (c *Client) setState(s connState) {
@@ -882,6 +921,11 @@ func (c *Client) read() {
 				c.keepaliveTick()
 			case errors.Is(err, net.ErrClosed), errors.Is(err, io.EOF):
 				return
+			case errors.Is(err, syscall.ECONNREFUSED):
+				// ICMP port unreachable for a datagram we sent: nothing
+				// listens at the gateway's address. Linux reports it
+				// once, on this read (or on the next write).
+				c.failWaiters(errRefused)
 			default:
 				// ICMP errors and the like: do not spin on them.
 				select {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -995,5 +996,59 @@ func TestClientDialConn(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// closedPort returns a loopback UDP address where nothing listens: a port just
+// bound and released.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	return addr
+}
+
+// TestClientRefused: a datagram to a port where nothing listens comes back as
+// ICMP port unreachable, and the exchange fails with ErrRefused at once, as
+// mosquitto_pub fails on a refused connection: with a retry interval of an
+// hour, only the refusal can end Connect before the context does. A gateway
+// that goes away fails the next exchange the same way; a QoS 0 publish, which
+// waits for nothing, does not fail.
+func TestClientRefused(t *testing.T) {
+	checkGoroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := Dial(ctx, closedPort(t), ClientOptions{ClientID: "dev1", RetryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Connect(ctx)
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("Connect to a closed port: %v, want ErrRefused (and ECONNREFUSED)", err)
+	}
+	if !strings.Contains(err.Error(), "connect: port unreachable") {
+		t.Errorf("error %q does not say what happened", err)
+	}
+
+	g := startGW(t, nil)
+	c2 := dial(t, g, ClientOptions{RetryInterval: time.Hour})
+	if err := c2.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.pc.Close() // the gateway goes away
+	<-g.done
+	if err := c2.PublishID(ctx, TopicPredefined, 1, QoS0, false, []byte("x")); err != nil {
+		t.Errorf("QoS 0 publish to a closed port: %v, want nil (nothing waits for an answer)", err)
+	}
+	if err := c2.Publish(ctx, "a/b", QoS1, false, []byte("x")); !errors.Is(err, ErrRefused) {
+		t.Errorf("Publish after the gateway went away: %v, want ErrRefused", err)
+	}
+	if _, _, err := c2.Subscribe(ctx, "a/#", QoS1); !errors.Is(err, ErrRefused) {
+		t.Errorf("Subscribe after the gateway went away: %v, want ErrRefused", err)
 	}
 }

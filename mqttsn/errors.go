@@ -37,4 +37,6 @@ var (
 	ErrClosed = errors.New("client closed")
 	// ErrNoResponse: the gateway did not answer the first transmission nor MaxRetries retransmissions.
 	ErrNoResponse = errors.New("no response from gateway")
+	// ErrRefused: the gateway's host answered with ICMP port unreachable: nothing listens at its address (errors.Is with syscall.ECONNREFUSED holds too).
+	ErrRefused = errors.New("port unreachable: nothing listens there")
 )

@@ -30,7 +30,7 @@ grep -qx /etc/mqttgw/config.toml <<<"$conffiles" || { echo "package-test: /etc/m
 
 dpkg -i "$deb"
 got=$(mqttgw version)
-[[ "$got" == "mqttgw $version" ]] || { echo "package-test: mqttgw version says '$got', want 'mqttgw $version'" >&2; exit 1; }
+[[ "$got" == "mqttgw $version "* ]] || { echo "package-test: mqttgw version says '$got', want 'mqttgw $version (GO VERSION)'" >&2; exit 1; }
 mqttgw check /etc/mqttgw/config.toml
 getent passwd mqttgw >/dev/null || { echo "package-test: no system user mqttgw" >&2; exit 1; }
 # -ww: every groff warning; -z: no output, only the diagnostics.

@@ -120,20 +120,38 @@ func listensOnLoopback(listen string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-func cmdCheck(args []string, stdout, stderr io.Writer) int {
+// checkFlags are check's flags.
+func checkFlags() (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("config", "", "config file (or give it as the argument)")
-	fs.StringVar(file, "c", "", "config file (shorthand)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	file := fs.String("config", "", "the config `FILE` (or give it as the argument)")
+	fs.StringVar(file, "c", "", "the config `FILE` (or give it as the argument)")
+	return fs, file
+}
+
+// configDigest is the first 16 hex digits of the sha256 of a config file's
+// bytes, which check prints and run logs, or "" when it cannot be read.
+func configDigest(file string) string {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8])
+}
+
+func cmdCheck(c *command, args []string, stdout, stderr io.Writer) int {
+	fs, file := checkFlags()
+	if code, done := c.parse(fs, args, stdout, stderr); done {
+		return code
 	}
 	if *file == "" && fs.NArg() == 1 {
 		*file = fs.Arg(0)
 	}
-	if *file == "" || fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "usage: mqttgw check [--config] FILE")
-		return 2
+	switch {
+	case *file == "":
+		return c.usageError(stderr, "no config file")
+	case fs.NArg() > 1 || (fs.NArg() == 1 && fs.Arg(0) != *file):
+		return c.usageError(stderr, "one config file only")
 	}
 	cfg, table, ps := loadAndCompile(*file)
 	if cfg != nil {
@@ -183,34 +201,49 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.Classes) > 0 || len(cfg.Downlinks) > 0 {
 		more = fmt.Sprintf("; %d class(es), %d downlink(s), %d downlink test(s) passed", len(cfg.Classes), len(cfg.Downlinks), downTests)
 	}
-	data, _ := os.ReadFile(*file)
-	sum := sha256.Sum256(data)
-	fmt.Fprintf(stdout, "%s: valid: %d listener(s), %d rule(s), %d rule test(s) passed%s; sha256 %s\n",
-		*file, len(cfg.Listeners), len(cfg.Rules), tests, more, hex.EncodeToString(sum[:8]))
+	fmt.Fprintf(stdout, "%s: valid: %d listener(s), %d rule(s), %d rule test(s) passed%s; config sha256 %s (run logs it as config_sha256)\n",
+		*file, len(cfg.Listeners), len(cfg.Rules), tests, more, configDigest(*file))
 	return 0
 }
 
-func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
+// rulesTestOptions are the flags of rules test.
+type rulesTestOptions struct {
+	file, listener, hexIn, textIn, fileIn, from string
+	downlink, topic, payload                    string
+}
+
+func rulesTestFlags() (*flag.FlagSet, *rulesTestOptions) {
+	var o rulesTestOptions
 	fs := flag.NewFlagSet("rules test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("config", "config.toml", "config file")
-	listener := fs.String("listener", "", "listener the datagram arrives on")
-	hexIn := fs.String("hex", "", "datagram as hex")
-	textIn := fs.String("text", "", "datagram as text")
-	fileIn := fs.String("file", "", "datagram read from a file")
-	from := fs.String("from", "127.0.0.1:40000", "sender address")
-	downlink := fs.String("downlink", "", "encode an MQTT message with this downlink instead of mapping a datagram")
-	topic := fs.String("topic", "", "with --downlink: the message's topic, as the broker has it (mountpoint included)")
-	payloadIn := fs.String("payload", "", "with --downlink: the message's payload")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs.StringVar(&o.file, "config", "config.toml", "the config `FILE`")
+	fs.StringVar(&o.listener, "listener", "", "the plain-UDP listener the datagram arrives on (by `NAME`)")
+	fs.StringVar(&o.hexIn, "hex", "", "the datagram in `HEX` (spaces allowed)")
+	fs.StringVar(&o.textIn, "text", "", "the datagram as `TEXT`")
+	fs.StringVar(&o.fileIn, "file", "", "the datagram read from `F`")
+	fs.StringVar(&o.from, "from", "127.0.0.1:40000", "the sender's `ADDR` (IP:PORT), for rules that use it")
+	fs.StringVar(&o.downlink, "downlink", "", "encode an MQTT message with the downlink `NAME` instead of mapping a datagram")
+	fs.StringVar(&o.topic, "topic", "", "with --downlink: the message's `TOPIC`, as the broker has it (mountpoint included)")
+	fs.StringVar(&o.payload, "payload", "", "with --downlink: the message's `PAYLOAD`")
+	return fs, &o
+}
+
+func cmdRulesTest(c *command, args []string, stdout, stderr io.Writer) int {
+	fs, o := rulesTestFlags()
+	if code, done := c.parse(fs, args, stdout, stderr); done {
+		return code
 	}
-	if *downlink != "" || *topic != "" {
-		if *downlink == "" || *topic == "" || *listener != "" || *hexIn != "" || *textIn != "" || *fileIn != "" {
-			fmt.Fprintln(stderr, rulesTestUsage)
-			return 2
+	if fs.NArg() > 0 {
+		return c.usageError(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	file, listener, hexIn, textIn, fileIn, from := &o.file, &o.listener, &o.hexIn, &o.textIn, &o.fileIn, &o.from
+	if o.downlink != "" || o.topic != "" {
+		switch {
+		case o.downlink == "" || o.topic == "":
+			return c.usageError(stderr, "a downlink test needs --downlink NAME and --topic TOPIC")
+		case *listener != "" || *hexIn != "" || *textIn != "" || *fileIn != "":
+			return c.usageError(stderr, "--downlink encodes a message: it takes no --listener, --hex, --text or --file")
 		}
-		return downlinkTest(*file, *downlink, *topic, []byte(*payloadIn), stdout, stderr)
+		return downlinkTest(*file, o.downlink, o.topic, []byte(o.payload), stdout, stderr)
 	}
 	set := 0
 	for _, s := range []string{*hexIn, *textIn, *fileIn} {
@@ -218,9 +251,11 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 			set++
 		}
 	}
-	if *listener == "" || set != 1 {
-		fmt.Fprintln(stderr, rulesTestUsage)
-		return 2
+	switch {
+	case *listener == "":
+		return c.usageError(stderr, "give --listener NAME and one of --hex, --text or --file (or --downlink NAME --topic TOPIC)")
+	case set != 1:
+		return c.usageError(stderr, "give one of --hex HEX, --text TEXT or --file F")
 	}
 	var payload []byte
 	var err error
@@ -276,9 +311,6 @@ func cmdRulesTest(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
-const rulesTestUsage = `usage: mqttgw rules test --config FILE --listener NAME (--hex HEX | --text TEXT | --file F) [--from ADDR]
-       mqttgw rules test --config FILE --downlink NAME --topic TOPIC [--payload PAYLOAD]`
 
 // downlinkTest encodes one MQTT message with a downlink and prints the device and
 // the datagram, or why there is none: 0 encoded, 1 not (or a bad config), 2 usage.

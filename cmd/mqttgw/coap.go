@@ -4,16 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -26,30 +23,9 @@ import (
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
-// CoAP client tools: `mqttgw pub|sub --coap URL ...` publish and observe as a
-// device would, through the gateway's /ps/{topic} resources; `bench --coap` is in
-// coap_bench.go.
-
-// coapFlags are the flags pub and sub share.
-type coapFlags struct {
-	url                  string
-	clientID, user, pass string
-	pskIdentity, pskKey  string
-	qos                  int
-	non                  bool
-	timeout              time.Duration
-}
-
-func (f *coapFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.url, "coap", "", "coap://HOST:PORT/ps/TOPIC or coaps://... (DTLS with --psk-identity, --psk-key)")
-	fs.StringVar(&f.clientID, "i", "", "client id (the query's c)")
-	fs.StringVar(&f.user, "u", "", "user name (the query's u)")
-	fs.StringVar(&f.pass, "P", "", "password (the query's p)")
-	fs.StringVar(&f.pskIdentity, "psk-identity", "", "DTLS PSK identity (coaps)")
-	fs.StringVar(&f.pskKey, "psk-key", "", "DTLS PSK key, as text (like coap-client -k)")
-	fs.IntVar(&f.qos, "q", -1, "QoS (the query's qos); default: 1 for Confirmable, 0 for --non")
-	fs.BoolVar(&f.non, "non", false, "send the request Non-confirmable")
-}
+// CoAP client tools: `mqttgw pub|sub --coap ...` publish and observe as a
+// device would, through the gateway's /ps/{topic} resources (flags in
+// pubsub.go); `bench --coap` is in coap_bench.go.
 
 // coapTarget is a parsed coap:// or coaps:// URL.
 type coapTarget struct {
@@ -97,19 +73,19 @@ func parseCoAPURL(s string) (coapTarget, error) {
 	return t, nil
 }
 
-// options are the request's Uri-Query options: the URL's, then the flags'.
-func (f *coapFlags) options(t coapTarget, retain bool) message.Options {
+// coapQuery is the request's Uri-Query options: the URL's, then the flags'.
+func (d *deviceFlags) coapQuery(t deviceTarget, retain bool) message.Options {
 	q := append([]string(nil), t.query...)
 	add := func(k, v string) {
 		if v != "" {
 			q = append(q, k+"="+v)
 		}
 	}
-	add("c", f.clientID)
-	add("u", f.user)
-	add("p", f.pass)
-	if f.qos >= 0 {
-		add("qos", strconv.Itoa(f.qos))
+	add("c", d.clientID)
+	add("u", d.user)
+	add("p", d.pass)
+	if d.qos.set {
+		add("qos", strconv.Itoa(d.qos.v))
 	}
 	if retain {
 		q = append(q, "retain=true")
@@ -121,21 +97,77 @@ func (f *coapFlags) options(t coapTarget, retain bool) message.Options {
 	return opts
 }
 
-// dialCoAP connects to t; for coaps with a PSK (RFC 7252 §9.1.3.1).
-func dialCoAP(t coapTarget, pskIdentity, pskKey string) (*udpclient.Conn, error) {
-	quiet := options.WithErrors(func(error) {})
-	if !t.secure {
-		return udp.Dial(t.host, quiet)
+// dialCoAP connects to a gateway's plain CoAP listener at hostport.
+func dialCoAP(hostport string) (*udpclient.Conn, error) {
+	return udp.Dial(hostport, options.WithErrors(func(error) {}))
+}
+
+// dialCoAPDevice connects to t, over DTLS with the PSK for coaps (RFC 7252
+// §9.1.3.1); with -d through a hop that prints every message (debug.go).
+// closeConn closes the connection and waits for what it started.
+func (d *deviceFlags) dialCoAPDevice(ctx context.Context, t deviceTarget, stderr io.Writer) (cc *udpclient.Conn, closeConn func(), err error) {
+	r := newCoAPRunner()
+	opts := []udp.Option{options.WithErrors(func(error) {}), options.WithPeriodicRunner(r.run)}
+	var closeHop func()
+	switch {
+	case d.debug:
+		cc, closeHop, err = dialCoAPDebug(ctx, t, d.pskIdentity, &debugLog{w: stderr}, opts)
+	case t.dtls:
+		key := t.key
+		cc, err = dtls.Dial(t.hostport, dtls.NewDTLSClientOptions(
+			piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
+			piondtls.WithPSKIdentityHint([]byte(d.pskIdentity)),
+			piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
+		), opts...)
+	default:
+		cc, err = udp.Dial(t.hostport, opts...)
 	}
-	if pskIdentity == "" {
-		return nil, errors.New("coaps needs --psk-identity and --psk-key")
+	if err != nil {
+		r.stop()
+		return nil, nil, err
 	}
-	key := []byte(pskKey)
-	return dtls.Dial(t.host, dtls.NewDTLSClientOptions(
-		piondtls.WithPSK(func([]byte) ([]byte, error) { return key, nil }),
-		piondtls.WithPSKIdentityHint([]byte(pskIdentity)),
-		piondtls.WithCipherSuites(piondtls.TLS_PSK_WITH_AES_128_CCM_8, piondtls.TLS_PSK_WITH_AES_128_GCM_SHA256),
-	), quiet)
+	return cc, func() {
+		cc.Close()
+		<-cc.Done()
+		if closeHop != nil {
+			closeHop()
+		}
+		r.stop()
+	}, nil
+}
+
+// coapRunner drives go-coap's periodic checks (exchanges that expired) once a
+// second until stop, which waits for it: go-coap's own runner sleeps 4 s
+// between checks, and so outlives the connection.
+type coapRunner struct {
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newCoAPRunner() *coapRunner { return &coapRunner{done: make(chan struct{})} }
+
+func (r *coapRunner) run(f func(now time.Time) bool) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-r.done:
+				return
+			case now := <-tick.C:
+				if !f(now) {
+					return
+				}
+			}
+		}
+	}()
+}
+
+func (r *coapRunner) stop() {
+	close(r.done)
+	r.wg.Wait()
 }
 
 // codeError is a response code other than success, as an error.
@@ -194,88 +226,52 @@ func coapPublish(ctx context.Context, cc *udpclient.Conn, path string, put, non 
 	return responseError(resp)
 }
 
-func cmdPubCoAP(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("pub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mqttgw pub --coap coap://HOST:PORT/ps/TOPIC (-m MSG | -f FILE) [--non] [-q 0|1|2] [-r] [--put] [-i ID] [-u USER -P PASS] [--psk-identity ID --psk-key KEY]\n\n"+
-			"Publishes one message as a CoAP device: POST (or PUT) /ps/TOPIC. Exit 0 on 2.04,\n"+
-			"1 with the response code otherwise (5.03: the broker is away; retry after Max-Age).")
-		fs.PrintDefaults()
+// pubCoAP is pub over CoAP.
+func pubCoAP(c *command, o *pubOptions, t deviceTarget, payloads [][]byte, stderr io.Writer) int {
+	d := &o.dev
+	if q := d.qos.or(0); q < 0 || q > 2 {
+		return c.usageError(stderr, "-q %d: want 0, 1 or 2 (QoS -1 is MQTT-SN's)", q)
 	}
-	var f coapFlags
-	f.register(fs)
-	msg := fs.String("m", "", "payload")
-	file := fs.String("f", "", "payload from a file (block-wise when large)")
-	retain := fs.Bool("r", false, "retain (the query's retain=true)")
-	put := fs.Bool("put", false, "PUT instead of POST")
-	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on the whole exchange")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	t, err := parseCoAPURL(f.url)
-	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw pub: %v\n", err)
-		return 2
-	}
-	payload := []byte(*msg)
-	if *file != "" {
-		if payload, err = os.ReadFile(*file); err != nil {
-			fmt.Fprintf(stderr, "mqttgw pub: %v\n", err)
-			return 2
-		}
-	}
-	cc, err := dialCoAP(t, f.pskIdentity, f.pskKey)
-	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw pub: %s: %v\n", t.host, err)
-		return 1
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	ctx, cancel := signalContext()
 	defer cancel()
-	if err := coapPublish(ctx, cc, t.path, *put, f.non, payload, f.options(t, *retain)); err != nil {
-		fmt.Fprintf(stderr, "mqttgw pub: %s%s: %v\n", t.host, t.path, err)
+	ctx, cancelT := context.WithTimeout(ctx, o.timeout)
+	defer cancelT()
+	cc, closeConn, err := d.dialCoAPDevice(ctx, t, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw pub: %s: %v\n", t.hostport, err)
 		return 1
 	}
-	return 0
+	defer closeConn()
+	opts := d.coapQuery(t, o.retain)
+	send := func(p []byte) error {
+		if err := coapPublish(ctx, cc, t.path, o.put, d.non, p, opts); err != nil {
+			return fmt.Errorf("%s%s: %w", t.hostport, t.path, err)
+		}
+		return nil
+	}
+	return pubEach(stderr, payloads, o.lines, send)
 }
 
-func cmdSubCoAP(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mqttgw sub --coap coap://HOST:PORT/ps/TOPIC [-C COUNT] [-W SECONDS] [--non] [-q 0|1|2] [-i ID] [-u USER -P PASS] [--psk-identity ID --psk-key KEY]\n\n"+
-			"Observes /ps/TOPIC (RFC 7641) and prints each notification's payload on its own line.\n"+
-			"Ends after COUNT notifications or SECONDS (exit 1 if COUNT was not reached), or on\n"+
-			"SIGINT, deregistering first.")
-		fs.PrintDefaults()
+// subCoAP is sub over CoAP: an observation of t.path.
+func subCoAP(c *command, o *subOptions, t deviceTarget, stdout, stderr io.Writer) int {
+	d := &o.dev
+	if q := d.qos.or(0); q < 0 || q > 2 {
+		return c.usageError(stderr, "-q %d: want 0, 1 or 2", q)
 	}
-	var f coapFlags
-	f.register(fs)
-	count := fs.Int("C", 0, "exit after this many notifications (0: no limit)")
-	wait := fs.Int("W", 0, "exit after this many seconds (0: no limit)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	t, err := parseCoAPURL(f.url)
-	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw sub: %v\n", err)
-		return 2
-	}
-	cc, err := dialCoAP(t, f.pskIdentity, f.pskKey)
-	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw sub: %s: %v\n", t.host, err)
-		return 1
-	}
-	defer cc.Close()
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
-	if *wait > 0 {
+	if o.wait > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(*wait)*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(o.wait)*time.Second)
 		defer cancel()
 	}
+	cc, closeConn, err := d.dialCoAPDevice(ctx, t, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw sub: %s: %v\n", t.hostport, err)
+		return 1
+	}
+	defer closeConn()
+
 	got := make(chan []byte, 64)
 	var registered atomic.Bool
 	regErr := make(chan error, 1)
@@ -301,32 +297,37 @@ func cmdSubCoAP(args []string, stdout, stderr io.Writer) int {
 		case got <- b:
 		default: // the printer is behind; a notification is state, the next one supersedes it
 		}
-	}, f.options(t, false)...)
+	}, d.coapQuery(t, false)...)
 	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw sub: %s%s: %v\n", t.host, t.path, err)
+		fmt.Fprintf(stderr, "mqttgw sub: %s%s: %v\n", t.hostport, t.path, err)
 		return 1
 	}
+	topic := strings.TrimPrefix(t.path, "/ps/")
 	n := 0
 	code := 0
 loop:
-	for *count == 0 || n < *count {
+	for o.count == 0 || n < o.count {
 		select {
 		case b := <-got:
-			fmt.Fprintf(stdout, "%s\n", b)
+			if o.verbose {
+				fmt.Fprintf(stdout, "%s %s\n", topic, b)
+			} else {
+				fmt.Fprintf(stdout, "%s\n", b)
+			}
 			n++
 		case err := <-regErr:
-			fmt.Fprintf(stderr, "mqttgw sub: %s%s: %v\n", t.host, t.path, err)
+			fmt.Fprintf(stderr, "mqttgw sub: %s%s: %v\n", t.hostport, t.path, err)
 			code = 1
 			break loop
 		case <-ctx.Done():
-			if *count > 0 && n < *count {
-				code = 1
+			if o.wait > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && o.count > 0 {
+				code = 27 // like mosquitto_sub -W
 			}
 			break loop
 		}
 	}
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
-	_ = obs.Cancel(cctx, f.options(t, false)...) // RFC 7641 §3.6: deregister with Observe=1
+	_ = obs.Cancel(cctx, d.coapQuery(t, false)...) // RFC 7641 §3.6: deregister with Observe=1
 	return code
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -54,46 +53,13 @@ type coapBenchConfig struct {
 	run                          string
 }
 
-func cmdBenchCoAP(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mqttgw bench --coap coap://HOST:PORT --mqtt tcp://HOST:PORT [-u USER -P PASS] [--device-user U --device-pass P] [--devices D] [--requests N] [--con] [--non] [--observers K] [--notifications M]\n\n"+
-			"D simulated CoAP devices send N publishes in all (each device one at a time, after the\n"+
-			"previous response), Confirmable and/or Non-confirmable, beside D MQTT clients publishing\n"+
-			"the same load straight to the broker; then K devices observe one topic that gets M messages,\n"+
-			"beside K MQTT subscribers. Loopback only. --gateway-pid and --broker-pid (Linux) add memory\n"+
-			"per observer and CPU time per message.")
-		fs.PrintDefaults()
-	}
-	var c coapBenchConfig
-	fs.StringVar(&c.coapURL, "coap", "coap://127.0.0.1:5683", "the gateway's CoAP listener")
-	fs.StringVar(&c.mqttURL, "mqtt", "tcp://127.0.0.1:1883", "the broker, for the subscriber and the direct baseline")
-	fs.StringVar(&c.user, "u", "", "broker user name")
-	fs.StringVar(&c.pass, "P", "", "broker password")
-	fs.StringVar(&c.deviceUser, "device-user", "", "every simulated device's user name (the CoAP query's u), when the listener checks passwords")
-	fs.StringVar(&c.devicePass, "device-pass", "", "every simulated device's password (the CoAP query's p)")
-	fs.IntVar(&c.devices, "devices", 100, "simulated devices (and MQTT clients in the baseline)")
-	fs.IntVar(&c.requests, "requests", 10000, "publishes per mode, in all")
-	fs.BoolVar(&c.con, "con", false, "measure Confirmable publishes (default: both)")
-	fs.BoolVar(&c.non, "non", false, "measure Non-confirmable publishes (default: both)")
-	fs.IntVar(&c.observers, "observers", 100, "observers in the observe phase (0: skip it)")
-	fs.IntVar(&c.notifications, "notifications", 100, "messages published to the observed topic")
-	fs.IntVar(&c.size, "size", 32, "payload size in octets (at least 16)")
-	fs.DurationVar(&c.limit, "duration-limit", 60*time.Second, "bound on each phase")
-	fs.StringVar(&c.topic, "topic", "mqttgw-bench", "topic prefix")
-	fs.StringVar(&c.mountpoint, "mountpoint", "", "the CoAP listener's mountpoint, as the broker sees the topics")
-	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "the gateway's process id, for memory and CPU figures")
-	fs.IntVar(&c.brokerPID, "broker-pid", 0, "the broker's process id, for memory and CPU figures")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
+// runBenchCoAP is bench --coap.
+func runBenchCoAP(cmd *command, c coapBenchConfig, stdout, stderr io.Writer) int {
 	if !c.con && !c.non {
 		c.con, c.non = true, true
 	}
 	if err := c.check(); err != nil {
-		fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
-		return 2
+		return cmd.usageError(stderr, "%v", err)
 	}
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
@@ -354,7 +320,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 			}
 		}()
 		if err := parallel(c.devices, func(i int) error {
-			cc, err := dialCoAP(coapTarget{host: c.host}, "", "")
+			cc, err := dialCoAP(c.host)
 			conns[i] = cc
 			return err
 		}); err != nil {
@@ -465,7 +431,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 	var mu sync.Mutex
 	if gateway {
 		if err := parallel(k, func(i int) error {
-			cc, err := dialCoAP(coapTarget{host: c.host}, "", "")
+			cc, err := dialCoAP(c.host)
 			if err != nil {
 				return err
 			}

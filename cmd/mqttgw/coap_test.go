@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,11 +84,27 @@ func TestCoAPPubSubTools(t *testing.T) {
 		t.Fatalf("pub: exit %d: %s", code, errs.String())
 	}
 	reader.Expect(t, 5*time.Second, "cli/t", "hello")
+	// The key in hex, as the psk_file has it (636c692d6b6579 is "cli-key"),
+	// and as the README's coaps example gives it.
 	if code := run([]string{"pub", "--coap", "coaps://" + secure + "/ps/cli/s", "-m", "sealed", "--non", "-q", "1",
-		"--psk-identity", "cli-dev", "--psk-key", "cli-key"}, &out, &errs); code != 0 {
+		"--psk-identity", "cli-dev", "--psk-key", "636c692d6b6579"}, &out, &errs); code != 0 {
 		t.Fatalf("pub coaps: exit %d: %s", code, errs.String())
 	}
 	reader.Expect(t, 5*time.Second, "cli/s", "sealed")
+	// The same with -h and -p: the PSK flags choose coaps.
+	host, port, _ := net.SplitHostPort(secure)
+	if code := run([]string{"pub", "--coap", "-h", host, "-p", port, "-t", "cli/s2", "-m", "sealed too",
+		"--psk-identity", "cli-dev", "--psk-key", "636c692d6b6579"}, &out, &errs); code != 0 {
+		t.Fatalf("pub coaps with -h/-p: exit %d: %s", code, errs.String())
+	}
+	reader.Expect(t, 5*time.Second, "cli/s2", "sealed too")
+	// The key as text, as --psk-key took it before, is bad usage now: the
+	// README's hex key used to be taken as text, and the handshake hung.
+	var e2 syncBuffer
+	if code := run([]string{"pub", "--coap", "coaps://" + secure + "/ps/cli/s", "-m", "x",
+		"--psk-identity", "cli-dev", "--psk-key", "cli-key"}, &out, &e2); code != 2 || !strings.Contains(e2.String(), "want the key in hex") {
+		t.Fatalf("pub coaps with a text key: exit %d, stderr %q; want 2 and the hex hint", code, e2.String())
+	}
 	if code := run([]string{"pub", "--coap", "coap://" + plain + "/elsewhere", "-m", "x"}, &out, &errs); code != 1 || !strings.Contains(errs.String(), "4.04") {
 		t.Fatalf("pub to an unknown path: exit %d, stderr %q", code, errs.String())
 	}

@@ -13,19 +13,34 @@ import (
 	"github.com/mqttgw/mqttgw/gateway"
 )
 
-// cmdDevices prints a running gateway's GET /devices as a table.
-func cmdDevices(args []string, stdout, stderr io.Writer) int {
+// devicesOptions are the flags of devices.
+type devicesOptions struct {
+	addr, listener, state, user, pass string
+	json                              bool
+}
+
+func devicesFlags() (*flag.FlagSet, *devicesOptions) {
+	var o devicesOptions
 	fs := flag.NewFlagSet("devices", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("metrics", "127.0.0.1:9100", "the gateway's metrics listener, HOST:PORT")
-	listener := fs.String("listener", "", "only this listener's devices")
-	state := fs.String("state", "", "only devices in this state: active, asleep or lost")
-	asJSON := fs.Bool("json", false, "print the JSON as the gateway sent it")
-	user := fs.String("u", "", "user name, when [metrics] username/password protect the listener")
-	pass := fs.String("P", "", "password for -u")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	fs.StringVar(&o.addr, "metrics", "127.0.0.1:9100", "the gateway's metrics listener, `HOST:PORT`")
+	fs.StringVar(&o.listener, "listener", "", "only the devices of the listener `NAME`")
+	fs.StringVar(&o.state, "state", "", "only devices in `STATE`: active, asleep or lost")
+	fs.BoolVar(&o.json, "json", false, "print the JSON as the gateway sent it")
+	fs.StringVar(&o.user, "u", "", "the `USER`, when [metrics] username and password protect the listener")
+	fs.StringVar(&o.pass, "P", "", "the `PASSWORD` for -u")
+	return fs, &o
+}
+
+// cmdDevices prints a running gateway's GET /devices as a table.
+func cmdDevices(c *command, args []string, stdout, stderr io.Writer) int {
+	fs, o := devicesFlags()
+	if code, done := c.parse(fs, args, stdout, stderr); done {
+		return code
 	}
+	if fs.NArg() > 0 {
+		return c.usageError(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	addr, listener, state, asJSON, user, pass := &o.addr, &o.listener, &o.state, &o.json, &o.user, &o.pass
 	q := url.Values{}
 	if *listener != "" {
 		q.Set("listener", *listener)
@@ -34,7 +49,7 @@ func cmdDevices(args []string, stdout, stderr io.Writer) int {
 		q.Set("state", *state)
 	}
 	u := url.URL{Scheme: "http", Host: *addr, Path: "/devices", RawQuery: q.Encode()}
-	c := &http.Client{Timeout: 10 * time.Second}
+	hc := &http.Client{Timeout: 10 * time.Second}
 	req, err := http.NewRequest(http.MethodGet, u.String(), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw devices: %v\n", err)
@@ -43,7 +58,7 @@ func cmdDevices(args []string, stdout, stderr io.Writer) int {
 	if *user != "" {
 		req.SetBasicAuth(*user, *pass)
 	}
-	resp, err := c.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "mqttgw devices: %v\n", err)
 		return 1

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -109,7 +111,7 @@ publish: topic=sensors/0007/climate qos=1 retain=true payload={"battery":3600,"d
 // rule passes its inline tests, ack expectations included, and says what it checked.
 func TestCheckClassesDownlinksAcks(t *testing.T) {
 	code, out, _ := runCLI("check", "testdata/devices.toml")
-	if code != 0 || !strings.Contains(out, "valid: 1 listener(s), 1 rule(s), 1 rule test(s) passed; 1 class(es), 2 downlink(s), 2 downlink test(s) passed; sha256 ") {
+	if code != 0 || !strings.Contains(out, "valid: 1 listener(s), 1 rule(s), 1 rule test(s) passed; 1 class(es), 2 downlink(s), 2 downlink test(s) passed; config sha256 "+configDigest("testdata/devices.toml")+" (run logs it as config_sha256)\n") {
 		t.Errorf("exit %d: %s", code, out)
 	}
 }
@@ -158,9 +160,14 @@ text:     SET dev7 1
 	}
 }
 
+// TestVersion: the version and the Go release it was built with, from
+// `version` and `--version` alike.
 func TestVersion(t *testing.T) {
-	if code, out, _ := runCLI("version"); code != 0 || !strings.HasPrefix(out, "mqttgw ") {
-		t.Errorf("version: %d %q", code, out)
+	want := fmt.Sprintf("mqttgw %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		if code, out, _ := runCLI(args...); code != 0 || out != want {
+			t.Errorf("mqttgw %s: exit %d, %q; want 0, %q", args[0], code, out, want)
+		}
 	}
 }
 

@@ -8,12 +8,17 @@ import (
 	"time"
 )
 
-// manCommands are the subcommands the man page documents, in the order of the
-// usage text; each section is that command's own --help output, so the page
+// manCommands are the commands the man page documents, in the order of the
+// usage list; each section is that command's own --help output, so the page
 // cannot drift from the CLI.
-var manCommands = [][]string{
-	{"run"}, {"check"}, {"rules", "test"}, {"devices"}, {"passwd"},
-	{"pub"}, {"sub"}, {"bench"},
+func manCommands() [][]string {
+	var out [][]string
+	for _, c := range commands {
+		if c.name != "help" {
+			out = append(out, strings.Fields(c.name))
+		}
+	}
+	return out
 }
 
 // cmdMan prints mqttgw(1) in roff (man(7)), generated from the CLI's own help
@@ -25,7 +30,7 @@ func cmdMan(stdout io.Writer) int {
 	fmt.Fprintf(&b, ".TH MQTTGW 1 %q %q \"User Commands\"\n", date, "mqttgw "+version)
 	b.WriteString(".SH NAME\nmqttgw \\- a gateway from MQTT-SN, CoAP and plain UDP devices to MQTT\n")
 	b.WriteString(".SH SYNOPSIS\n")
-	_, synopsis, _ := strings.Cut(usage, "Usage:\n")
+	_, synopsis, _ := strings.Cut(usage(), "Usage:\n")
 	verbatim(&b, synopsis)
 	b.WriteString(".SH DESCRIPTION\n")
 	b.WriteString("mqttgw lets constrained devices that speak MQTT-SN 1.2, CoAP (RFC 7252, over UDP or DTLS) " +
@@ -33,7 +38,7 @@ func cmdMan(stdout io.Writer) int {
 		"config maps datagrams onto MQTT topics and broker messages back down to devices. " +
 		"SIGHUP re-reads the rules, classes, downlinks and the [auth] files.\n")
 	b.WriteString(".SH COMMANDS\n")
-	for _, c := range manCommands {
+	for _, c := range manCommands() {
 		var out bytes.Buffer
 		run(append(append([]string{}, c...), "--help"), &out, &out)
 		fmt.Fprintf(&b, ".SS %s\n", strings.Join(c, " "))

@@ -14,12 +14,12 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	page := out.String()
-	for _, c := range manCommands {
+	for _, c := range manCommands() {
 		name := strings.Join(c, " ")
 		if !strings.Contains(page, ".SS "+name+"\n") {
 			t.Errorf("no section for %q", name)
 		}
-		if !strings.Contains(usage, "mqttgw "+name) {
+		if !strings.Contains(usage(), "mqttgw "+name) {
 			t.Errorf("%q is documented in the man page but not in the usage text", name)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -46,41 +45,10 @@ type benchConfig struct {
 	run                         string
 }
 
-func cmdBenchMQTTSN(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: mqttgw bench --mqttsn HOST:PORT --mqtt tcp://HOST:PORT [-u USER -P PASS] [--clients N] [--messages M] [--qos 0|1|2] [--duration-limit D]\n\n"+
-			"N MQTT-SN clients each publish M messages (one at a time, each after the previous one's\n"+
-			"acknowledgement) through the gateway; an MQTT subscriber on the broker measures throughput\n"+
-			"and latency from device send to its receipt. Then N MQTT clients publish the same load\n"+
-			"straight to the broker. Loopback addresses only. Give --gateway-pid and --broker-pid (Linux)\n"+
-			"for memory per connected client and CPU use. The broker's max_queued_messages must exceed\n"+
-			"N×M for the subscriber to miss nothing.")
-		fs.PrintDefaults()
-	}
-	var c benchConfig
-	fs.StringVar(&c.snAddr, "mqttsn", "127.0.0.1:1884", "the gateway's MQTT-SN HOST:PORT")
-	fs.StringVar(&c.mqttURL, "mqtt", "tcp://127.0.0.1:1883", "the broker, for the subscriber and the direct baseline")
-	fs.StringVar(&c.user, "u", "", "broker user name")
-	fs.StringVar(&c.pass, "P", "", "broker password")
-	fs.IntVar(&c.clients, "clients", 100, "simulated devices (and MQTT clients in the baseline)")
-	fs.IntVar(&c.messages, "messages", 10, "messages each client publishes")
-	fs.IntVar(&c.qos, "qos", 1, "QoS of the publishes and the subscription")
-	fs.IntVar(&c.size, "size", 32, "payload size in octets (at least 16)")
-	fs.DurationVar(&c.limit, "duration-limit", 60*time.Second, "bound on each phase")
-	fs.StringVar(&c.topic, "topic", "mqttgw-bench", "topic prefix")
-	fs.StringVar(&c.mountpoint, "mountpoint", "", "the gateway listener's mountpoint, as the broker sees the topics")
-	fs.IntVar(&c.gatewayPID, "gateway-pid", 0, "the gateway's process id, for memory and CPU figures")
-	fs.IntVar(&c.brokerPID, "broker-pid", 0, "the broker's process id, for memory and CPU figures")
-	fs.IntVar(&c.connectParallel, "connect-parallel", 50, "clients connecting at once")
-	fs.BoolVar(&c.skipDirect, "skip-direct", false, "skip the direct-to-broker baseline")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
+// runBenchMQTTSN is bench over MQTT-SN (the default).
+func runBenchMQTTSN(cmd *command, c benchConfig, stdout, stderr io.Writer) int {
 	if err := c.check(); err != nil {
-		fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
-		return 2
+		return cmd.usageError(stderr, "%v", err)
 	}
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])

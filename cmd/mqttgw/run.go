@@ -16,13 +16,21 @@ import (
 	"github.com/mqttgw/mqttgw/gateway"
 )
 
-func cmdRun(args []string, stdout, stderr io.Writer) int {
+// runFlags are run's flags.
+func runFlags() (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("config", "config.toml", "config file")
-	fs.StringVar(file, "c", "config.toml", "config file (shorthand)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	file := fs.String("config", "config.toml", "the config `FILE`")
+	fs.StringVar(file, "c", "config.toml", "the config `FILE`")
+	return fs, file
+}
+
+func cmdRun(c *command, args []string, stdout, stderr io.Writer) int {
+	fs, file := runFlags()
+	if code, done := c.parse(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return c.usageError(stderr, "unexpected argument %q (the config is --config FILE)", fs.Arg(0))
 	}
 	cfg, ps := config.Load(*file)
 	for _, p := range ps {
@@ -51,7 +59,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go reloadOnHUP(ctx, hup, *file, g, log)
-	log.Info("mqttgw starting", zap.String("version", version), zap.String("config", *file), zap.String("gateway", cfg.Gateway.ID))
+	log.Info("mqttgw starting", zap.String("version", version), zap.String("config", *file),
+		zap.String("config_sha256", configDigest(*file)), zap.String("gateway", cfg.Gateway.ID))
 	// Every socket is bound by New and Run reads them at once: ready for the
 	// service manager (systemd Type=notify) now.
 	notify(log, "READY=1")

@@ -59,6 +59,11 @@ func TestRunBinaryEmbeddedBroker(t *testing.T) {
 
 	r := startBinary(t, bin, "run", "--config", cfgFile)
 	r.waitLog(t, "connected to broker")
+	// The digest check prints, so that an operator can tell which file a
+	// running gateway read.
+	if want := fmt.Sprintf(`"config_sha256": "%s"`, configDigest(cfgFile)); !strings.Contains(r.logs.String(), want) {
+		t.Errorf("the start log line lacks %s", want)
+	}
 
 	sub := exec.Command("mosquitto_sub", "-h", "127.0.0.1", "-p", fmt.Sprint(mqttPort), "-t", "sensors/#", "-v", "-C", "1", "-W", "10")
 	var subOut bytes.Buffer
