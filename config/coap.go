@@ -31,6 +31,13 @@ type CoAP struct {
 	// CertFile and KeyFile give coaps a certificate besides PSK.
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
+	// MaxUnproven bounds the source addresses of a plain "coap" listener that
+	// have not proven they receive (RFC 9175 Echo, or the Reset to a CoAP
+	// ping), the least recently heard forgotten first; UnprovenRate is the
+	// requests per second one of them may make (bursts of twice that). 0 takes
+	// the engine's defaults: 10000 sources, 20 requests/s.
+	MaxUnproven  int     `toml:"max_unproven"`
+	UnprovenRate float64 `toml:"unproven_rate"`
 }
 
 // maxCoAPKeepalive bounds keepalive: a year is beyond any sleepy sensor's period,
@@ -86,6 +93,12 @@ func (c *CoAP) validate(key string, add func(key, format string, args ...any)) {
 	}
 	if c.HandshakeTimeout.D() < 100*time.Millisecond || c.HandshakeTimeout.D() > 5*time.Minute {
 		add(key+".handshake_timeout", "%v: want 100ms to 5m", c.HandshakeTimeout.D())
+	}
+	if c.MaxUnproven < 0 || c.MaxUnproven > 10_000_000 {
+		add(key+".max_unproven", "%d is out of range 0..10000000 (0: the default, 10000)", c.MaxUnproven)
+	}
+	if c.UnprovenRate < 0 || c.UnprovenRate > 1e6 {
+		add(key+".unproven_rate", "%v is out of range 0..1000000 requests per second (0: the default, 20)", c.UnprovenRate)
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		add(key, "cert_file and key_file go together: set both or neither")

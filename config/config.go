@@ -110,8 +110,9 @@ type Listener struct {
 	// MaxPacket is the largest datagram accepted; larger ones are dropped and counted.
 	MaxPacket int `toml:"max_packet"`
 	// ReadBuffer is the socket's kernel receive buffer (SO_RCVBUF) in bytes, so
-	// that a burst waits in the kernel rather than being dropped there; 0 keeps
-	// the system's default. The kernel's drops are counted in a metric.
+	// that a burst waits in the kernel rather than being dropped there; 0 asks
+	// for 4 MiB. Linux caps it at net.core.rmem_max (the gateway logs what it
+	// was granted). The kernel's drops are counted in a metric.
 	ReadBuffer int `toml:"read_buffer"`
 	// MQTTSN and CoAP hold the options of those listener types.
 	MQTTSN MQTTSN `toml:"mqttsn"`

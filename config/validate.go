@@ -217,7 +217,7 @@ func (c *Config) validate() Problems {
 			binds[l.Bind] = i
 		}
 		if l.ReadBuffer < 0 || l.ReadBuffer > 1<<30 {
-			add(key+".read_buffer", "%d is out of range 0..%d (bytes; 0: the system's default)", l.ReadBuffer, 1<<30)
+			add(key+".read_buffer", "%d is out of range 0..%d (bytes; 0: 4 MiB)", l.ReadBuffer, 1<<30)
 		}
 		if l.MaxPacket < 1 || l.MaxPacket > MaxDatagram {
 			add(key+".max_packet", "%d is out of range 1..%d", l.MaxPacket, MaxDatagram)

@@ -27,6 +27,9 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		AllowWildcards:        c.AllowWildcards,
 		MaxPayload:            c.MaxPayload,
 		MaxDatagram:           lc.MaxPacket,
+		ReadBuffer:            lc.ReadBuffer,
+		MaxUnproven:           c.MaxUnproven,
+		UnprovenRate:          c.UnprovenRate,
 		Keepalive:             c.Keepalive.D(),
 		RetryAfter:            c.RetryAfter.D(),
 		// The proxy bounds the wait for a PUBACK itself; this only must not be shorter.

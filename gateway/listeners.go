@@ -73,7 +73,7 @@ func (g *Gateway) broker(lc config.Listener) *listenerBroker {
 }
 
 func (g *Gateway) newRawListener(lc config.Listener) (udpgw.Listener, error) {
-	l, err := raw.New(g.env(lc), raw.Options{Bind: lc.Bind, MaxPacket: lc.MaxPacket, Handle: g.rawHandler(lc)})
+	l, err := raw.New(g.env(lc), raw.Options{Bind: lc.Bind, MaxPacket: lc.MaxPacket, ReadBuffer: lc.ReadBuffer, Handle: g.rawHandler(lc)})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
 	}

@@ -164,7 +164,7 @@ func (l *Listener) SessionEnded(s *session.Session, why session.EndReason) {
 		ended = append(ended, o)
 	}
 	d.mu.Unlock()
-	if ce := l.log.Check(zap.DebugLevel, "coap: session ended"); ce != nil {
+	if ce := l.log.Check(zap.DebugLevel, "session ended"); ce != nil {
 		ce.Write(zap.String("device", d.key), zap.Stringer("reason", why), zap.Int("observations", len(ended)))
 	}
 	for _, o := range ended {

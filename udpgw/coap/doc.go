@@ -39,7 +39,17 @@
 // its latest request (or acknowledgement) came from.
 //
 // go-coap keeps one connection per peer (per address for plain CoAP, per DTLS
-// session for coaps) holding message-layer state only. go-coap's own
+// session for coaps) holding message-layer state only. A plain CoAP address
+// gets one only once it has proven that it receives there (unproven.go): it
+// echoed an Echo option value (RFC 9175) or the Message ID of a CoAP ping or
+// a Confirmable notification the gateway sent it. Until then the address is
+// an entry of a bounded, short-lived udpgw.Sources table (anti-amplification
+// budget of 3 × what it sent, rate limit, last Message ID), its requests are
+// served without a connection, its answers and notifications go out only
+// within its budget (4.01 with an Echo option otherwise), a plain GET leaves
+// no state, and an observation whose address does not prove itself within
+// UnprovenTTL ends. A coaps peer is proven by its DTLS handshake (the cookie):
+// no budget there. go-coap's own
 // inactivity (16 s by default) no longer ends anything: a plain CoAP
 // connection is closed after ConnIdle (EXCHANGE_LIFETIME) and recreated when a
 // notification is due; a DTLS session lives ConnIdle (Keepalive × 1.5). No
@@ -54,12 +64,19 @@
 //     expiry) cancel it. Every handler call is counted in the listener's
 //     WaitGroup, so Close returns after the last one.
 //   - expirePeers (plain CoAP) or go-coap's periodic runner (coaps), one each,
-//     expire idle connections every 2 s; Close stops it.
+//     expire idle connections every 2 s (expirePeers also expires unproven
+//     sources and ends the observations of addresses that never proved
+//     themselves); Close stops it.
 //   - One pump goroutine per device with notifications waiting, exiting when the
-//     queue is empty; short-lived goroutines unsubscribe the broker after an
-//     observation ended off a handler, or after SessionEnded (called on the
-//     gateway's driver goroutine, which it never makes wait for the broker).
-//     Close waits for all of them.
+//     queue is empty (a pump whose notification does not fit an unproven
+//     address's budget waits for the address's proof, a bounded time);
+//     short-lived goroutines unsubscribe the broker after an observation ended
+//     off a handler, or after SessionEnded (called on the gateway's driver
+//     goroutine, which it never makes wait for the broker). Close waits for
+//     all of them.
+//   - One goroutine per request of an unproven source being served (a publish
+//     may wait for the broker), at most maxUnprovenInflight at once and
+//     maxInflight per source; Close waits for them.
 //
 // # Ordering and blocking
 //
@@ -73,7 +90,9 @@
 // Notifications of one observation leave in order with rising Observe numbers,
 // after the registration response.
 //
-// Lock order: Listener.mu before device.mu; peersMu and runMu are taken alone.
+// Lock order: Listener.mu before device.mu; peersMu, runMu and proofMu are
+// taken alone, and so is the lock of l.sources (udpgw.Sources), whose
+// callbacks take no lock.
 // device.subOp (held across Broker.Subscribe/Unsubscribe of that device) is
 // taken before either and never by the reader or the delivery path. Registry
 // calls (Touch, Refresh, ByPeer, Session methods) take only registry and

@@ -2,6 +2,7 @@ package coap
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/metrics"
+	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // dtlsListener is a coaps listener: pion binds the UDP socket and runs one
@@ -56,6 +58,9 @@ func (l *Listener) newDTLS() (*dtlsListener, error) {
 		// authenticated record came from (§6): a device behind a rebinding NAT
 		// keeps its DTLS session, and its go-coap connection with it.
 		piondtls.WithConnectionIDGenerator(piondtls.RandomCIDGenerator(cidLength)),
+		// pion binds the socket: read_buffer and the kernel's drop count are
+		// applied to it as it is made.
+		piondtls.WithListenConfig(net.ListenConfig{Control: udpgw.ListenControl(l.env, l.opts.ReadBuffer)}),
 	}
 	if d.PSK != nil {
 		psk := d.PSK
@@ -155,7 +160,7 @@ func (l *Listener) onNewDTLSConn(cc *udpclient.Conn) {
 func (l *Listener) dtlsError(err error) {
 	if strings.Contains(err.Error(), "handshake failed") {
 		l.ctr.handshakeFailed.Inc()
-		if ce := l.log.Check(zap.DebugLevel, "coaps: handshake failed"); ce != nil {
+		if ce := l.log.Check(zap.DebugLevel, "handshake failed"); ce != nil {
 			ce.Write(zap.Error(err))
 		}
 		return

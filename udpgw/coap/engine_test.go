@@ -28,6 +28,10 @@ type rawPeer struct {
 	t    *testing.T
 	conn *net.UDPConn
 	mid  uint16
+	// quiet, when set, makes recv return CoAP pings rather than answer them
+	// with a Reset as any CoAP endpoint does (RFC 7252 §4.3), which proves
+	// the peer's address to the listener (unproven.go).
+	quiet bool
 }
 
 func newRawPeer(t *testing.T, addr string) *rawPeer {
@@ -90,20 +94,28 @@ func (p *rawPeer) send(b []byte) {
 	}
 }
 
-// recv returns the next message within d, or nil.
+// recv returns the next message within d, or nil. It answers CoAP pings
+// unless p is quiet.
 func (p *rawPeer) recv(d time.Duration) *pool.Message {
 	p.t.Helper()
-	_ = p.conn.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 4096)
-	n, err := p.conn.Read(buf)
-	if err != nil {
-		return nil
+	deadline := time.Now().Add(d)
+	for {
+		_ = p.conn.SetReadDeadline(deadline)
+		buf := make([]byte, 4096)
+		n, err := p.conn.Read(buf)
+		if err != nil {
+			return nil
+		}
+		m := pool.NewMessage(context.Background())
+		if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
+			p.t.Fatalf("undecodable datagram % x: %v", buf[:n], err)
+		}
+		if !p.quiet && m.Type() == message.Confirmable && m.Code() == codes.Empty {
+			p.send([]byte{0x70, 0x00, buf[2], buf[3]}) // RST: pong
+			continue
+		}
+		return m
 	}
-	m := pool.NewMessage(context.Background())
-	if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, buf[:n]); err != nil {
-		p.t.Fatalf("undecodable datagram % x: %v", buf[:n], err)
-	}
-	return m
 }
 
 // do sends a request and returns its response (the first message carrying its
@@ -421,6 +433,12 @@ func TestRegistryOwnsSession(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("Created ran %d times, want 1", n)
 	}
+	// The device answers the gateway's ping, which proves its address
+	// (unproven.go), before the clock jumps past the unproven entries' life.
+	if m := p.recv(300 * time.Millisecond); m != nil {
+		t.Fatalf("unexpected %v", m)
+	}
+	waitFor(t, 5*time.Second, "address proven", func() bool { return tl.counter("mqttgw_sources_proven_total") == 1 })
 	now.set(now.get().Add(time.Minute))
 	publish(t, tl.broker, "k/t", "v")
 	m := p.recv(5 * time.Second)

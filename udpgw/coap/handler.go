@@ -50,7 +50,18 @@ func (l *Listener) monitor(cc *udpclient.Conn, r *pool.Message) (drop bool, err 
 	if !isRequestCode(r.Code()) {
 		return true, nil // a response to a request the gateway never sent
 	}
-	if l.rejectEarly(cc, st, r) {
+	if st.prior.set {
+		if uint16(r.MessageID()) == st.prior.mid {
+			// Answered before the source proved its address (RFC 7252 §4.5).
+			if st.prior.resp != nil && r.Type() == message.Confirmable {
+				_, _ = l.conn.WriteToUDPAddrPort(st.prior.resp, st.addr)
+			}
+			return true, nil
+		}
+		st.prior.set, st.prior.resp = false, nil // NSTART 1: that exchange is over
+	}
+	if code, opt, reject := l.rejectEarly(st, r); reject {
+		l.reply(cc, r, code, opt...)
 		return true, nil
 	}
 	ok, dup := st.admit(r.MessageID(), l.env.Now())
@@ -60,21 +71,22 @@ func (l *Listener) monitor(cc *udpclient.Conn, r *pool.Message) (drop bool, err 
 	return !ok, nil
 }
 
-// rejectEarly answers, from the reader, a block-wise upload that would exceed
-// MaxPayload (RFC 7959 §2.9.3: 4.13 with Size1) and the first block of an
-// unauthenticated one (4.01), before go-coap buffers it.
-func (l *Listener) rejectEarly(cc *udpclient.Conn, st *connState, r *pool.Message) bool {
+// rejectEarly decides, on the reader, to refuse a block-wise upload that would
+// exceed MaxPayload (RFC 7959 §2.9.3: 4.13 with Size1) and the first block of
+// an unauthenticated one (4.01), before go-coap buffers it; the caller answers
+// with code and opt.
+func (l *Listener) rejectEarly(st *connState, r *pool.Message) (code codes.Code, opt []message.Option, reject bool) {
 	c := r.Code()
 	if c != codes.POST && c != codes.PUT {
-		return false
+		return 0, nil, false
 	}
 	v, err := r.GetOptionUint32(message.Block1)
 	if err != nil {
-		return false
+		return 0, nil, false
 	}
 	szx, num, more, err := blockwise.DecodeBlockOption(v)
 	if err != nil {
-		return false // go-coap answers 4.08
+		return 0, nil, false // go-coap answers 4.08
 	}
 	size, _ := r.BodySize()
 	size += num * szx.Size()
@@ -82,14 +94,12 @@ func (l *Listener) rejectEarly(cc *udpclient.Conn, st *connState, r *pool.Messag
 		size = int64(s1)
 	}
 	if size > int64(l.opts.MaxPayload) {
-		l.reply(cc, r, codes.RequestEntityTooLarge, message.Option{ID: message.Size1, Value: uintOption(uint32(l.opts.MaxPayload))})
-		return true
+		return codes.RequestEntityTooLarge, []message.Option{{ID: message.Size1, Value: uintOption(uint32(l.opts.MaxPayload))}}, true
 	}
 	if num == 0 && more && !l.opts.AllowAnonymous && st.identity == "" && !hasQuery(r, "u", "username") {
-		l.reply(cc, r, codes.Unauthorized)
-		return true
+		return codes.Unauthorized, nil, true
 	}
-	return false
+	return 0, nil, false
 }
 
 // reply answers r directly from the reader: piggybacked for a Confirmable
@@ -123,6 +133,11 @@ type response struct {
 	maxAge     int64  // Max-Age seconds; -1: none
 	size1      int    // Size1 with 4.13; 0: none
 	after      func() // runs once the response is written
+	cancel     func() // runs instead of after when the response is not sent
+	served     bool   // the request got past authentication to a device
+	// registered is the observation the request registered, and dev its device.
+	registered *observation
+	dev        *device
 }
 
 func answer(code codes.Code) response { return response{code: code, observe: -1, maxAge: -1} }
@@ -146,9 +161,22 @@ func (l *Listener) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 	}
 	res := l.serve(cc, st, r)
 	if err := w.SetResponse(res.code, message.TextPlain, nil); err != nil {
-		return // the client asked for no response of this class (RFC 7967)
+		// The client asked for no response of this class (RFC 7967).
+		if res.cancel != nil {
+			res.cancel()
+		}
+		return
 	}
-	m := w.Message()
+	res.apply(w.Message())
+	if res.after != nil && !responsewriter.AfterWrite(r.Context(), res.after) {
+		res.after()
+	}
+	l.ctr.response(r.Code(), res.code)
+}
+
+// apply sets the options and payload of res on m, whose code, type, Message
+// ID and token are set.
+func (res *response) apply(m *pool.Message) {
 	if res.observe >= 0 {
 		m.SetObserve(uint32(res.observe))
 	}
@@ -165,13 +193,10 @@ func (l *Listener) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], r *
 		m.SetContentFormat(message.TextPlain)
 		m.SetBody(strings.NewReader(res.diagnostic))
 	}
-	if res.after != nil && !responsewriter.AfterWrite(r.Context(), res.after) {
-		res.after()
-	}
-	l.ctr.response(r.Code(), res.code)
 }
 
-// serve decides the response to one request.
+// serve decides the response to one request. cc is the request's go-coap
+// connection, nil on the unproven path (unproven.go).
 func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) response {
 	q := parseQuery(r)
 	// Authentication comes first: an unauthenticated client learns nothing, not
@@ -210,6 +235,15 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 			}
 		}
 	}
+	var res response
+	if cc == nil && method == codes.GET && !r.HasOption(message.Observe) {
+		// A plain read from a source that has not proven its address (the
+		// unproven path): it leaves nothing behind, not even a session, so
+		// that spoofed reads cost no state.
+		res = l.get(&device{key: key}, r, topic, q)
+		res.served = true
+		return res
+	}
 	now := l.env.Now()
 	var d *device
 	for {
@@ -224,9 +258,12 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 		}
 	}
 	if method == codes.GET {
-		return l.get(d, r, topic, q)
+		res = l.get(d, r, topic, q)
+	} else {
+		res = l.publish(d, r, topic, q)
 	}
-	return l.publish(d, r, topic, q)
+	res.served = true
+	return res
 }
 
 // publish handles POST and PUT /ps/{topic}: one MQTT publish. A Confirmable
@@ -304,6 +341,8 @@ func (l *Listener) get(d *device, r *pool.Message, topic string, q query) respon
 			res.maxAge = int64(l.maxAge(s))
 			res.payload = []byte{}
 			res.after = func() { l.arm(d, o) }
+			res.cancel = func() { l.endObservation(d, o, endUnanswered, true) }
+			res.registered, res.dev = o, d
 			return res
 		}
 	}
@@ -350,7 +389,7 @@ func (l *Listener) brokerError(d *device, op, topic string, err error) response 
 	default:
 		res = answer(codes.InternalServerError)
 	}
-	if ce := l.log.Check(zap.DebugLevel, "coap: broker refused"); ce != nil {
+	if ce := l.log.Check(zap.DebugLevel, "broker refused"); ce != nil {
 		ce.Write(zap.String("device", d.key), zap.String("op", op), zap.String("topic", topic), zap.Error(err))
 	}
 	return res

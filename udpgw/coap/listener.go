@@ -49,10 +49,21 @@ type Listener struct {
 	peersMu sync.Mutex // guards peers
 	peers   map[netip.AddrPort]*peer
 
-	mu       sync.Mutex          // guards devices, perTopic, sent
-	devices  map[string]*device  // by device key (the session key's Device)
-	perTopic map[string]int      // observations per observed filter, all devices
-	sent     map[sentKey]sentRef // notifications an ACK or RST may answer
+	// Plain CoAP: the sources that have not proven their address (their
+	// budget, rate and deduplication state; see unproven.go), the proofs, and
+	// the Echo values that make them. nil for coaps.
+	sources       *udpgw.Sources[srcState]
+	echo          *echoer
+	unprovenSlots chan struct{} // one per unproven request being handled
+
+	proofMu   sync.Mutex // guards proofWait
+	proofWait map[netip.AddrPort]*proofWaiter
+
+	mu         sync.Mutex                       // guards devices, perTopic, sent, pendingObs
+	devices    map[string]*device               // by device key (the session key's Device)
+	perTopic   map[string]int                   // observations per observed filter, all devices
+	sent       map[sentKey]sentRef              // notifications an ACK or RST may answer
+	pendingObs map[*observation]pendingObserver // registered from unproven addresses
 }
 
 var (
@@ -85,6 +96,8 @@ func New(env udpgw.Env, opts Options) (*Listener, error) {
 		devices:  map[string]*device{},
 		perTopic: map[string]int{},
 		sent:     map[sentKey]sentRef{},
+
+		pendingObs: map[*observation]pendingObserver{},
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if opts.DTLS != nil {
@@ -100,8 +113,22 @@ func New(env udpgw.Env, opts Options) (*Listener, error) {
 			l.cancel()
 			return nil, err
 		}
+		udpgw.TuneSocket(env, conn, opts.ReadBuffer)
 		l.conn = conn
 		l.uconn = coapNet.NewUDPConn("udp", conn)
+		l.sources = udpgw.NewSources[srcState](udpgw.SourcesOptions{
+			Factor:      opts.Amplification,
+			MaxUnproven: opts.MaxUnproven,
+			UnprovenTTL: opts.UnprovenTTL,
+			MaxProven:   opts.MaxPeers * 2,
+			ProvenTTL:   opts.Keepalive * 3 / 2,
+			Rate:        opts.UnprovenRate,
+			Metrics:     env.Metrics,
+			Listener:    env.Name,
+		})
+		l.echo = newEchoer()
+		l.unprovenSlots = make(chan struct{}, maxUnprovenInflight)
+		l.proofWait = map[netip.AddrPort]*proofWaiter{}
 	}
 	env.Metrics.GaugeFunc("mqttgw_coap_observations", "Active Observe registrations.", func() float64 {
 		l.mu.Lock()
@@ -247,14 +274,25 @@ func (l *Listener) readUDP() error {
 			continue
 		}
 		if reply := badOptionReply(d); reply != nil {
+			// Never larger than the request (RFC 7252 §11.3): no budget needed.
 			l.ctr.badOption.Inc()
 			_, _ = l.conn.WriteToUDPAddrPort(reply, from)
 			continue
 		}
-		p, created := l.peer(from)
+		// A source gets a go-coap connection once it proved its address; until
+		// then its datagrams take the unproven path, which keeps a small entry.
+		p, created := l.livePeer(from), false
 		if p == nil {
-			l.ctr.peersFull.Inc()
-			continue
+			if !l.fromUnproven(d, from) {
+				continue
+			}
+			if p, created = l.peer(from); p == nil {
+				l.ctr.peersFull.Inc()
+				continue
+			}
+			if created {
+				l.carryOver(p, from)
+			}
 		}
 		if err := p.cc.Process(nil, d); err != nil {
 			l.processError(p, from, created, d, err)
@@ -266,11 +304,11 @@ func (l *Listener) readUDP() error {
 func (l *Listener) processError(p *peer, from netip.AddrPort, created bool, d []byte, err error) {
 	var bad *udpclient.MalformedMessageError
 	if !errors.As(err, &bad) {
-		l.log.Debug("coap: process datagram", zap.Stringer("from", from), zap.Error(err))
+		l.log.Debug("datagram not processed", zap.Stringer("from", from), zap.Error(err))
 		return
 	}
 	l.ctr.malformed.Inc()
-	if ce := l.log.Check(zap.DebugLevel, "coap: malformed datagram"); ce != nil {
+	if ce := l.log.Check(zap.DebugLevel, "malformed datagram"); ce != nil {
 		ce.Write(zap.Stringer("from", from), zap.Int("bytes", len(d)), zap.Error(err))
 	}
 	// RFC 7252 §4.2: a Confirmable message that cannot be processed is rejected
@@ -288,6 +326,16 @@ func (l *Listener) processError(p *peer, from netip.AddrPort, created bool, d []
 		l.peersMu.Unlock()
 		p.close()
 	}
+}
+
+// livePeer returns from's connection while it is open, else nil.
+func (l *Listener) livePeer(from netip.AddrPort) *peer {
+	l.peersMu.Lock()
+	defer l.peersMu.Unlock()
+	if p := l.peers[from]; p != nil && p.cc.Context().Err() == nil {
+		return p
+	}
+	return nil
 }
 
 // peer returns the connection for from, creating it; nil when MaxPeers is reached.
@@ -313,14 +361,19 @@ func (l *Listener) peer(from netip.AddrPort) (p *peer, created bool) {
 // addr (its session's address): for plain CoAP, cc when it is still open and
 // connects to addr, else addr's own (go-coap closes idle connections, the
 // device's observations outlive them, and a device that moved is reached at its
-// new address); for DTLS, cc while its DTLS session lasts, nil once it ended
-// (the device must come back and handshake first).
+// new address), nil when addr has not proven it receives (the notification
+// then goes through sendTo, within the address's budget); for DTLS, cc while
+// its DTLS session lasts, nil once it ended (the device must come back and
+// handshake first).
 func (l *Listener) liveConn(cc *udpclient.Conn, addr netip.AddrPort) *udpclient.Conn {
 	if cc != nil && cc.Context().Err() == nil && (l.dtls != nil || connAddr(cc) == addr) {
 		return cc
 	}
 	if l.dtls != nil || !addr.IsValid() {
 		return nil
+	}
+	if l.livePeer(addr) == nil && !l.sources.IsProven(addr, l.env.Now()) {
+		return nil // no connection for an unproven address: see sendTo
 	}
 	p, _ := l.peer(addr)
 	if p == nil {
@@ -398,6 +451,8 @@ func (l *Listener) expirePeers() {
 			for _, p := range peers {
 				p.cc.CheckExpirations(now)
 			}
+			l.sources.Expire(l.env.Now())
+			l.sweepObservers(l.env.Now())
 			l.peersMu.Lock()
 			for a, p := range l.peers {
 				if p.cc.Context().Err() != nil {
@@ -435,7 +490,7 @@ func (l *Listener) coapError(err error) {
 	if errors.As(err, &bad) && l.dtls != nil {
 		l.ctr.malformed.Inc() // DTLS sessions read (and report) on their own
 	}
-	if ce := l.log.Check(zap.DebugLevel, "coap: go-coap"); ce != nil {
+	if ce := l.log.Check(zap.DebugLevel, "go-coap error"); ce != nil {
 		ce.Write(zap.Error(err))
 	}
 }
@@ -448,6 +503,15 @@ type connState struct {
 
 	mu       sync.Mutex // guards inflight
 	inflight map[int32]time.Time
+
+	// prior is the last request the source made before it proved its
+	// address, answered on the unproven path: its retransmission gets the
+	// same answer, not a second processing (RFC 7252 §4.5). Reader only.
+	prior struct {
+		set  bool
+		mid  uint16
+		resp []byte // nil: the answer was not kept; the duplicate is dropped
+	}
 }
 
 type stateKey struct{}

@@ -27,6 +27,9 @@ type counters struct {
 	notifyTooLarge   *metrics.Counter // MQTT message larger than MaxPayload, not notified
 	notifyRetransmit *metrics.Counter
 	refused          *metrics.Counter // registration beyond an observer limit (RFC 7641 §4.1)
+	echoSent         *metrics.Counter // 4.01 with an Echo option: a request needs a proven address (RFC 9175 §2.4)
+	pingSent         *metrics.Counter // CoAP ping sent to an unproven source, to prove its address
+	unprovenBusy     *metrics.Counter // request of an unproven source dropped: maxUnprovenInflight being handled
 
 	mu        sync.Mutex // guards responses and ended
 	responses map[string]*metrics.Counter
@@ -54,6 +57,11 @@ func newCounters(m *metrics.Registry, listener string) *counters {
 		return m.Counter("mqttgw_coap_notifications_dropped_total", "MQTT messages not notified to an observer, by reason.", "listener", listener, "reason", reason)
 	}
 	c.notifyQueueFull, c.notifyTooLarge = ndrop("queue_full"), ndrop("too_large")
+	check := func(kind string) *metrics.Counter {
+		return m.Counter("mqttgw_coap_address_checks_total", "Challenges sent to a source that has not proven its address: 4.01 with an Echo option (RFC 9175), or a CoAP ping.", "listener", listener, "kind", kind)
+	}
+	c.echoSent, c.pingSent = check("echo"), check("ping")
+	c.unprovenBusy = dropped("unproven_busy")
 	c.refused = m.Counter("mqttgw_coap_observations_refused_total", "Observe registrations answered as a plain GET: an observer limit was reached.", "listener", listener)
 	return c
 }

@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -12,7 +13,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
-	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/session"
@@ -58,6 +59,8 @@ const (
 	endLost       endReason = "lost"       // the device's session ended (SessionEnded)
 	endReplaced   endReason = "replaced"   // same token registered for another path (§4.1)
 	endError      endReason = "error"      // the broker refused the subscription
+	endUnanswered endReason = "unanswered" // the registration response was not sent (RFC 7967, or held)
+	endUnproven   endReason = "unproven"   // notifications held: the address never proved it receives
 )
 
 // sequence values are 24 bits (RFC 7641 §4.4).
@@ -168,7 +171,7 @@ func (l *Listener) endObservation(d *device, o *observation, why endReason, sync
 		l.perTopic[o.filter]--
 	}
 	l.mu.Unlock()
-	if ce := l.log.Check(zap.DebugLevel, "coap: observation ended"); ce != nil {
+	if ce := l.log.Check(zap.DebugLevel, "observation ended"); ce != nil {
 		ce.Write(zap.String("device", d.key), zap.String("filter", o.filter), zap.String("reason", string(why)))
 	}
 	if !last || why == endError || why == endLost {
@@ -276,13 +279,16 @@ func (l *Listener) pump(d *device) {
 
 		addr := s.Addr() // the registry's: where the device was last seen
 		cc := l.liveConn(cc0, addr)
+		// A plain CoAP address that has not proven it receives has no
+		// connection: its notifications go through sendTo, within its budget.
+		direct := cc == nil && l.dtls == nil && addr.IsValid()
 
 		d.mu.Lock()
 		if d.cc != cc0 || d.sess != s || s.Addr() != addr {
 			d.mu.Unlock()
 			continue // the device moved meanwhile: use its new address
 		}
-		if cc == nil {
+		if cc == nil && !direct {
 			// A DTLS device whose session ended: its notifications wait (bounded)
 			// until it comes back; attach restarts the pump.
 			d.pumping = false
@@ -298,9 +304,13 @@ func (l *Listener) pump(d *device) {
 		o.queue = o.queue[:len(o.queue)-1]
 		o.seq = (o.seq + 1) & seqMask
 		con := l.opts.NotifyCON || l.env.Now().Sub(o.lastCON) >= conNotifyEvery
-		// The key is the connection's address: where the notification goes,
-		// and whence its ACK or RST comes.
-		key := sentKey{addr: connAddr(cc), mid: cc.GetMessageID()}
+		// The key is where the notification goes, and whence its ACK or RST
+		// comes: the connection's address, or addr itself. To an unproven
+		// address the Message ID is random: its ACK then proves the address.
+		key := sentKey{addr: addr, mid: message.RandMID()}
+		if !direct {
+			key = sentKey{addr: connAddr(cc), mid: cc.GetMessageID()}
+		}
 		evicted := o.recent[o.recentPos%len(o.recent)]
 		o.recent[o.recentPos%len(o.recent)] = key
 		o.recentPos++
@@ -318,23 +328,66 @@ func (l *Listener) pump(d *device) {
 		l.sent[key] = ref
 		l.mu.Unlock()
 
-		msg := l.notification(cc, token, seq, m.Payload, con, key.mid, l.maxAge(s))
-		err := cc.Session().WriteMessage(msg)
+		msg := l.notification(token, seq, m.Payload, con, key.mid, l.maxAge(s))
+		write := func() error { return cc.Session().WriteMessage(msg) }
+		if direct {
+			write = func() error {
+				b, err := msg.MarshalWithEncoder(coder.DefaultCoder)
+				if err != nil {
+					return err
+				}
+				return l.sendTo(addr, b)
+			}
+		}
+		err := write()
+		if errors.Is(err, udpgw.ErrHeld) {
+			// Beyond the budget of an address that has not proven it receives:
+			// the notification waits, first in line, while the address is
+			// challenged; an address that never answers loses the observation.
+			l.pool.ReleaseMessage(msg)
+			l.forgetSent(key, o)
+			d.mu.Lock()
+			if !o.ended {
+				if len(o.queue) >= l.opts.ObserverQueue {
+					l.ctr.notifyQueueFull.Inc() // the held one is the oldest
+				} else {
+					o.queue = append(o.queue, udpgw.Message{})
+					copy(o.queue[1:], o.queue)
+					o.queue[0] = m
+				}
+			}
+			d.mu.Unlock()
+			if !l.awaitProof(addr) {
+				l.endObservation(d, o, endUnproven, true)
+			}
+			continue
+		}
 		if !con {
-			cc.ReleaseMessage(msg)
+			l.pool.ReleaseMessage(msg)
 			if err == nil {
 				l.ctr.notifyNON.Inc()
 			}
 			continue
 		}
 		l.ctr.notifyCON.Inc()
-		result := l.awaitAck(cc, key.addr, msg, ref.ack)
-		cc.ReleaseMessage(msg)
-		l.mu.Lock()
-		if cur, ok := l.sent[key]; ok && cur.o == o {
-			delete(l.sent, key)
+		var closed <-chan struct{}
+		if l.dtls != nil {
+			// The DTLS session is the only path to the device.
+			closed = cc.Context().Done()
 		}
-		l.mu.Unlock()
+		resend := func() {
+			// A plain CoAP connection may have been closed for idleness
+			// meanwhile; the device is still at its address.
+			if c := l.liveConn(cc, addr); c != nil {
+				_ = c.Session().WriteMessage(msg)
+			}
+		}
+		if direct {
+			resend = func() { _ = write() }
+		}
+		result := l.awaitAck(ref.ack, closed, resend)
+		l.pool.ReleaseMessage(msg)
+		l.forgetSent(key, o)
 		if result == ackReceived {
 			d.mu.Lock()
 			o.lastCON = l.env.Now()
@@ -356,6 +409,15 @@ func (l *Listener) pump(d *device) {
 	}
 }
 
+// forgetSent removes the record of one notification of o.
+func (l *Listener) forgetSent(key sentKey, o *observation) {
+	l.mu.Lock()
+	if cur, ok := l.sent[key]; ok && cur.o == o {
+		delete(l.sent, key)
+	}
+	l.mu.Unlock()
+}
+
 type ackResult int
 
 const (
@@ -365,18 +427,14 @@ const (
 	ackClosed
 )
 
-// awaitAck retransmits a Confirmable notification with exponential back-off
-// until the ACK or RST arrives (the reader signals ack), at most MaxRetransmit
-// times (RFC 7252 §4.2, §4.8).
-func (l *Listener) awaitAck(cc *udpclient.Conn, addr netip.AddrPort, msg *pool.Message, ack chan bool) ackResult {
+// awaitAck retransmits a Confirmable notification (resend) with exponential
+// back-off until the ACK or RST arrives (the reader signals ack), at most
+// MaxRetransmit times (RFC 7252 §4.2, §4.8); closed, when set, ends the wait
+// (the DTLS session that was the only path to the device ended).
+func (l *Listener) awaitAck(ack chan bool, closed <-chan struct{}, resend func()) ackResult {
 	timeout := time.Duration(float64(l.opts.AckTimeout) * (1 + rand.Float64()/2)) // ACK_RANDOM_FACTOR 1.5
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	var closed <-chan struct{}
-	if l.dtls != nil {
-		// The DTLS session is the only path to the device.
-		closed = cc.Context().Done()
-	}
 	for n := 0; ; n++ {
 		select {
 		case ok := <-ack:
@@ -395,11 +453,7 @@ func (l *Listener) awaitAck(cc *udpclient.Conn, addr netip.AddrPort, msg *pool.M
 		}
 		timeout *= 2
 		t.Reset(timeout)
-		// A plain CoAP connection may have been closed for idleness meanwhile;
-		// the device is still at its address.
-		if c := l.liveConn(cc, addr); c != nil {
-			_ = c.Session().WriteMessage(msg)
-		}
+		resend()
 		l.ctr.notifyRetransmit.Inc()
 	}
 }
@@ -408,8 +462,8 @@ func (l *Listener) awaitAck(cc *udpclient.Conn, addr netip.AddrPort, msg *pool.M
 // observation's token and the next sequence number. A payload above one block
 // goes out as its first block; the client fetches the rest with GET and Block2
 // (RFC 7959 §2.6, §3.4).
-func (l *Listener) notification(cc *udpclient.Conn, token []byte, seq uint32, payload []byte, con bool, mid int32, maxAge uint32) *pool.Message {
-	msg := cc.AcquireMessage(l.ctx)
+func (l *Listener) notification(token []byte, seq uint32, payload []byte, con bool, mid int32, maxAge uint32) *pool.Message {
+	msg := l.pool.AcquireMessage(l.ctx)
 	msg.SetCode(codes.Content)
 	msg.SetToken(token)
 	msg.SetMessageID(mid)
@@ -450,8 +504,10 @@ func (l *Listener) maxAge(s *session.Session) uint32 {
 
 // ackOrReset is the reader's handling of an empty ACK or RST (RFC 7252 §4.2,
 // RFC 7641 §3.6): it completes a pending Confirmable notification, or ends the
-// observation a Non-confirmable one belonged to. It never blocks.
-func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) {
+// observation a Non-confirmable one belonged to. It never blocks. It reports
+// whether mid was a notification's: then from echoed a Message ID the gateway
+// chose, which proves it receives there.
+func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) bool {
 	key := sentKey{addr: from, mid: mid}
 	l.mu.Lock()
 	ref, ok := l.sent[key]
@@ -460,7 +516,7 @@ func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) {
 	}
 	l.mu.Unlock()
 	if !ok {
-		return
+		return false
 	}
 	switch {
 	case ref.ack != nil:
@@ -472,4 +528,5 @@ func (l *Listener) ackOrReset(from netip.AddrPort, mid int32, reset bool) {
 		l.endObservation(ref.d, ref.o, endReset, false)
 	}
 	l.refresh(ref.d, from, l.env.Now())
+	return true
 }

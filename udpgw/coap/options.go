@@ -67,8 +67,27 @@ type Options struct {
 	// (RFC 7252 §4.8); a notification never acknowledged ends its observation.
 	AckTimeout    time.Duration
 	MaxRetransmit int
-	// MaxPeers (65536) bounds the per-address connections of a plain CoAP listener.
+	// MaxPeers (65536) bounds the per-address connections of a plain CoAP
+	// listener; only sources that proved their address get one.
 	MaxPeers int
+
+	// ReadBuffer is the socket's receive buffer in bytes (SO_RCVBUF); 0 keeps
+	// the size the socket was bound with (udpgw.ListenUDP's for plain CoAP,
+	// the system's for coaps, whose socket pion binds).
+	ReadBuffer int
+	// Plain CoAP only (a DTLS handshake proves the address with its cookie):
+	// until a source address has proven it receives — it echoed an Echo option
+	// (RFC 9175) or the Message ID of a CoAP ping or Confirmable notification
+	// the gateway sent it — it is sent at most Amplification (3) times the
+	// bytes it sent, its datagrams are admitted at UnprovenRate (20) per second
+	// (bursts of twice that), and it gets no go-coap connection: its state is a
+	// small entry, at most MaxUnproven (10000) of them, the least recently
+	// heard evicted first, forgotten UnprovenTTL (10 s) after its last
+	// datagram. A proof lasts Keepalive × 1.5 after it was last used.
+	Amplification int
+	UnprovenRate  float64
+	MaxUnproven   int
+	UnprovenTTL   time.Duration
 }
 
 // DTLSOptions configures a "coaps" listener.
@@ -100,6 +119,10 @@ const (
 	inflightStale = 2 * time.Minute
 	// mtu bounds the datagrams go-coap's session reader accepts (DTLS).
 	mtu = 1472
+	// maxUnprovenInflight bounds the requests of unproven sources being
+	// handled at once (each on a goroutine of its own, since a publish may
+	// wait for the broker); beyond it they are dropped as busy.
+	maxUnprovenInflight = 256
 )
 
 func (o *Options) applyDefaults() {
@@ -114,6 +137,12 @@ func (o *Options) applyDefaults() {
 	setDur(&o.RetryAfter, 5*time.Second)
 	setDur(&o.PublishTimeout, 30*time.Second)
 	setDur(&o.AckTimeout, 2*time.Second)
+	setInt(&o.Amplification, 3)
+	setInt(&o.MaxUnproven, 10000)
+	setDur(&o.UnprovenTTL, 10*time.Second)
+	if o.UnprovenRate <= 0 {
+		o.UnprovenRate = 20
+	}
 	if o.DTLS != nil {
 		setDur(&o.ConnIdle, o.Keepalive*3/2)
 		setDur(&o.DTLS.HandshakeTimeout, 10*time.Second)

@@ -7,6 +7,24 @@
 // The handler is called synchronously on the reader goroutine and must not block:
 // the gateway's handler maps the datagram (pure, sub-microsecond) and queues the
 // publishes.
+//
+// # Anti-amplification
+//
+// A plain datagram proves nothing about its source address: there is no
+// handshake and no value the device could echo, so any source may be spoofed,
+// and acks and downlinks could be reflected at a victim. So no source is ever
+// proven here, and every datagram Send writes is paid for by what its
+// destination sent: each datagram received from an address credits it with
+// three times its size (udpgw.Sources, Factor 3, at most 3 × 64 KiB banked),
+// each datagram sent spends from it, and one that does not fit is not sent
+// (Send returns udpgw.ErrHeld; mqttgw_amplification_held_*_total count it). An
+// address is remembered Options.CreditTTL (10 min) after its last datagram, at
+// most MaxSources (65536) of them, the least recently heard forgotten first.
+// Acks are answers to one datagram and fit unless a rule's ack is more than
+// three times the size of the datagram it answers; a downlink sent on a
+// device's datagram (on_uplink) is paid by that datagram and the device's
+// recent ones; a downlink sent at any other time needs the device to have sent
+// at least a third of its size within CreditTTL.
 package raw
 
 import (
@@ -15,6 +33,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/mqttgw/mqttgw/udpgw"
 )
@@ -27,6 +46,14 @@ type Options struct {
 	Bind      string // HOST:PORT
 	MaxPacket int    // larger datagrams are dropped and counted
 	Handle    Handler
+	// ReadBuffer is the socket's receive buffer in bytes (SO_RCVBUF); 0 keeps
+	// the size udpgw.ListenUDP gave it.
+	ReadBuffer int
+	// CreditTTL (10 min) is how long an address keeps its anti-amplification
+	// credit after its last datagram; MaxSources (65536) bounds the addresses
+	// remembered (see the package comment).
+	CreditTTL  time.Duration
+	MaxSources int
 }
 
 // Listener reads plain datagrams from one UDP socket.
@@ -35,6 +62,7 @@ type Listener struct {
 	o         Options
 	conn      *net.UDPConn
 	tooLarge  interface{ Inc() }
+	sources   *udpgw.Sources[struct{}] // every address's budget; none is ever proven
 	closeOnce sync.Once
 }
 
@@ -48,8 +76,21 @@ func New(env udpgw.Env, o Options) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	udpgw.TuneSocket(env, conn, o.ReadBuffer)
+	if o.CreditTTL <= 0 {
+		o.CreditTTL = 10 * time.Minute
+	}
+	if o.MaxSources <= 0 {
+		o.MaxSources = 1 << 16
+	}
 	tooLarge := env.Metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", env.Name, "reason", "too_large")
-	return &Listener{env: env, o: o, conn: conn, tooLarge: tooLarge}, nil
+	sources := udpgw.NewSources[struct{}](udpgw.SourcesOptions{
+		UnprovenTTL: o.CreditTTL,
+		MaxUnproven: o.MaxSources,
+		Metrics:     env.Metrics,
+		Listener:    env.Name,
+	})
+	return &Listener{env: env, o: o, conn: conn, tooLarge: tooLarge, sources: sources}, nil
 }
 
 // Name implements udpgw.Listener.
@@ -58,8 +99,13 @@ func (l *Listener) Name() string { return l.env.Name }
 // Addr implements udpgw.Listener.
 func (l *Listener) Addr() net.Addr { return l.conn.LocalAddr() }
 
-// Send writes one datagram to a device from the listener's socket.
+// Send writes one datagram to a device from the listener's socket, when it
+// fits the device's anti-amplification budget (see the package comment);
+// otherwise it sends nothing and returns an error wrapping udpgw.ErrHeld.
 func (l *Listener) Send(to netip.AddrPort, b []byte) error {
+	if !l.sources.Spend(to, len(b), l.env.Now()) {
+		return fmt.Errorf("raw: %s: %s: %d bytes: %w", l.env.Name, to, len(b), udpgw.ErrHeld)
+	}
 	_, err := l.conn.WriteToUDPAddrPort(b, to)
 	return err
 }
@@ -83,7 +129,9 @@ func (l *Listener) Serve(ctx context.Context) error {
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		l.o.Handle(udpgw.Uplink{Listener: l.env.Name, From: from, Payload: buf[:n], Received: l.env.Now()})
+		now := l.env.Now()
+		l.sources.Received(from, n, now, nil) // before the handler, which may answer
+		l.o.Handle(udpgw.Uplink{Listener: l.env.Name, From: from, Payload: buf[:n], Received: now})
 	}
 }
 
