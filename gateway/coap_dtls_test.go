@@ -40,6 +40,10 @@ func TestCoAPDTLSPSK(t *testing.T) {
 		return env.metric("mqttgw_coap_dtls_handshake_failures_total", "listener", "coaps") >= 2
 	})
 	sub.None(t, 500*time.Millisecond)
+	// Both are refused authentications, counted (and logged at info) with why.
+	waitFor(t, 5*time.Second, "the unknown identity among the auth failures", func() bool {
+		return env.metric("mqttgw_auth_failures_total", "listener", "coaps", "reason", "DTLS: unknown PSK identity") >= 1
+	})
 
 	// The session still works for the right key afterwards.
 	coapsClient(t, "-u", coapPSKIdentity, "-k", coapPSKKey, "-m", "post", "-e", "again", env.surl("/ps/secure/t"))

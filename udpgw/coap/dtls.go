@@ -158,14 +158,34 @@ func (l *Listener) onNewDTLSConn(cc *udpclient.Conn) {
 
 // dtlsError counts failed handshakes; the rest is coapError.
 func (l *Listener) dtlsError(err error) {
-	if strings.Contains(err.Error(), "handshake failed") {
+	if before, after, ok := strings.Cut(err.Error(), ": handshake failed: "); ok {
 		l.ctr.handshakeFailed.Inc()
 		if ce := l.log.Check(zap.DebugLevel, "handshake failed"); ce != nil {
 			ce.Write(zap.Error(err))
 		}
+		// A failed handshake is usually a device that cannot authenticate:
+		// visible at info level (rate-limited by the gateway) with its source.
+		if l.opts.Refused != nil {
+			from, _ := netip.ParseAddrPort(before) // go-coap: "ADDR: handshake failed: ERR"
+			l.opts.Refused(from, "", handshakeReason(after))
+		}
 		return
 	}
 	l.coapError(err)
+}
+
+// handshakeReason names why a DTLS handshake failed, in a few fixed words (a
+// metric label): pion's errors carry identities and addresses.
+func handshakeReason(err string) string {
+	switch {
+	case strings.Contains(err, "PSK identity"):
+		return "DTLS: unknown PSK identity"
+	case strings.Contains(err, "deadline") || strings.Contains(err, "timeout"):
+		return "DTLS: handshake timed out (a wrong PSK key looks like this)"
+	case strings.Contains(err, "certificate"):
+		return "DTLS: certificate refused"
+	}
+	return "DTLS: handshake failed"
 }
 
 // pionLogs sends pion's logs to zap at debug level: a failed handshake is one
