@@ -1,5 +1,7 @@
 package config
 
+import "time"
+
 // Store configures the durable store ([store]): without Dir, what the gateway
 // holds lives in memory only, as before.
 type Store struct {
@@ -21,6 +23,9 @@ func (s Store) validate(add func(key, format string, args ...any)) {
 		add("store.max_bytes", "%d: want a positive number of bytes (0: the default, 256 MiB)", s.MaxBytes)
 	} else if s.MaxBytes > 0 && s.MaxBytes < int64(MaxDatagram) {
 		add("store.max_bytes", "%d: want at least %d bytes, one largest datagram", s.MaxBytes, MaxDatagram)
+	}
+	if d := s.CommitInterval.D(); d < 0 || d > time.Second {
+		add("store.commit_interval", "%v: want 0 (the default, 1ms) up to 1s: every write waits up to this long", d)
 	}
 	if s.MaxMessages < 0 {
 		add("store.max_messages", "%d: want a positive number of messages (0: the default, 1000000)", s.MaxMessages)

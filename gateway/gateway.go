@@ -14,6 +14,11 @@
 // listeners stop first, then the proxy drains in-flight QoS >= 1 publishes for at
 // most gateway.drain_timeout. No device wills are published at shutdown: the
 // devices did not go silent.
+//
+// With [store] dir, New opens the durable store (package store; its one
+// committer goroutine) and hands its queue to the proxy; Run closes it after
+// the proxy's Close, so the messages the broker has not taken stay there for
+// the next start.
 package gateway
 
 import (
@@ -38,6 +43,7 @@ import (
 	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/store"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/raw"
 )
@@ -49,6 +55,7 @@ type Gateway struct {
 	metrics  *metrics.Registry
 	table    atomic.Pointer[mapping.Table] // replaced by Reload; read with rules()
 	proxy    *proxy.Proxy
+	store    store.Store // nil without [store] dir; closed by Run after the proxy
 	hub      *hub
 	sessions *session.Registry
 	acl      *acl
@@ -72,16 +79,14 @@ type Gateway struct {
 	metricsHandler   http.Handler     // the metrics listener's, built by New
 }
 
-// New compiles the config and binds every listener socket, so that a port in use
-// is an error here rather than later. Nothing is read or connected until Run.
-func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
+// New compiles the config, opens the durable store when configured and binds every
+// listener socket, so that a port in use or a store that cannot be used (held by
+// another gateway, damaged, not mqttgw's, from a newer mqttgw) is an error here
+// rather than later. Nothing is read or connected until Run, which must be
+// called to release the store.
+func New(cfg *config.Config, log *zap.Logger) (_ *Gateway, err error) {
 	if log == nil {
 		log = zap.NewNop()
-	}
-	// Settings the config knows whose machinery is still being built: refused
-	// rather than silently ignored.
-	if cfg.Store.Dir != "" {
-		return nil, errors.New("gateway: [store] dir: the durable store is not available in this build yet")
 	}
 	table, ps := mapping.CompileConfig(cfg)
 	if errs := cfg.Locate(ps).Errors(); len(errs) > 0 {
@@ -105,6 +110,19 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	var queue store.Queue
+	if cfg.Store.Dir != "" {
+		st, openErr := openStore(cfg, log)
+		if openErr != nil {
+			return nil, openErr
+		}
+		g.store, queue = st, st.Queue()
+		defer func() { // New failed after the store was opened: release it
+			if err != nil {
+				_ = st.Close()
+			}
+		}()
+	}
 	u := cfg.Upstream
 	g.proxy, err = proxy.New(proxy.Options{
 		URL:            u.URL,
@@ -124,6 +142,7 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		EmbeddedAuth:   g.embeddedAuth(),
 		Logger:         log.Named("proxy"),
 		Metrics:        g.metrics,
+		Store:          queue,
 		OnMessage:      func(m proxy.Message) { g.hub.dispatch(m) },
 		// The acl_file in force at each check (Reload may add, change or
 		// remove it); none allows all, as for devices.
@@ -167,6 +186,31 @@ func New(cfg *config.Config, log *zap.Logger) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// openStore opens [store] dir (relative to the config file's directory).
+func openStore(cfg *config.Config, log *zap.Logger) (store.Store, error) {
+	s := cfg.Store
+	st, err := store.Open(cfg.Path(s.Dir), store.Options{
+		CommitInterval: s.CommitInterval.D(),
+		MaxMessages:    s.MaxMessages,
+		MaxBytes:       s.MaxBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	log.Info("durable store open", zap.String("file", st.Path()))
+	return st, nil
+}
+
+// closeStore closes the durable store, if any, after the proxy.
+func (g *Gateway) closeStore() {
+	if g.store == nil {
+		return
+	}
+	if err := g.store.Close(); err != nil {
+		g.log.Error("closing the durable store", zap.Error(err))
+	}
 }
 
 // embeddedAuth is the embedded broker's CONNECT check: with auth.password_file,
@@ -248,6 +292,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		if g.metricsLn != nil {
 			g.metricsLn.Close()
 		}
+		g.closeStore()
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -297,6 +342,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	dctx, dcancel := context.WithTimeout(context.Background(), g.cfg.Gateway.DrainTimeout.D())
 	defer dcancel()
 	_ = g.proxy.Close(dctx)
+	g.closeStore()
 	select {
 	case err := <-errs:
 		return err

@@ -223,7 +223,7 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 		return forbidden(topic)
 	}
 	start := time.Now()
-	err = b.g.proxy.Publish(ctx, proxy.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	err = b.g.proxy.Publish(ctx, proxy.Message{Listener: b.listener, Device: device, Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
 	if err == nil {
 		b.uplinks.Add(1)
 		if m.QoS > 0 {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
+	"github.com/mqttgw/mqttgw/store"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/mqttsn"
 )
@@ -36,6 +37,13 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 			Refused: func(from netip.AddrPort, identity, reason string) { g.auth.refused(lc.Name, from, identity, reason) }}
 	}
 	env := g.env(lc)
+	// With [store] dir the engine keeps its persistent sessions there, so
+	// that they survive a crash (transparent listeners leave them to each
+	// device's own broker connection).
+	var state store.State
+	if g.store != nil {
+		state = g.store.State()
+	}
 	if lc.IsTransparent() {
 		tb := newTransparentBroker(g, lc)
 		g.transparent = append(g.transparent, tb)
@@ -58,6 +66,7 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		KnownClient:       known,
 		Predefined:        predefined,
 		DTLS:              dtls,
+		State:             state,
 		DrainTimeout:      g.cfg.Gateway.DrainTimeout.D(),
 	})
 	if err != nil {

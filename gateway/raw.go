@@ -10,6 +10,7 @@ import (
 	"github.com/mqttgw/mqttgw/auth"
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/mapping"
+	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
@@ -30,7 +31,10 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 	}
 	mapped, noMatch, decodeErr, unsafe, denied := count("mapped"), count("no_match"), count("decode_error"), count("unsafe_topic"), count("forbidden")
 	lb := g.broker(lc)
-	queueFull := g.metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", lc.Name, "reason", "shutting_down")
+	dropped := func(reason string) *metrics.Counter {
+		return g.metrics.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", lc.Name, "reason", reason)
+	}
+	shuttingDown, storeBacklog := dropped("shutting_down"), dropped("store_backlog")
 	return func(u udpgw.Uplink) {
 		err := g.rules().Map(mapping.Datagram{Listener: u.Listener, From: u.From, Payload: u.Payload}, &res)
 		if err == nil {
@@ -51,8 +55,14 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 				return
 			}
 			for _, p := range res.Publishes {
-				if err := g.proxy.Enqueue(proxy.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
-					queueFull.Inc()
+				if err := g.proxy.Enqueue(proxy.Message{Listener: lc.Name, Device: res.Device, Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
+					// The proxy counts what the store refused; here: why this
+					// datagram's publish was not taken.
+					if errors.Is(err, proxy.ErrClosed) {
+						shuttingDown.Inc()
+					} else {
+						storeBacklog.Inc()
+					}
 				}
 			}
 			return

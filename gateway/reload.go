@@ -117,6 +117,9 @@ func restartNeeded(running, next *config.Config) []string {
 	if !reflect.DeepEqual(running.Gateway, next.Gateway) {
 		out = append(out, "gateway")
 	}
+	if !reflect.DeepEqual(running.Store, next.Store) {
+		out = append(out, "store")
+	}
 	if !reflect.DeepEqual(running.MQTTSN, next.MQTTSN) {
 		out = append(out, "mqttsn")
 	}

@@ -4,11 +4,22 @@
 // store-and-forward queue for publishes nobody waits on. It is the only importer of
 // paho and of the embedded broker.
 //
-// Goroutines: Start starts paho's own, one sender and one acknowledger for the queue;
-// Close stops them all and returns after they exit. Publish and Enqueue are safe for
-// concurrent use and never block on the network beyond their context and
-// publish_timeout. Subscription handlers run on paho's delivery goroutine, in order,
-// and must not block.
+// With Options.Store the store-and-forward queue of QoS >= 1 publishes is durable
+// (issue 10, durable.go): a device's publish is acknowledged once the broker or the
+// store holds it, and what the store holds is replayed in order after every
+// (re)connect and after a restart.
+//
+// Goroutines: Start starts paho's own, one sender and one acknowledger for the queue,
+// and with a store one spooler that writes Enqueue's QoS >= 1 messages to it (plus,
+// while it writes a batch, one short-lived goroutine per device or topic in the
+// batch); Close stops them all and returns after they exit. Publish and Enqueue are
+// safe for concurrent use; Enqueue never blocks, Publish never blocks on the network
+// beyond its context and publish_timeout (with a store, plus one commit of the
+// store). Subscription handlers run on paho's delivery goroutine, in order, and must
+// not block.
+//
+// Locks: Proxy.mu is a leaf: never held across a paho call that can block, a call
+// into the store, or a channel operation that can block.
 package proxy
 
 import (
@@ -24,6 +35,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/metrics"
+	"github.com/mqttgw/mqttgw/store"
 )
 
 // Message is one MQTT publish, to or from the broker.
@@ -32,6 +44,11 @@ type Message struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
+	// Listener and Device say whose uplink it is, when the caller knows: they
+	// are kept with the message in the durable store, and Enqueue keeps the
+	// order of one device's messages by them (else by topic). Optional; unused
+	// for messages from the broker.
+	Listener, Device string
 }
 
 // Options configure a Proxy; zero durations take the defaults below.
@@ -73,6 +90,15 @@ type Options struct {
 	QueueBytes int
 	// Window bounds queued publishes awaiting the broker's acknowledgement (default 256).
 	Window int
+	// Store, when set, is the durable store-and-forward queue (issue 10; the
+	// gateway's [store]): QoS >= 1 publishes that Publish cannot hand to the
+	// broker at once, and every QoS >= 1 message of Enqueue, are appended to it
+	// and replayed from it in order, each removed once the broker acknowledged
+	// it; what it holds at Start (left by a crash or a stop) is replayed too.
+	// QueueSize and QueueBytes then bound only the QoS 0 messages and the
+	// messages on their way into the store. The caller opens it before New and
+	// closes it after Close. Nil: the queue lives in memory only.
+	Store store.Queue
 	// OnMessage receives every message of every subscription, once per PUBLISH the
 	// broker sends, on paho's delivery goroutine, in order; it must not block. The
 	// gateway fans messages out to devices itself (one MQTT subscription per filter,
@@ -92,30 +118,47 @@ type Proxy struct {
 
 	connectDone chan struct{} // closed when connectLoop has returned
 
+	q store.Queue // Options.Store; nil without one
+
 	mu        sync.Mutex      // guards the fields below
 	subs      map[string]byte // filter → QoS, restored on reconnect
 	connected chan struct{}   // closed while connected; replaced on loss
+	lost      chan struct{}   // closed when the current connection is lost; replaced on connect
 	queue     deque
 	queueWake chan struct{} // signalled (non-blocking) when the queue or connection changes
 	unacked   int           // popped from the queue, not yet acknowledged or put back
 	closing   bool
 	state     connState
+	// With a store (durable.go):
+	spool     deque         // Enqueue's QoS >= 1 messages on their way into the store
+	spooling  int           // taken from spool by the spooler, being appended
+	spoolWake chan struct{} // signalled (non-blocking) when spool grows
+	sent      int           // store messages published and not settled by acker (acknowledged and removed, or failed)
+	rewind    bool          // a store message failed: replay from the start once sent is 0
 
 	syncInflight sync.WaitGroup // Publish calls awaiting an acknowledgement
 	inflight     chan pending   // queued publishes sent, awaiting acknowledgement
 	done         chan struct{}  // closed when sender and acker have exited
+	spoolDone    chan struct{}  // closed when the spooler has exited (or was never started)
 	stop         chan struct{}  // closed by Close to end the sender
 
 	m struct {
 		published, failed, unavailable, dropped, requeued *metrics.Counter
 		connectFailures                                   *metrics.Counter
+		stored                                            *metrics.Counter
 		up                                                *metrics.Gauge
 	}
+	warned warnLimiter // store problems, logged at most every storeWarnEvery
 }
 
+// pending is a queued publish sent to the broker. seq is its place in the
+// store (0: from the memory queue, msg then holds it); lost is the connection's
+// lost channel at the time it was sent.
 type pending struct {
-	msg Message
-	tok paho.Token
+	msg  Message
+	tok  paho.Token
+	seq  uint64
+	lost chan struct{}
 }
 
 // New checks the options; nothing connects until Start.
@@ -148,11 +191,15 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{
 		opts:      o,
 		log:       o.Logger,
+		q:         o.Store,
 		subs:      map[string]byte{},
 		connected: make(chan struct{}),
+		lost:      make(chan struct{}),
 		queueWake: make(chan struct{}, 1),
+		spoolWake: make(chan struct{}, 1),
 		inflight:  make(chan pending, o.Window),
 		done:      make(chan struct{}),
+		spoolDone: make(chan struct{}),
 		stop:      make(chan struct{}),
 
 		connectDone: make(chan struct{}),
@@ -165,15 +212,14 @@ func New(o Options) (*Proxy, error) {
 	p.m.requeued = r.Counter("mqttgw_upstream_queue_retried_total", "Queued publishes sent again after a failure.")
 	p.m.connectFailures = r.Counter("mqttgw_upstream_connect_failures_total", "Connection attempts to the broker that failed.")
 	p.m.up = r.Gauge("mqttgw_upstream_connected", "1 while connected to the broker.")
-	r.GaugeFunc("mqttgw_upstream_queue_length", "Publishes waiting in the store-and-forward queue.", func() float64 {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return float64(p.queue.len())
+	p.m.stored = r.Counter("mqttgw_upstream_stored_total", "QoS >= 1 publishes written to the durable store, to be replayed to the broker.")
+	r.GaugeFunc("mqttgw_upstream_queue_length", "Publishes waiting in the store-and-forward queue (with a durable store: in it, or on their way into it).", func() float64 {
+		n, _ := p.queueLen()
+		return float64(n)
 	})
-	r.GaugeFunc("mqttgw_upstream_queue_bytes", "Bytes of topics and payloads waiting in the store-and-forward queue.", func() float64 {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return float64(p.queue.bytes)
+	r.GaugeFunc("mqttgw_upstream_queue_bytes", "Bytes of topics and payloads waiting in the store-and-forward queue (with a durable store: its record sizes).", func() float64 {
+		_, b := p.queueLen()
+		return float64(b)
 	})
 	return p, nil
 }
@@ -244,6 +290,14 @@ func (p *Proxy) Start() error {
 	p.url = brokerURL
 	p.log.Info("connecting to broker", zap.String("url", redact(brokerURL)))
 	p.setClient(paho.NewClient(o))
+	if p.q != nil {
+		if n, b := p.q.Len(); n > 0 {
+			p.log.Info("durable store holds messages from before: replaying them once connected", zap.Int("messages", n), zap.Int64("bytes", b))
+		}
+		go p.spooler()
+	} else {
+		close(p.spoolDone)
+	}
 	go p.connectLoop(o)
 	go p.sender()
 	return nil
@@ -298,6 +352,7 @@ func (p *Proxy) onConnect(c paho.Client) {
 	select {
 	case <-p.connected:
 	default:
+		p.lost = make(chan struct{})
 		close(p.connected)
 	}
 	p.mu.Unlock()
@@ -312,6 +367,7 @@ func (p *Proxy) onLost(_ paho.Client, err error) {
 	select {
 	case <-p.connected:
 		p.connected = make(chan struct{})
+		close(p.lost)
 	default:
 	}
 	p.mu.Unlock()
@@ -330,6 +386,14 @@ func (p *Proxy) Connected() bool {
 // Publish sends m and, for QoS >= 1, waits for the broker's acknowledgement, so the
 // caller can acknowledge its device only then. It fails fast with ErrUnavailable
 // when the broker is not connected.
+//
+// With a store, a QoS >= 1 message goes to the broker at once only while it is
+// connected and the store is empty; else (the broker away, or older messages
+// still being replayed, which a device's newer message must not overtake), or
+// when the broker does not acknowledge it, Publish returns nil once the store
+// holds it durably. A full store (or a store error) is an error wrapping
+// ErrUnavailable and the store's error (store.ErrFull, store.ErrTooLarge), and
+// is counted.
 func (p *Proxy) Publish(ctx context.Context, m Message) error {
 	p.mu.Lock()
 	closing := p.closing
@@ -341,6 +405,9 @@ func (p *Proxy) Publish(ctx context.Context, m Message) error {
 		return ErrClosed
 	}
 	defer p.syncInflight.Done()
+	if p.q != nil && m.QoS > 0 {
+		return p.publishDurable(ctx, m)
+	}
 	if !p.Connected() {
 		p.m.unavailable.Inc()
 		return ErrUnavailable
@@ -372,7 +439,16 @@ func (p *Proxy) Publish(ctx context.Context, m Message) error {
 // (plain datagrams). QoS >= 1 messages stay queued until the broker acknowledges
 // them, across reconnects; when the queue is full the oldest message is dropped and
 // counted. It never blocks.
+//
+// With a store, QoS >= 1 messages go to the store, written in the background
+// in order per device (per topic when m has no Device): one that the store
+// refuses (full, too large) is dropped and counted by reason, as is one that
+// finds QueueSize or QueueBytes of messages still waiting to be written (then
+// Enqueue returns an error wrapping ErrUnavailable).
 func (p *Proxy) Enqueue(m Message) error {
+	if p.q != nil && m.QoS > 0 {
+		return p.spoolMessage(m)
+	}
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
@@ -401,6 +477,8 @@ func (p *Proxy) wake() {
 
 // sender publishes queued messages in order while connected, leaving the wait for
 // acknowledgements to acker so that up to Window publishes are in flight at once.
+// The memory queue goes first; with a store, the store's messages follow in
+// sequence order (replay, durable.go).
 func (p *Proxy) sender() {
 	ackDone := make(chan struct{})
 	go p.acker(ackDone)
@@ -409,9 +487,10 @@ func (p *Proxy) sender() {
 		<-ackDone
 		close(p.done)
 	}()
+	var r replay
 	for {
 		p.mu.Lock()
-		connected := p.connected
+		connected, lost := p.connected, p.lost
 		p.mu.Unlock()
 		select {
 		case <-connected:
@@ -425,8 +504,12 @@ func (p *Proxy) sender() {
 			p.queue.popFront()
 			p.unacked++
 		}
+		replaying := !ok && p.q != nil && r.ready(p)
 		p.mu.Unlock()
 		if !ok {
+			if replaying && p.replayBatch(&r, lost) {
+				continue
+			}
 			select {
 			case <-p.queueWake:
 				continue
@@ -442,15 +525,51 @@ func (p *Proxy) sender() {
 			p.mu.Unlock()
 			continue
 		}
-		p.inflight <- pending{m, tok}
+		p.inflight <- pending{msg: m, tok: tok}
 	}
 }
 
 // acker waits for acknowledgements in send order; a failed publish goes back to the
-// front of the queue (at least once: the broker may see it twice).
+// front of the queue (at least once: the broker may see it twice). A store
+// message is removed from the store once acknowledged (in batches: the removals
+// of the acknowledgements already there share one commit); a failed one makes
+// the sender replay the store from its start (durable.go).
 func (p *Proxy) acker(done chan struct{}) {
 	defer close(done)
-	for it := range p.inflight {
+	var acked []uint64 // store messages the broker acknowledged, not yet removed
+	for {
+		var it pending
+		var ok bool
+		select {
+		case it, ok = <-p.inflight:
+		default:
+			p.removeAcked(&acked) // before waiting: nothing else to batch with
+			it, ok = <-p.inflight
+		}
+		if !ok {
+			p.removeAcked(&acked)
+			return
+		}
+		if it.seq != 0 {
+			if !isDone(it.tok) {
+				p.removeAcked(&acked)
+			}
+			if p.waitStored(it) {
+				p.m.published.Inc()
+				if acked = append(acked, it.seq); len(acked) >= p.opts.Window {
+					p.removeAcked(&acked)
+				}
+				continue
+			}
+			p.m.failed.Inc()
+			p.m.requeued.Inc()
+			p.mu.Lock()
+			p.sent--
+			p.rewind = true
+			p.mu.Unlock()
+			p.wake()
+			continue
+		}
 		if p.waitAck(it.tok) {
 			p.m.published.Inc()
 			p.mu.Lock()
@@ -530,6 +649,11 @@ func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration, what 
 // Close drains: it takes no new messages, waits until the queue is empty and every
 // QoS >= 1 publish is acknowledged or ctx ends, publishes retained "offline", and
 // disconnects. What could not be delivered by then is counted as dropped and logged.
+//
+// With a store, the messages in it are not dropped: Close writes the ones on
+// their way into it, waits for the replay to empty it only while the broker is
+// connected (and ctx lasts), and leaves the rest there for the next Start,
+// logging how many. The caller closes the store after Close.
 func (p *Proxy) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closing {
@@ -547,10 +671,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 	syncDone := make(chan struct{})
 	go func() { p.syncInflight.Wait(); close(syncDone) }()
 	for drained := false; !drained; {
-		p.mu.Lock()
-		n := p.queue.len() + p.unacked
-		p.mu.Unlock()
-		if n == 0 {
+		if p.idle() {
 			select {
 			case <-syncDone:
 				drained = true
@@ -566,6 +687,7 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	close(p.stop)
 	<-p.done
+	<-p.spoolDone
 	p.mu.Lock()
 	left := p.queue.len()
 	p.queue = deque{}
@@ -573,6 +695,11 @@ func (p *Proxy) Close(ctx context.Context) error {
 	if left > 0 {
 		p.m.dropped.Add(uint64(left))
 		p.log.Error("shutdown: broker did not take all queued messages; dropped", zap.Int("messages", left))
+	}
+	if p.q != nil {
+		if n, b := p.q.Len(); n > 0 {
+			p.log.Info("shutdown: messages the broker has not acknowledged stay in the durable store for the next start", zap.Int("messages", n), zap.Int64("bytes", b))
+		}
 	}
 	if p.opts.StatusTopic != "" && p.Connected() {
 		// A clean DISCONNECT suppresses the will (MQTT 3.1.1 §3.14.4): say offline ourselves.
@@ -585,6 +712,24 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	p.log.Info("disconnected from broker")
 	return nil
+}
+
+// idle reports whether Close has nothing left to wait for (but the Publish
+// calls under way): the memory queue is empty and acknowledged, and, with a
+// store, everything Enqueue took is in the store, no store message is in
+// flight, and the store is empty or the broker away (the store keeps them).
+func (p *Proxy) idle() bool {
+	p.mu.Lock()
+	busy := p.queue.len() + p.unacked + p.spool.len() + p.spooling + p.sent
+	p.mu.Unlock()
+	if busy > 0 {
+		return false
+	}
+	if p.q == nil {
+		return true
+	}
+	n, _ := p.q.Len()
+	return n == 0 || !p.Connected()
 }
 
 // deque is a growable ring buffer of messages; the proxy's mutex guards it.

@@ -34,7 +34,14 @@ type client struct {
 	id    string
 	state state
 	clean bool // the last CONNECT's CleanSession
-	sess  *session.Session
+	// With a store (persist.go): stored says the store may hold a record of
+	// the client, so that a clean CONNECT or its end deletes it; lostPending
+	// that it was restored with its keepalive run out while the gateway was
+	// down, and waits for the registry to lose it (its will) before it may
+	// connect again.
+	stored      bool
+	lostPending bool
+	sess        *session.Session
 	// gen changes with every CONNECT and every end of a connection, so that a
 	// worker's answer for an older connection is not sent to a newer one.
 	gen   uint32
@@ -76,6 +83,10 @@ type client struct {
 	// connecting: transparent mode, the device's own broker connection is
 	// being made for a CONNECT from this address; CONNACK waits for it.
 	connecting *session.Peer
+
+	// ps is the client's persistence state (persist.go); nil without a store
+	// and for clean sessions.
+	ps *clientPersist
 }
 
 type sub struct {
@@ -88,7 +99,15 @@ type uplinkState uint8
 const (
 	upPublishing uplinkState = iota // at the broker
 	upReceived                      // QoS 2: broker acknowledged, PUBREC sent, waiting for PUBREL
+	// upRecording: QoS 2, broker acknowledged; the PUBREC waits until the
+	// client's record holding the MsgId is committed (persist.go).
+	upRecording
 )
+
+// awaitsRelease reports whether a QoS 2 publish in state st was published and
+// waits for PUBREL: it survives a new connection of a persistent session and
+// a restart.
+func (st uplinkState) awaitsRelease() bool { return st != upPublishing }
 
 // outStage is where the message in flight towards a client stands.
 type outStage uint8
@@ -137,8 +156,8 @@ func (c *client) allocMsgID() uint16 {
 
 // register records a topic id for name, allocating one when the client has
 // none; ok is false when it already has max ids.
-func (c *client) register(name string, max int) (id uint16, ok bool) {
-	return c.topics.add(name, max)
+func (c *client) register(name string, max int, origin regOrigin) (id uint16, ok bool) {
+	return c.topics.add(name, max, origin)
 }
 
 func (c *client) unregister(id uint16) { c.topics.remove(id) }

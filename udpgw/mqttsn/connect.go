@@ -57,6 +57,14 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		reject(mqttsn.NotSupported, refuseKeepalive, "Duration over max_keepalive", nil)
 		return
 	}
+	if c := e.byID[m.ClientID]; c != nil && c.lostPending {
+		// Restored with its keepalive run out while the gateway was down: its
+		// will goes out first, when the driver finds its session lost
+		// (persist.go). The client retransmits its CONNECT after T_RETRY.
+		e.m.drop(dropLostAtStart)
+		e.debugBad(now, "CONNECT of a client lost while the gateway was down dropped: its will goes first", p.Addr, nil, zap.String("client", m.ClientID))
+		return
+	}
 	if c := e.byID[m.ClientID]; c == nil && len(e.byID) >= e.o.MaxClients {
 		reject(mqttsn.Congestion, refuseMaxClients, "max_clients reached", nil)
 		return
@@ -161,11 +169,26 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 		e.disconnectBroker(other, true)
 		e.endConnection(ob, other, session.EndTakenOver, now)
 	}
-	if clean || c.state == stateGone {
+	switch {
+	case clean || c.state == stateGone:
+		if !clean {
+			// CleanSession false, but the gateway has no session for the
+			// client (never had one, it expired, or a gateway without a
+			// store restarted): MQTT-SN 1.2 has no session-present flag, so
+			// the client gets a new, empty persistent session, as §6.2 allows
+			// a gateway that has none; it learns it from "invalid topic ID"
+			// (and REGISTERs again, §6.6) and from silence on its old
+			// subscriptions. Counted.
+			// (Also every persistent client's first CONNECT: debug only.)
+			e.m.persistentNew.Inc()
+			e.debugBad(now, "CONNECT with CleanSession false and no session to resume: a new one starts", p.Addr, nil, zap.String("client", id))
+		}
 		e.resetSession(c)
-	} else {
-		// §6.13 keeps the uplink's duplicate detection per connection.
-		clear(c.uplink)
+	default:
+		e.m.persistentResumed.Inc()
+		// The QoS 2 publishes awaiting PUBREL stay (the session's), the
+		// ones still at the broker belonged to the old connection.
+		pruneUplink(c)
 	}
 	c.gen++
 	c.subscribing = 0
@@ -173,6 +196,7 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 	c.clean = clean
 	c.connSig, c.connAt = sig, now.UnixNano()
 	delete(e.parked, c)
+	e.save(c) // a persistent session's record, or a clean one's deletion
 	s, _ := e.env.Sessions.Touch(c.key(e.env.Name), p, now)
 	c.sess = s
 	if e.dtls != nil {
@@ -240,16 +264,19 @@ func (e *Engine) onWake(ob *outbox, p session.Peer, id string, now time.Time) {
 // (MQTT-SN 1.2 §6.14), without it the connection ends cleanly, without the will
 // (§6.12). The gateway answers with DISCONNECT either way.
 func (e *Engine) onDisconnect(ob *outbox, c *client, m *mqttsn.Disconnect, now time.Time) {
+	// With a store, the answer waits for the record saying so (persist.go):
+	// a client told it sleeps, or left without its will, finds it so after
+	// a crash; until then it retransmits its DISCONNECT.
 	p := c.peer()
 	if m.HasDuration && m.Duration > 0 {
 		e.sleep(c)
 		c.awakeBudget = 0
 		e.pauseOut(c)
 		c.sess.SetKeepalive(time.Duration(m.Duration) * time.Second)
-		e.send(ob, p, &mqttsn.Disconnect{})
+		e.replyTo(ob, c, p, &mqttsn.Disconnect{})
 		return
 	}
-	e.send(ob, p, &mqttsn.Disconnect{})
+	e.replyTo(ob, c, p, &mqttsn.Disconnect{})
 	e.disconnectBroker(c, true) // DISCONNECT: no will (§6.12)
 	e.endConnection(ob, c, session.EndDisconnected, now)
 }
@@ -261,6 +288,7 @@ func (e *Engine) sleep(c *client) {
 	if c.sess != nil {
 		c.sess.SetAsleep(true)
 	}
+	e.save(c)
 }
 
 // endConnection ends c's connection without its will, for why: its session
@@ -291,7 +319,16 @@ func (e *Engine) SessionEnded(s *session.Session, why session.EndReason) {
 	ob := getOutbox()
 	e.mu.Lock()
 	if c := e.byID[s.Key.Device]; c != nil && c.sess == s {
-		e.lose(ob, c, e.env.Now())
+		now := e.env.Now()
+		e.lose(ob, c, now)
+		if c.lostPending {
+			// Restored lost (persist.go): its will is out; its persistent
+			// session runs from when its keepalive ran out.
+			c.lostPending = false
+			if c.ps.lostAt.Before(now) {
+				c.since = c.ps.lostAt
+			}
+		}
 	}
 	e.mu.Unlock()
 	e.flush(ob)
@@ -316,15 +353,28 @@ func (e *Engine) closeClient(c *client, now time.Time) {
 	c.sess = nil
 	c.gen++
 	c.subscribing = 0
-	clear(c.uplink)
 	if c.clean {
 		e.dropClient(c)
 		return
 	}
+	pruneUplink(c)
 	e.pauseOut(c)
 	c.state = stateDisconnected
 	c.since = now
 	e.parked[c] = struct{}{}
+	e.save(c)
+}
+
+// pruneUplink forgets the publishes of c's ended connection still at the
+// broker (their answers will not be sent); QoS 2 publishes awaiting PUBREL
+// belong to the persistent session and stay, so that a PUBREL on the next
+// connection completes them and a retransmission is not published again.
+func pruneUplink(c *client) {
+	for id, st := range c.uplink {
+		if !st.awaitsRelease() {
+			delete(c.uplink, id)
+		}
+	}
 }
 
 // dropClient forgets everything about c; the record goes once its broker
@@ -334,6 +384,7 @@ func (e *Engine) dropClient(c *client) {
 	c.state = stateGone
 	c.gen++
 	delete(e.parked, c)
+	e.save(c) // deletes its record
 	e.maybeRemove(c)
 }
 
@@ -373,6 +424,7 @@ func (e *Engine) onWillTopicUpd(ob *outbox, c *client, m *mqttsn.WillTopicUpd) {
 	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
 		// The empty WILLTOPICUPD deletes the will, message included (§5.4.22).
 		c.sess.SetWill(nil)
+		e.save(c)
 		e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
 		return
 	}
@@ -387,6 +439,7 @@ func (e *Engine) onWillTopicUpd(ob *outbox, c *client, m *mqttsn.WillTopicUpd) {
 	}
 	w.Topic, w.QoS, w.Retain = m.Topic, qosByte(m.Flags.QoS), m.Flags.Retain
 	c.sess.SetWill(&w)
+	e.save(c)
 	e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
 }
 
@@ -399,5 +452,6 @@ func (e *Engine) onWillMsgUpd(ob *outbox, c *client, m *mqttsn.WillMsgUpd) {
 	}
 	w.Payload = bytes.Clone(m.WillMsg)
 	c.sess.SetWill(&w)
+	e.save(c)
 	e.send(ob, c.peer(), &mqttsn.WillMsgResp{ReturnCode: mqttsn.Accepted})
 }

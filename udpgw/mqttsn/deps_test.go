@@ -9,7 +9,8 @@ import (
 )
 
 // TestImports pins what the engine may import (ARCHITECTURE.md: udpgw/mqttsn
-// uses mqttsn, udpgw and session). It must not reach the upstream side (proxy,
+// uses mqttsn, udpgw and session; and store, whose State keeps persistent
+// sessions across restarts). It must not reach the upstream side (proxy,
 // paho), the config or the gateway: udpgw.Env (with its Broker) and Options are
 // its only inputs, so it stays testable with a fake broker and usable by another
 // owner. zap and metrics come in through udpgw.Env. pion/dtls serves mqttsns
@@ -19,6 +20,7 @@ func TestImports(t *testing.T) {
 		"github.com/mqttgw/mqttgw/mqttsn",  // the codec
 		"github.com/mqttgw/mqttgw/udpgw",   // Listener, Broker, Message
 		"github.com/mqttgw/mqttgw/session", // the device registry: addresses, liveness, wills
+		"github.com/mqttgw/mqttgw/store",   // the durable State its persistent sessions are kept in (Options.State), and the record codec
 		"github.com/mqttgw/mqttgw/metrics", // counters passed in udpgw.Env
 		"go.uber.org/zap",                  // the logger passed in udpgw.Env
 		"github.com/pion/dtls/v3",          // DTLS 1.2 of mqttsns listeners (dtls.go only)

@@ -135,7 +135,7 @@ func (e *Engine) clientAt(p session.Peer) *client {
 	if s == nil {
 		return nil
 	}
-	if c := e.byID[s.Key.Device]; c != nil && c.sess == s {
+	if c := e.byID[s.Key.Device]; c != nil && c.sess == s && !c.lostPending {
 		return c
 	}
 	return nil
@@ -155,6 +155,12 @@ func (e *Engine) sameIdentity(c *client, p session.Peer) bool {
 // ended or was lost meanwhile (the gateway's driver expired it and will call
 // SessionEnded): the client is then treated as lost here. e.mu is held.
 func (e *Engine) refresh(ob *outbox, c *client, p session.Peer, now time.Time) bool {
+	if e.ps != nil && c.ps != nil && !c.clean && c.sess != nil &&
+		(now.UnixNano() > c.ps.seenBy || c.sess.Peer() != p) {
+		// The record's last-seen time is half a keepalive old, or the
+		// client moved: write it again (persist.go).
+		e.save(c)
+	}
 	if c.sess != nil && e.env.Sessions.Refresh(c.sess, p, now) {
 		return true
 	}

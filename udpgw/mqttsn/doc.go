@@ -18,6 +18,23 @@
 // REGISTER asks the Broker's PublishChecker, when it has one, whether the client
 // may publish to the name: a topic the ACL denies gets REGACK "not supported".
 //
+// # Persistent sessions and restarts
+//
+// With Options.State (a durable store), every client with CleanSession false
+// has one record in the store (record.go), written when its state changes and
+// read back by Serve before the first datagram: after a crash and a restart
+// its registrations, subscriptions, will, QoS 2 exchanges awaiting PUBREL and,
+// when it sleeps, its buffered messages are there, and it goes on without a
+// new CONNECT. Answers that tell the client about a change (PUBREC, PUBCOMP,
+// REGACK, SUBACK, UNSUBACK, the answer to DISCONNECT) wait for the commit that
+// holds it. A client whose keepalive ran out while the gateway was down is
+// lost at start: the registry's driver publishes its will. persist.go has the
+// details and the ordering argument. A CONNECT with CleanSession false whose
+// session the gateway does not have (never had, expired, or lost with a
+// restart without a store) gets a new, empty session: MQTT-SN 1.2 has no
+// session-present flag; it is counted (mqttgw_mqttsn_persistent_connects_total
+// {session="new"}).
+//
 // # Over DTLS (mqttsns)
 //
 // With Options.DTLS the socket is a pion DTLS 1.2 listener with pre-shared keys
@@ -58,7 +75,9 @@
 // # Goroutines
 //
 // Serve runs the reader on its caller's goroutine and starts, for its own
-// lifetime, a fixed pool of Options.Workers workers. Over DTLS, Serve's
+// lifetime, a fixed pool of Options.Workers workers and, with Options.State,
+// a few writers, which commit changed session records; Serve restores the
+// records before it starts them. Over DTLS, Serve's
 // goroutine runs the accept loop instead, which starts one goroutine per
 // connection (its handshake, at most DTLSOptions.MaxHandshakes at once, then
 // its reader); pion runs its own socket reader and a few goroutines per
@@ -67,7 +86,8 @@
 // readers still read, but the engine takes nothing more); Serve then lets the
 // workers finish the broker operations already queued, for at most
 // Options.DrainTimeout, so that devices still get the PUBACK of a QoS 1
-// publish the broker took, closes the socket (over DTLS: every connection,
+// publish the broker took, commits the session records left (and sends the
+// answers waiting for them), closes the socket (over DTLS: every connection,
 // with close_notify, which ends their goroutines and pion's) and returns after
 // every goroutine it started has exited. Nothing else
 // is started: sessions are structs, not goroutines, and the engine has no timer.
@@ -98,7 +118,9 @@
 // One mutex, Engine.mu, guards every client, the client id table, the pending
 // will exchanges and the operation queues. It is never held across a Broker call
 // or a socket write: handlers collect their datagrams in an outbox that is
-// written after the unlock. Engine.mu may be held while calling into the
+// written after the unlock. Nor is it held across a store call: a writer
+// snapshots the changed records under it and commits them after the unlock.
+// Engine.mu may be held while calling into the
 // registry (Touch, Refresh, ByPeer, End and Session methods take only the
 // registry's own locks; the Created hook that Touch runs only enqueues). The
 // registry calls the engine back only in SessionEnded, from the gateway's

@@ -28,6 +28,7 @@ func (e *Engine) deliver(id, filter string, m udpgw.Message) {
 		}
 		c.queue.pushBack(m)
 		e.pump(ob, c, e.env.Now())
+		e.saveDownlink(c) // buffered for a client not active: in its record
 	}
 	e.mu.Unlock()
 	e.flush(ob)
@@ -59,6 +60,7 @@ func (e *Engine) pump(ob *outbox, c *client, now time.Time) {
 		if !ok {
 			return
 		}
+		e.saveDownlink(c)
 		e.startOut(ob, c, m, false, now)
 	}
 }
@@ -97,7 +99,7 @@ func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered b
 		e.sendPublish(ob, c, m, t, id, reregistered, now)
 		return
 	}
-	id, ok = c.register(m.Topic, e.o.MaxTopics)
+	id, ok = c.register(m.Topic, e.o.MaxTopics, regGateway)
 	if !ok {
 		e.m.drop(dropTopicLimit)
 		if ce := e.log.Check(zap.DebugLevel, "no topic id left to REGISTER: message dropped"); ce != nil {
@@ -105,6 +107,7 @@ func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered b
 		}
 		return
 	}
+	e.save(c) // a registration
 	reg := &mqttsn.Register{TopicID: id, MsgID: c.allocMsgID(), TopicName: m.Topic}
 	c.out = &outbound{msg: m, stage: outRegister, msgID: reg.MsgID, topicID: id, due: now.Add(e.o.RetryInterval), reregistered: reregistered}
 	e.retrying[c] = struct{}{}
@@ -140,6 +143,7 @@ func (e *Engine) sendPublish(ob *outbox, c *client, m udpgw.Message, t mqttsn.To
 func (e *Engine) finishOut(ob *outbox, c *client, now time.Time) {
 	c.out = nil
 	delete(e.retrying, c)
+	e.saveDownlink(c)
 	e.pump(ob, c, now)
 }
 
@@ -188,6 +192,7 @@ func (e *Engine) onRegack(ob *outbox, c *client, m *mqttsn.Regack, now time.Time
 	}
 	c.out = nil
 	delete(e.retrying, c)
+	e.save(c) // the registration is confirmed, or goes
 	if m.ReturnCode != mqttsn.Accepted {
 		c.unregister(o.topicID)
 		e.m.drop(dropRegisterRejected)
@@ -211,6 +216,7 @@ func (e *Engine) onPuback(ob *outbox, c *client, m *mqttsn.Puback, now time.Time
 		if m.ReturnCode == mqttsn.InvalidTopicID && hasTopic(c, m.TopicID) {
 			// A QoS 0 PUBLISH the client could not map: register again next time.
 			c.unregister(m.TopicID)
+			e.save(c)
 		}
 		e.m.duplicates.Inc()
 		return
@@ -221,6 +227,7 @@ func (e *Engine) onPuback(ob *outbox, c *client, m *mqttsn.Puback, now time.Time
 		// The client lost the id (it restarted, say): REGISTER again, once.
 		if o.idType == mqttsn.TopicNormal {
 			c.unregister(o.topicID)
+			e.save(c)
 		}
 		if !o.reregistered && o.idType == mqttsn.TopicNormal {
 			c.out = nil
@@ -252,6 +259,7 @@ func (e *Engine) onPubrec(ob *outbox, c *client, m *mqttsn.Pubrec, now time.Time
 	o.stage = outRelease
 	o.retries = 0
 	o.due = now.Add(e.o.RetryInterval)
+	e.saveDownlink(c)
 	e.send(ob, c.peer(), &mqttsn.Pubrel{MsgID: m.MsgID})
 }
 
@@ -296,6 +304,7 @@ func (e *Engine) retransmit(ob *outbox, c *client, now time.Time) {
 		}
 		if o.stage == outRegister {
 			c.unregister(o.topicID)
+			e.save(c)
 		}
 		e.finishOut(ob, c, now)
 		return

@@ -37,6 +37,7 @@ type Engine struct {
 	advAddr   netip.AddrPort // valid when advertising
 	badLog    limiter
 	seed      maphash.Seed // of publish digests (duplicate detection)
+	ps        *persister   // the store's side (persist.go); nil without Options.State
 
 	// opCtx bounds the broker operations; cancelled when the drain ends.
 	opCtx    context.Context
@@ -103,6 +104,12 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 	}
 	e.checker, _ = env.Broker.(PublishChecker)
 	e.connector, _ = env.Broker.(udpgw.Connector)
+	switch {
+	case o.State != nil && e.connector == nil:
+		e.ps = newPersister(o.State, env)
+	case o.State != nil:
+		e.log.Info("transparent mode: the persistent sessions are each device's own at the broker, not kept in the store")
+	}
 	if o.DTLS != nil {
 		d, err := newDTLSTransport(e, *o.DTLS)
 		if err != nil {
@@ -127,6 +134,12 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateActive) + e.count(stateAwake)) }, "listener", env.Name, "state", "active")
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateAsleep)) }, "listener", env.Name, "state", "asleep")
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateDisconnected)) }, "listener", env.Name, "state", "disconnected")
+	if e.ps != nil {
+		env.Metrics.GaugeFunc("mqttgw_mqttsn_session_writes_pending", "MQTT-SN persistent session records changed and not yet committed to the store.",
+			func() float64 { return float64(e.pendingWrites()) }, "listener", env.Name)
+		env.Metrics.GaugeFunc("mqttgw_mqttsn_buffered_messages", "Messages waiting for MQTT-SN clients (asleep, disconnected with a persistent session, or behind one in flight).",
+			func() float64 { return float64(e.buffered()) }, "listener", env.Name)
+	}
 	return e, nil
 }
 
@@ -188,6 +201,26 @@ func (e *Engine) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = e.Close() })
 	defer stop()
 
+	// Persistent sessions come back before the first datagram is read; the
+	// writers commit their changes until the drain below is over.
+	var (
+		writer     sync.WaitGroup
+		stopWriter = make(chan struct{})
+	)
+	if e.ps != nil {
+		if err := e.restore(); err != nil {
+			_ = e.tr.close()
+			return fmt.Errorf("mqttsn: %s: restore persistent sessions: %w", e.env.Name, err)
+		}
+		for range writers {
+			writer.Add(1)
+			go func() {
+				defer writer.Done()
+				e.writer(stopWriter)
+			}()
+		}
+	}
+
 	var workers sync.WaitGroup
 	for range e.o.Workers {
 		workers.Add(1)
@@ -218,6 +251,13 @@ func (e *Engine) Serve(ctx context.Context) error {
 		<-drained
 	}
 	t.Stop()
+	// The last answers of the drain may wait for a commit: the final write
+	// sends them, before the socket closes.
+	close(stopWriter)
+	writer.Wait()
+	if e.ps != nil {
+		e.finalWrite()
+	}
 	e.opCancel()
 	if cerr := e.tr.close(); err == nil && cerr != nil && !udpgw.IsClosed(cerr) {
 		err = cerr

@@ -362,16 +362,16 @@ func TestTopicTable(t *testing.T) {
 	ids := map[string]uint16{}
 	for i := range 40 { // past the small slice into the maps
 		name := fmt.Sprintf("t/%d", i)
-		id, ok := tt.add(name, 40)
+		id, ok := tt.add(name, 40, regClient)
 		if !ok || id == 0 {
 			t.Fatalf("add %s: %d %v", name, id, ok)
 		}
 		ids[name] = id
-		if again, _ := tt.add(name, 40); again != id {
+		if again, _ := tt.add(name, 40, regClient); again != id {
 			t.Fatalf("second add of %s: %d, want %d", name, again, id)
 		}
 	}
-	if _, ok := tt.add("one more", 40); ok {
+	if _, ok := tt.add("one more", 40, regClient); ok {
 		t.Fatal("add past max")
 	}
 	for name, id := range ids {
@@ -383,7 +383,7 @@ func TestTopicTable(t *testing.T) {
 	if _, ok := tt.id("t/3"); ok || tt.len() != 39 {
 		t.Fatal("remove")
 	}
-	if id, ok := tt.add("new", 40); !ok || id == ids["t/4"] {
+	if id, ok := tt.add("new", 40, regClient); !ok || id == ids["t/4"] {
 		t.Fatalf("re-add after remove: %d %v", id, ok)
 	}
 }

@@ -30,6 +30,7 @@ const (
 	dropPublishFailed                      // QoS 0 or -1 publish the broker refused
 	dropSource                             // from a source outside allowed_sources
 	dropIdentity                           // mqttsns: a waking PINGREQ naming a client id other than the DTLS PSK identity
+	dropLostAtStart                        // CONNECT of a client restored lost (keepalive ran out while the gateway was down) before its will is out
 	numDropReasons
 )
 
@@ -37,7 +38,7 @@ var dropNames = [numDropReasons]string{
 	"decode_error", "too_large", "unexpected", "not_connected", "will_exchange",
 	"minus_one_topic", "busy", "buffer_full", "retries_exhausted", "topic_limit",
 	"register_rejected", "downlink_too_large", "session_ended", "shutdown", "publish_failed",
-	"source_not_allowed", "identity_mismatch",
+	"source_not_allowed", "identity_mismatch", "lost_at_start",
 }
 
 // refuseReason says why a request was answered with a rejecting return code.
@@ -71,6 +72,9 @@ type engineMetrics struct {
 	takeovers     *metrics.Counter
 	rebinds       *metrics.Counter
 	tooLarge      *metrics.Counter // the listeners' shared mqttgw_datagrams_dropped_total
+	// CONNECTs with CleanSession false that found their session, or did not
+	// and started a new one.
+	persistentResumed, persistentNew *metrics.Counter
 }
 
 var knownTypes = []mqttsn.MsgType{
@@ -100,6 +104,9 @@ func newMetrics(r *metrics.Registry, listener string) *engineMetrics {
 	m.duplicates = r.Counter("mqttgw_mqttsn_duplicates_total", "Client retransmissions recognised as duplicates (DUP + MsgId) and not acted on twice.", "listener", listener)
 	m.takeovers = r.Counter("mqttgw_mqttsn_takeovers_total", "CONNECTs that took a client id over from another address.", "listener", listener)
 	m.rebinds = r.Counter("mqttgw_mqttsn_rebinds_total", "Clients that moved to a new address with PINGREQ(ClientId) (NAT rebinding).", "listener", listener)
+	const pcHelp = "MQTT-SN CONNECTs with CleanSession false, by whether the gateway had the client's session (resumed) or started a new one (new: never had one, expired, or lost in a restart without a store)."
+	m.persistentResumed = r.Counter("mqttgw_mqttsn_persistent_connects_total", pcHelp, "listener", listener, "session", "resumed")
+	m.persistentNew = r.Counter("mqttgw_mqttsn_persistent_connects_total", pcHelp, "listener", listener, "session", "new")
 	m.tooLarge = r.Counter("mqttgw_datagrams_dropped_total", "Datagrams dropped before mapping, by reason.", "listener", listener, "reason", "too_large")
 	return m
 }

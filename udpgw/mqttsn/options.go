@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/mqttgw/mqttgw/store"
 )
 
 // Predefined is one predefined topic id (MQTT-SN 1.2 §3, topic id type 01): known
@@ -46,6 +48,12 @@ type Options struct {
 	// DTLS, when set, makes the engine serve MQTT-SN over DTLS 1.2 (the
 	// mqttsns listener) instead of plain UDP; see DTLSOptions.
 	DTLS *DTLSOptions
+
+	// State, when set, keeps the persistent sessions (CleanSession false)
+	// in the durable store, so that they survive a crash and a restart
+	// (persist.go); nil: in memory only. Ignored in transparent mode, where
+	// each device's own broker connection holds its session.
+	State store.State
 
 	Workers      int           // goroutines running broker operations; default 64
 	MaxClientOps int           // operations queued per client; default 64

@@ -80,6 +80,7 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 		if st, busy := c.uplink[m.MsgID]; busy {
 			// A retransmission while the first copy is at the broker, or (QoS 2)
 			// already published: never publish twice (§6.13, §6.7 QoS 2).
+			// While upRecording, the PUBREC waits for the commit (persist.go).
 			e.m.duplicates.Inc()
 			if st == upReceived && qos == mqttsn.QoS2 {
 				e.send(ob, c.peer(), &mqttsn.Pubrec{MsgID: m.MsgID})
@@ -136,9 +137,13 @@ func (e *Engine) dupWindow() time.Duration {
 
 // onPubrel ends an inbound QoS 2 exchange: the message was published once, at
 // PUBREC; PUBCOMP lets the MsgId be reused. MQTT-SN 1.2 §6.7 (Figure 7).
+//
+// With a store the MsgId's removal is committed before PUBCOMP goes out
+// (persist.go): a crash after PUBCOMP must not bring the MsgId back, or the
+// client's next PUBLISH reusing it would be taken for a retransmission.
 func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
 	switch st, ok := c.uplink[m.MsgID]; {
-	case ok && st == upPublishing:
+	case ok && st != upReceived:
 		// PUBREL before our PUBREC: the client is confused; PUBREC follows.
 		e.m.drop(dropUnexpected)
 		return
@@ -147,7 +152,7 @@ func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
 	default:
 		e.m.duplicates.Inc() // our PUBCOMP was lost: complete again
 	}
-	e.send(ob, c.peer(), &mqttsn.Pubcomp{MsgID: m.MsgID})
+	e.reply(ob, c, &mqttsn.Pubcomp{MsgID: m.MsgID}, thenNothing)
 }
 
 // onRegister answers a client's REGISTER with the topic id of the name.
@@ -184,7 +189,7 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 			}
 		}
 	}
-	id, ok := c.register(m.TopicName, e.o.MaxTopics)
+	id, ok := c.register(m.TopicName, e.o.MaxTopics, regClient)
 	if !ok {
 		e.m.refuse(refuseTopicLimit)
 		e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.NotSupported})
@@ -193,5 +198,7 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 		}
 		return
 	}
-	e.send(ob, c.peer(), &mqttsn.Regack{TopicID: id, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+	// With a store, once the registration is committed (persist.go): an id
+	// the client was given is known after a crash.
+	e.reply(ob, c, &mqttsn.Regack{TopicID: id, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted}, thenNothing)
 }

@@ -51,7 +51,7 @@ func (e *Engine) onSubscribe(ob *outbox, c *client, m *mqttsn.Subscribe, now tim
 	case t == mqttsn.TopicPredefined:
 		topicID = m.TopicID
 	case t == mqttsn.TopicNormal && !isWildcard(filter):
-		id, ok := c.register(filter, e.o.MaxTopics)
+		id, ok := c.register(filter, e.o.MaxTopics, regSubscribe)
 		if !ok {
 			refuse(mqttsn.NotSupported, refuseTopicLimit, "max_topics reached")
 			return
@@ -87,7 +87,10 @@ func (e *Engine) onUnsubscribe(ob *outbox, c *client, m *mqttsn.Unsubscribe, now
 		e.send(ob, c.peer(), &mqttsn.Unsuback{MsgID: m.MsgID})
 		return
 	}
-	delete(c.subs, filter)
+	if _, ok := c.subs[filter]; ok {
+		delete(c.subs, filter)
+		e.save(c)
+	}
 	if !e.enqueueOp(c, op{kind: opUnsubscribe, gen: c.gen, msgID: m.MsgID, filter: filter}, false) {
 		// No UNSUBACK: the client retransmits the UNSUBSCRIBE.
 		e.m.drop(dropBusy)

@@ -36,6 +36,13 @@ func (e *Engine) Tick(now time.Time) {
 			e.dropClient(c)
 		}
 	}
+	if e.ps != nil && len(e.ps.dirty) > 0 {
+		// Records a failed commit left, or marked while no writer ran.
+		select {
+		case e.ps.kick <- struct{}{}:
+		default:
+		}
+	}
 	if e.o.AdvertiseInterval > 0 && !now.Before(e.nextAdv) {
 		// MQTT-SN 1.2 §6.1: ADVERTISE every T_ADV, Duration = T_ADV in seconds.
 		e.nextAdv = now.Add(e.o.AdvertiseInterval)

@@ -6,15 +6,27 @@ package mqttsn
 // into two maps past smallTopics entries.
 type topicTable struct {
 	list   []topicEntry // while small
-	byID   map[uint16]string
+	byID   map[uint16]topicEntry
 	byName map[string]uint16
 	next   uint16
 }
 
 type topicEntry struct {
-	name string
-	id   uint16
+	name   string
+	id     uint16
+	origin regOrigin
 }
+
+// regOrigin says which exchange registered a topic id; the gateway assigns
+// every id (MQTT-SN 1.2 §6.5), the origin is kept in the session record.
+type regOrigin uint8
+
+const (
+	regClient    regOrigin = iota // the client's REGISTER (§6.5)
+	regGateway                    // the gateway's REGISTER, before a PUBLISH (§6.5)
+	regSubscribe                  // the SUBACK of a SUBSCRIBE by name (§6.9)
+	numRegOrigins
+)
 
 const smallTopics = 16
 
@@ -27,8 +39,8 @@ func (t *topicTable) len() int {
 
 func (t *topicTable) name(id uint16) (string, bool) {
 	if t.byID != nil {
-		n, ok := t.byID[id]
-		return n, ok
+		e, ok := t.byID[id]
+		return e.name, ok
 	}
 	for _, e := range t.list {
 		if e.id == id {
@@ -51,9 +63,9 @@ func (t *topicTable) id(name string) (uint16, bool) {
 	return 0, false
 }
 
-// add returns the id of name, assigning the next free one; ok is false when the
-// table already holds max ids.
-func (t *topicTable) add(name string, max int) (id uint16, ok bool) {
+// add returns the id of name, assigning the next free one (registered by
+// origin); ok is false when the table already holds max ids.
+func (t *topicTable) add(name string, max int, origin regOrigin) (id uint16, ok bool) {
 	if id, ok := t.id(name); ok {
 		return id, true
 	}
@@ -70,27 +82,45 @@ func (t *topicTable) add(name string, max int) (id uint16, ok bool) {
 		}
 	}
 	id = t.next
+	t.put(topicEntry{name, id, origin})
+	return id, true
+}
+
+// put records e, whose id and name are both new to the table.
+func (t *topicTable) put(e topicEntry) {
 	if t.byID == nil && len(t.list) < smallTopics {
-		t.list = append(t.list, topicEntry{name, id})
-		return id, true
+		t.list = append(t.list, e)
+		return
 	}
 	if t.byID == nil {
-		t.byID = make(map[uint16]string, 2*smallTopics)
+		t.byID = make(map[uint16]topicEntry, 2*smallTopics)
 		t.byName = make(map[string]uint16, 2*smallTopics)
 		for _, e := range t.list {
-			t.byID[e.id], t.byName[e.name] = e.name, e.id
+			t.byID[e.id], t.byName[e.name] = e, e.id
 		}
 		t.list = nil
 	}
-	t.byID[id], t.byName[name] = name, id
-	return id, true
+	t.byID[e.id], t.byName[e.name] = e, e.id
+}
+
+// each calls fn for every registration, in no particular order.
+func (t *topicTable) each(fn func(topicEntry)) {
+	if t.byID != nil {
+		for _, e := range t.byID {
+			fn(e)
+		}
+		return
+	}
+	for _, e := range t.list {
+		fn(e)
+	}
 }
 
 func (t *topicTable) remove(id uint16) {
 	if t.byID != nil {
-		if name, ok := t.byID[id]; ok {
+		if e, ok := t.byID[id]; ok {
 			delete(t.byID, id)
-			delete(t.byName, name)
+			delete(t.byName, e.name)
 		}
 		return
 	}

@@ -37,6 +37,9 @@ type op struct {
 	// opConnect: the CONNECT being accepted; opDisconnect: graceful.
 	connect  *connectOp
 	graceful bool
+	// restore: opSubscribe of a subscription restored from the store: no
+	// SUBACK (persist.go).
+	restore bool
 }
 
 // connectOp is a CONNECT waiting for the device's broker connection.
@@ -183,6 +186,10 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 		}
 		return
 	}
+	if o.kind == opSubscribe && o.restore {
+		e.resubscribed(c, o, res)
+		return
+	}
 	current := o.gen == c.gen && c.state.connected()
 	switch o.kind {
 	case opPublish:
@@ -214,19 +221,22 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
 			return
 		}
-		// QoS 2 (§6.7 Figure 7): PUBREC now that the broker has it, once.
-		c.uplink[o.msgID] = upReceived
+		// QoS 2 (§6.7 Figure 7): PUBREC now that the broker has it, once;
+		// with a store, once the MsgId awaiting PUBREL is committed too
+		// (persist.go: a PUBREC'ed MsgId survives a crash).
+		c.uplink[o.msgID] = upRecording
 		c.rememberDone(o.msgID, o.qos, e.digest(o.msg.Topic, o.msg.Payload), e.env.Now())
-		e.send(ob, c.peer(), &mqttsn.Pubrec{MsgID: o.msgID})
+		e.reply(ob, c, &mqttsn.Pubrec{MsgID: o.msgID}, thenRecorded)
 
 	case opSubscribe:
 		if !current {
 			return
 		}
-		c.subscribing--
 		if res.err != nil {
+			c.subscribing--
 			if s := c.subs[o.filter]; s != nil && c.subscribing == 0 {
 				delete(c.subs, o.filter)
+				e.save(c)
 			}
 			code, r := returnCode(res.err)
 			e.m.refuse(r)
@@ -234,19 +244,20 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			if ce := e.log.Check(zap.DebugLevel, "subscribe failed"); ce != nil {
 				ce.Write(zap.String("client", c.id), zap.String("filter", o.filter), zap.Error(res.err))
 			}
-		} else {
-			granted := min(res.granted, byte(o.qos))
-			if s := c.subs[o.filter]; s != nil {
-				s.qos, s.idType = granted, o.idType
-			}
-			e.send(ob, c.peer(), &mqttsn.Suback{Flags: mqttsn.Flags{QoS: mqttsn.QoS(granted)}, TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
+			e.pump(ob, c, e.env.Now())
+			return
 		}
-		// Downlink held for this SUBACK may go now, after it.
-		e.pump(ob, c, e.env.Now())
+		granted := min(res.granted, byte(o.qos))
+		if s := c.subs[o.filter]; s != nil {
+			s.qos, s.idType = granted, o.idType
+		}
+		// Downlink held for this SUBACK may go after it (thenSubscribed);
+		// with a store, once the subscription is committed (persist.go).
+		e.reply(ob, c, &mqttsn.Suback{Flags: mqttsn.Flags{QoS: mqttsn.QoS(granted)}, TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted}, thenSubscribed)
 
 	case opUnsubscribe:
 		if current {
-			e.send(ob, c.peer(), &mqttsn.Unsuback{MsgID: o.msgID})
+			e.reply(ob, c, &mqttsn.Unsuback{MsgID: o.msgID}, thenNothing)
 		}
 
 	case opConnect:
