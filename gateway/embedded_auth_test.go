@@ -136,3 +136,42 @@ func embeddedBroker(t *testing.T, g *Gateway) *mosquittotest.Broker {
 	n, _ := strconv.Atoi(port)
 	return &mosquittotest.Broker{Host: host, Port: n, Addr: addr, URL: "tcp://" + addr}
 }
+
+// TestEmbeddedBrokerLimitsFailures: the embedded broker's password checks share
+// the devices' per-source failure limit: after authFailBurst wrong passwords
+// from an address, the right one is refused too (for a while), so guessing is
+// slow and cannot burn the CPU.
+func TestEmbeddedBrokerLimitsFailures(t *testing.T) {
+	mosquittotest.RequireTools(t, "mosquitto_pub", "mosquitto_passwd")
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", passwd, "watcher", "watch-pw").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	g := startGateway(t, fmt.Sprintf(`
+[upstream]
+url = "embedded"
+[upstream.embedded]
+listen = "127.0.0.1:0"
+[auth]
+password_file = %q
+[[listener]]
+name = "sensors"
+type = "udp"
+bind = "127.0.0.1:0"
+`, passwd))
+	b := embeddedBroker(t, g.Gateway)
+	right := mosquittotest.PubOptions{Username: "watcher", Password: "watch-pw", Topic: "x", QoS: 1}
+	if err := b.PublishErr(t, right); err != nil {
+		t.Fatalf("the right password before any failure: %v", err)
+	}
+	wrong := right
+	wrong.Password = "guess"
+	for range authFailBurst {
+		if err := b.PublishErr(t, wrong); err == nil {
+			t.Fatal("a wrong password was taken")
+		}
+	}
+	if err := b.PublishErr(t, right); err == nil {
+		t.Errorf("the right password after %d failures from the same address was taken, want refused until the limit refills", authFailBurst)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -215,18 +216,19 @@ func (g *Gateway) closeStore() {
 
 // embeddedAuth is the embedded broker's CONNECT check: with auth.password_file,
 // a username must have its password in the file in force (read at each
-// CONNECT, so SIGHUP applies), and a client without one is taken only when
-// auth.allow_anonymous; without it, nil: every client, as before.
-func (g *Gateway) embeddedAuth() func(user, password string) bool {
+// CONNECT, so SIGHUP applies), with the same per-source failure limit as
+// devices, and a client without one is taken only when auth.allow_anonymous;
+// without the file, nil: every client, as before.
+func (g *Gateway) embeddedAuth() func(remote netip.Addr, user, password string) bool {
 	if g.cfg.Auth.PasswordFile == "" {
 		return nil
 	}
 	anonymous := g.cfg.Auth.Anonymous()
-	return func(user, password string) bool {
+	return func(remote netip.Addr, user, password string) bool {
 		if user == "" {
 			return anonymous
 		}
-		return g.checkPassword(user, password)
+		return g.auth.checkPassword(remote, user, password) == nil
 	}
 }
 

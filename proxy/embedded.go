@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,7 @@ type embedded struct {
 // embeddedOptions are what startEmbedded takes from Options.
 type embeddedOptions struct {
 	listen      string
-	auth        func(user, password string) bool
+	auth        func(remote netip.Addr, user, password string) bool
 	acl         func(clientID, user, topic string, write bool) bool
 	statusTopic string // "" = none
 	clientID    string // the gateway's own client id; "" = none to guard
@@ -112,6 +113,16 @@ func (h *embeddedHook) Provides(b byte) bool {
 	return false
 }
 
+// remoteAddr is the address of a client's "IP:port", for per-source limits;
+// the zero Addr when it is not one (a unix socket, a websocket proxy's name).
+func remoteAddr(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
+}
+
 // isGatewayLogin reports whether a CONNECT carries the gateway's credentials.
 func (h *embeddedHook) isGatewayLogin(pk packets.Packet) bool {
 	return string(pk.Connect.Username) == h.o.user && subtle.ConstantTimeCompare(pk.Connect.Password, h.secret) == 1
@@ -130,7 +141,7 @@ func (h *embeddedHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet)
 	switch {
 	case h.o.clientID != "" && cl.ID == h.o.clientID:
 		reason = "the client id is the gateway's own"
-	case h.o.auth != nil && !h.o.auth(user, string(pk.Connect.Password)):
+	case h.o.auth != nil && !h.o.auth(remoteAddr(cl.Net.Remote), user, string(pk.Connect.Password)):
 		reason = "bad username or password"
 		if user == "" {
 			reason = "anonymous clients are not allowed"

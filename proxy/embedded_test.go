@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,7 +84,7 @@ func startEmbeddedProxy(t *testing.T, o Options) (*Proxy, *mosquittotest.Broker)
 // passwordCheck makes a password file with mosquitto_passwd -b and returns the
 // check the gateway gives EmbeddedAuth: users by the file, anonymous clients
 // when anonymous.
-func passwordCheck(t *testing.T, anonymous bool, users map[string]string) func(user, password string) bool {
+func passwordCheck(t *testing.T, anonymous bool, users map[string]string) func(remote netip.Addr, user, password string) bool {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "passwd")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
@@ -103,7 +104,7 @@ func passwordCheck(t *testing.T, anonymous bool, users map[string]string) func(u
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(user, password string) bool {
+	return func(remote netip.Addr, user, password string) bool {
 		if user == "" {
 			return anonymous
 		}

@@ -26,6 +26,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -75,7 +76,7 @@ type Options struct {
 	// files that change. The gateway's own connection is not asked: it proves
 	// itself with a secret made at Start (Username, or "mqttgw", and the
 	// secret as password; Password is not used with the embedded broker).
-	EmbeddedAuth func(user, password string) bool
+	EmbeddedAuth func(remote netip.Addr, user, password string) bool
 	// EmbeddedACL decides what the embedded broker's clients may publish
 	// (write) and subscribe to (read: topic is the filter, and every delivered
 	// message's topic is asked again); nil allows all. The gateway's own
