@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # install-test-deps.sh installs the programs that mqttgw's integration tests
-# run as real peers: the Mosquitto broker and its clients, and libcoap's
-# CoAP clients. It is idempotent and non-interactive: when every tool is
-# already present it installs nothing.
+# run as real peers: the Mosquitto broker and its clients, libcoap's CoAP
+# clients, and nats-server (a JetStream cluster for the NATS store). It is
+# idempotent and non-interactive: when every tool is already present it
+# installs nothing.
 #
 # Debian's mosquitto package enables a system service on port 1883. The
 # integration tests never use it (internal/mosquittotest starts its own broker
@@ -64,4 +65,52 @@ fi
 if [[ -f /run/mosquitto/mosquitto.pid ]]; then
 	"${sudo[@]}" kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
 fi
-echo "install-test-deps: ok: ${tools[*]}"
+
+# nats-server for store/natsstore's tests (internal/natstest starts a
+# three-node JetStream cluster). They need 2.12 or newer: atomic batch
+# publishing (State.Apply) came in 2.12, per-message TTLs in 2.11. Debian 12's
+# nats-server package is 2.9.10, which has neither and silently ignores both
+# stream settings, so instead of that package the server is built from its Go
+# module (fetched like any Go dependency) and installed as
+# /usr/local/bin/nats-server. GOTOOLCHAIN=local: the module asks for a newer
+# patch toolchain than it needs, and none is downloaded here.
+NATS_SERVER_MODULE=github.com/nats-io/nats-server/v2
+NATS_SERVER_VERSION=v2.15.3
+NATS_SERVER_MIN=2.12.0
+
+# nats_version PATH prints the version of the nats-server at PATH, or nothing.
+nats_version() {
+	"$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1
+}
+
+# nats_new_enough VERSION reports whether VERSION >= NATS_SERVER_MIN.
+nats_new_enough() {
+	[[ -n "$1" ]] && [[ "$(printf '%s\n%s\n' "$NATS_SERVER_MIN" "$1" | sort -V | head -n1)" == "$NATS_SERVER_MIN" ]]
+}
+
+nats_found=""
+for p in "$(command -v nats-server || true)" /usr/local/bin/nats-server /usr/sbin/nats-server; do
+	[[ -n "$p" && -x "$p" ]] || continue
+	v=$(nats_version "$p")
+	if nats_new_enough "$v"; then
+		nats_found="$p ($v)"
+		break
+	fi
+done
+if [[ -z "$nats_found" ]]; then
+	echo "install-test-deps: no nats-server >= $NATS_SERVER_MIN; building $NATS_SERVER_MODULE@$NATS_SERVER_VERSION" >&2
+	command -v go >/dev/null 2>&1 || { echo "install-test-deps: go not found: needed to build nats-server" >&2; exit 1; }
+	gobin=$(mktemp -d)
+	trap 'rm -rf "$gobin"' EXIT
+	(cd / && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOBIN="$gobin" \
+		go install "$NATS_SERVER_MODULE@$NATS_SERVER_VERSION")
+	sudo=()
+	if [[ "$(id -u)" -ne 0 ]]; then
+		sudo=(sudo -n)
+	fi
+	"${sudo[@]}" install -m 0755 "$gobin/nats-server" /usr/local/bin/nats-server
+	v=$(nats_version /usr/local/bin/nats-server)
+	nats_new_enough "$v" || { echo "install-test-deps: built nats-server reports version '$v'" >&2; exit 1; }
+	nats_found="/usr/local/bin/nats-server ($v)"
+fi
+echo "install-test-deps: ok: ${tools[*]} nats-server=$nats_found"

@@ -20,6 +20,7 @@ var owners = map[string][]string{
 	"github.com/BurntSushi/toml":          {"config"},
 	"github.com/prometheus/":              {"metrics"},
 	"go.etcd.io/bbolt":                    {"store"},
+	"github.com/nats-io/":                 {"store/natsstore"}, // the JetStream backend of the store (issue 13)
 }
 
 // pure: packages that must stay free of I/O frameworks and logging, and the

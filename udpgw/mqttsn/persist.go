@@ -150,10 +150,11 @@ const (
 	thenRecorded           // PUBREC: its MsgId is durable (upRecording → upReceived)
 )
 
-// writeBatch bounds the records of one commit; writers is the number of
-// writer goroutines (commits handed to the store at once).
+// writeBatch bounds the records of one commit (at most 1000: one atomic
+// batch of the JetStream backend, natsstore.MaxApplyOps); writers is the
+// number of writer goroutines (commits handed to the store at once).
 const (
-	writeBatch = 1024
+	writeBatch = 1000
 	writers    = 4
 )
 
