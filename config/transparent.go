@@ -1,6 +1,9 @@
 package config
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Listener modes.
 const (
@@ -14,9 +17,10 @@ const DefaultMaxConnections = 10000
 // Transparent configures a listener in transparent mode
 // ([listener.transparent]).
 type Transparent struct {
-	// Username and Password are used for a device's broker connection when its
-	// protocol carries no credentials of its own (MQTT-SN over plain UDP); an
-	// mqttsns device's PSK identity is its user name.
+	// Username and Password are used for a device's broker connection when it
+	// gave no credentials of its own (MQTT-SN over plain UDP; a CoAP device
+	// without u and p in its query, anonymous ones included); the PSK identity of
+	// an mqttsns or coaps device is its user name, with Password.
 	Username string `toml:"username"`
 	Password string `toml:"password"`
 	// MaxConnections bounds the broker connections; a device connecting beyond
@@ -46,7 +50,7 @@ func (l Listener) validateMode(i int, add func(key, format string, args ...any),
 		return
 	}
 	if !transparentKinds[l.Type] {
-		add(key("mode"), "\"transparent\" works on MQTT-SN listeners (type mqttsn or mqttsns), not on type %q", l.Type)
+		add(key("mode"), "\"transparent\" works on listeners of type %s, not on type %q", transparentTypes(), l.Type)
 	}
 	if l.Transparent.MaxConnections < 0 {
 		add(key("transparent.max_connections"), "%d: want a positive number (0: the default, %d)", l.Transparent.MaxConnections, DefaultMaxConnections)
@@ -56,5 +60,22 @@ func (l Listener) validateMode(i int, add func(key, format string, args ...any),
 	}
 }
 
-// transparentKinds are the listener types with device connections to relay.
-var transparentKinds = map[string]bool{ListenerMQTTSN: true, ListenerMQTTSNS: true}
+// transparentKinds are the listener types whose devices have sessions to relay
+// each over a broker connection of its own: MQTT-SN clients from CONNECT to
+// DISCONNECT, CoAP devices from their first request until their session ends.
+var transparentKinds = map[string]bool{ListenerMQTTSN: true, ListenerMQTTSNS: true, ListenerCoAP: true, ListenerCoAPS: true}
+
+// transparentTypes names transparentKinds in the order of listenerKinds:
+// "mqttsn, mqttsns, coap or coaps".
+func transparentTypes() string {
+	var ts []string
+	for _, k := range listenerKinds {
+		if transparentKinds[k.Type] {
+			ts = append(ts, k.Type)
+		}
+	}
+	if len(ts) < 2 {
+		return strings.Join(ts, "")
+	}
+	return strings.Join(ts[:len(ts)-1], ", ") + " or " + ts[len(ts)-1]
+}

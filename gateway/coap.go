@@ -10,10 +10,14 @@ import (
 	"github.com/mqttgw/mqttgw/udpgw/coap"
 )
 
+var _ coap.ConnectionChecker = (*transparentBroker)(nil)
+
 // newCoAPListener builds the CoAP (or CoAP over DTLS) listener for lc. Devices
 // authenticate with the [auth] files: the PSK file for coaps, the password file
 // for the query's u and p. Keepalive is the listener's default, which
 // newListener also gives the registry; the engine is the owner of its sessions.
+// In transparent mode each device reaches the broker over a connection of its
+// own (transparentBroker), made with its own credentials.
 func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 	c := lc.CoAP
 	a := g.cfg.Auth
@@ -56,7 +60,16 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		}
 		opts.DTLS = d
 	}
-	l, err := coap.New(g.env(lc), opts)
+	env := g.env(lc)
+	if lc.IsTransparent() {
+		// Each device over its own broker connection, from its session's first
+		// request until the session ends (udpgw/coap/transparent.go).
+		tb := newTransparentBroker(g, lc)
+		tb.everyDevice = true
+		g.transparent = append(g.transparent, tb)
+		env.Broker = tb
+	}
+	l, err := coap.New(env, opts)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -21,16 +23,26 @@ import (
 // flag and its will, so the broker enforces its own ACLs, publishes the will
 // itself when the gateway dies, and keeps a persistent device's subscriptions
 // and queued messages while it is away. The topic rules, mountpoint and the
-// gateway's own acl_file still apply, as in aggregate mode.
+// gateway's own acl_file still apply, as in aggregate mode. A CoAP device's
+// connection lives as long as its session, clean and without a will (CoAP has
+// neither: a class's will stays the gateway's to publish).
 //
 // A device without a connection (an MQTT-SN QoS -1 publisher that never
-// connected) publishes over the gateway's own connection, as in aggregate mode.
+// connected) publishes over the gateway's own connection, as in aggregate mode,
+// except on a listener where every device has one (CoAP: see everyDevice).
 type transparentBroker struct {
 	*listenerBroker
 	lc       config.Listener
 	log      *zap.Logger
 	dropped  *metrics.Counter
 	refusals *metrics.Counter
+	// everyDevice is set for a listener whose engine gives every device a
+	// connection before anything else (CoAP, at its session's first request):
+	// a device without one (the broker refused its reconnect) then gets
+	// ErrUnavailable rather than the gateway's account, and broker messages no
+	// subscription claims are dropped, not held (a clean session has no queued
+	// messages for a later subscription). Set before the engine starts.
+	everyDevice bool
 
 	mu      sync.Mutex
 	devices map[string]*deviceLink
@@ -40,16 +52,46 @@ type transparentBroker struct {
 type deviceLink struct {
 	conn *proxy.DeviceConn
 
-	mu   sync.Mutex
-	subs map[string]func(udpgw.Message) // device-side filter → the engine's delivery
+	// subOp serializes the link's SUBSCRIBE and UNSUBSCRIBE exchanges, so that
+	// Retained's short-lived subscription never unsubscribes a filter that a
+	// subscription made meanwhile. Held across the broker's answers (and
+	// Retained's wait); taken before mu, never on the delivery path.
+	subOp sync.Mutex
+
+	mu    sync.Mutex
+	subs  map[string]linkSub // device-side filter → its subscription
+	reads []retainedRead     // Retained calls waiting for their message
 	// held are broker messages that no subscription claims yet: a persistent
 	// device's queued messages arrive right after CONNACK, before the device has
 	// subscribed again (MQTT-SN has no session-present flag, so it does).
 	held []udpgw.Message
 }
 
+// linkSub is one subscription of a device: the QoS asked and the engine's
+// delivery.
+type linkSub struct {
+	qos     byte
+	deliver func(udpgw.Message)
+}
+
+// retainedRead is a Retained call waiting for the retained message of topic
+// (device-side), which the broker sends right after its SUBACK.
+type retainedRead struct {
+	topic string
+	got   chan udpgw.Message // buffered: 1
+}
+
 // maxHeld bounds the messages held for a device until it subscribes.
 const maxHeld = 100
+
+// retainedWait is how long Retained waits for a retained message after the
+// SUBACK: the broker sends one right after it (MQTT 3.1.1 §3.8.4), so silence
+// for a moment means there is none. As listenerBroker.Retained.
+const retainedWait = 300 * time.Millisecond
+
+// errNoConnection: on a listener where every device has its own broker
+// connection, this one has none now (the broker refused its reconnect).
+var errNoConnection = fmt.Errorf("%w: the device has no broker connection of its own", udpgw.ErrUnavailable)
 
 var (
 	_ udpgw.Broker    = (*transparentBroker)(nil)
@@ -95,7 +137,7 @@ func (b *transparentBroker) Connect(ctx context.Context, device string, c udpgw.
 		}
 		o.Will = &proxy.Message{Topic: topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain}
 	}
-	link := &deviceLink{subs: map[string]func(udpgw.Message){}}
+	link := &deviceLink{subs: map[string]linkSub{}}
 	o.OnMessage = func(m proxy.Message) { b.deliver(link, m) }
 	o.OnLost = func(err error) {
 		if errors.Is(err, proxy.ErrRefused) {
@@ -158,6 +200,13 @@ func (b *transparentBroker) link(device string) *deviceLink {
 	return b.devices[device]
 }
 
+// Connected reports whether device has its own broker connection: made by
+// Connect, and not dropped since (a refused reconnect drops it). It implements
+// coap.ConnectionChecker.
+func (b *transparentBroker) Connected(device string) bool {
+	return b.link(device) != nil
+}
+
 // closeAll ends every device connection at shutdown with DISCONNECT: as in
 // aggregate mode, a clean shutdown publishes no device wills (the devices did
 // not go silent), and a persistent device finds its session at the broker
@@ -187,6 +236,9 @@ func (g *Gateway) isTransparent(listener string) bool {
 func (b *transparentBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
 	link := b.link(device)
 	if link == nil {
+		if b.everyDevice {
+			return errNoConnection
+		}
 		return b.listenerBroker.Publish(ctx, device, m)
 	}
 	topic, err := b.BrokerTopic(device, m.Topic)
@@ -206,6 +258,9 @@ func (b *transparentBroker) Publish(ctx context.Context, device string, m udpgw.
 func (b *transparentBroker) Subscribe(ctx context.Context, device, filter string, qos byte, deliver func(udpgw.Message)) (byte, error) {
 	link := b.link(device)
 	if link == nil {
+		if b.everyDevice {
+			return 0, errNoConnection
+		}
 		return b.listenerBroker.Subscribe(ctx, device, filter, qos, deliver)
 	}
 	if err := udpgw.CheckFilter(filter); err != nil {
@@ -215,6 +270,8 @@ func (b *transparentBroker) Subscribe(ctx context.Context, device, filter string
 	if !b.g.acl.allowed(b.listener, device, full, auth.Read) {
 		return 0, forbidden(full)
 	}
+	link.subOp.Lock()
+	defer link.subOp.Unlock()
 	granted, err := link.conn.Subscribe(ctx, full, min(qos, 2))
 	if err != nil {
 		if errors.Is(err, proxy.ErrForbidden) {
@@ -228,7 +285,7 @@ func (b *transparentBroker) Subscribe(ctx context.Context, device, filter string
 	// the engine's).
 	link.mu.Lock()
 	defer link.mu.Unlock()
-	link.subs[filter] = deliver
+	link.subs[filter] = linkSub{qos: min(qos, 2), deliver: deliver}
 	kept := link.held[:0]
 	for _, m := range link.held {
 		if udpgw.MatchTopic(filter, m.Topic) {
@@ -247,10 +304,70 @@ func (b *transparentBroker) Unsubscribe(ctx context.Context, device, filter stri
 	if link == nil {
 		return b.listenerBroker.Unsubscribe(ctx, device, filter)
 	}
+	link.subOp.Lock()
+	defer link.subOp.Unlock()
 	link.mu.Lock()
 	delete(link.subs, filter)
 	link.mu.Unlock()
 	return link.conn.Unsubscribe(ctx, b.mountpoint+filter)
+}
+
+// Retained reads topic's retained message over device's own connection, so
+// that the broker's ACL decides what the device may read (the gateway's
+// last-value cache holds what the gateway's account saw, and is not used): a
+// SUBSCRIBE, the retained message the broker sends right after its SUBACK
+// (MQTT 3.1.1 §3.8.4) or retainedWait of silence, then an UNSUBSCRIBE, unless
+// the device subscribed to that very filter itself (then the SUBSCRIBE renews
+// its subscription at its QoS, and the broker re-sends the retained message
+// without interrupting the flow: its observers see the value again, which
+// Observe allows, RFC 7641 §4.2).
+func (b *transparentBroker) Retained(ctx context.Context, device, topic string) (udpgw.Message, bool, error) {
+	link := b.link(device)
+	if link == nil {
+		if b.everyDevice {
+			return udpgw.Message{}, false, errNoConnection
+		}
+		return b.listenerBroker.Retained(ctx, device, topic)
+	}
+	full := b.mountpoint + topic
+	if !b.g.acl.allowed(b.listener, device, full, auth.Read) {
+		return udpgw.Message{}, false, forbidden(full)
+	}
+	link.subOp.Lock()
+	defer link.subOp.Unlock()
+	r := retainedRead{topic: topic, got: make(chan udpgw.Message, 1)}
+	link.mu.Lock()
+	own, subscribed := link.subs[topic]
+	link.reads = append(link.reads, r)
+	link.mu.Unlock()
+	defer func() {
+		link.mu.Lock()
+		link.reads = slices.DeleteFunc(link.reads, func(x retainedRead) bool { return x.got == r.got })
+		link.mu.Unlock()
+	}()
+	if _, err := link.conn.Subscribe(ctx, full, own.qos); err != nil {
+		if errors.Is(err, proxy.ErrForbidden) {
+			return udpgw.Message{}, false, forbidden(full)
+		}
+		return udpgw.Message{}, false, fmt.Errorf("%w: %v", udpgw.ErrUnavailable, err)
+	}
+	if !subscribed {
+		defer func() {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.g.cfg.Upstream.PublishTimeout.D())
+			defer cancel()
+			_ = link.conn.Unsubscribe(uctx, full)
+		}()
+	}
+	t := time.NewTimer(retainedWait)
+	defer t.Stop()
+	select {
+	case m := <-r.got:
+		return m, true, nil
+	case <-t.C:
+		return udpgw.Message{}, false, nil
+	case <-ctx.Done():
+		return udpgw.Message{}, false, ctx.Err()
+	}
 }
 
 func (b *transparentBroker) UnsubscribeAll(device string) {
@@ -272,12 +389,34 @@ func (b *transparentBroker) deliver(link *deviceLink, pm proxy.Message) {
 	}
 	m := udpgw.Message{Topic: pm.Topic[len(b.mountpoint):], Payload: pm.Payload, QoS: pm.QoS, Retain: pm.Retain}
 	link.mu.Lock()
+	read := false
+	if m.Retain {
+		// The retained message a Retained call's SUBSCRIBE brought answers
+		// the read (a message forwarded live has its retain flag cleared:
+		// MQTT 3.1.1 §3.3.1.3). It still goes to a matching subscription: it
+		// may be that subscription's own first message, arriving late.
+		for _, r := range link.reads {
+			if r.topic == m.Topic {
+				select {
+				case r.got <- m:
+				default:
+				}
+				read = true
+			}
+		}
+	}
 	var to func(udpgw.Message)
-	for f, d := range link.subs {
+	for f, s := range link.subs {
 		if udpgw.MatchTopic(f, m.Topic) {
-			to = d
+			to = s.deliver
 			break
 		}
+	}
+	if to == nil && (read || b.everyDevice) {
+		// A read's own, or a clean session's: nothing is held for a later
+		// subscription.
+		link.mu.Unlock()
+		return
 	}
 	if to == nil {
 		if len(link.held) >= maxHeld {

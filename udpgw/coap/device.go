@@ -26,6 +26,10 @@ type device struct {
 	// registration's subscribe. It is held across those broker calls; nothing on
 	// the reader or delivery path ever takes it.
 	subOp sync.Mutex
+	// connOp serializes this device's Connector.Connect and Disconnect calls
+	// (transparent mode), so that closing an ended session's connection never
+	// closes the next session's. Held across them, like subOp.
+	connOp sync.Mutex
 
 	mu      sync.Mutex // guards the fields below
 	cred    string     // the credential that first named this device ("" anonymous)
@@ -33,6 +37,7 @@ type device struct {
 	cc      *udpclient.Conn // the connection of its last request
 	obs     map[string]*observation
 	subs    map[string]int // observed filter → observations on it; a broker subscription each
+	conn    *brokerConn    // transparent mode: the connection asked for its session
 	pumping bool           // a pump goroutine is sending this device's notifications
 	rr      int            // round-robin start of the next pump pass
 	gone    bool           // removed from the table; a new lookup makes a new one
@@ -143,10 +148,10 @@ func (l *Listener) refresh(d *device, from netip.AddrPort, now time.Time) {
 
 // SessionEnded implements session.Owner: the registry ended the device's
 // session (in practice EndLost, after Keepalive × 1.5 of silence; its will is
-// out). The device's observations end, its broker subscriptions go, and its
-// state is forgotten unless it came back meanwhile (then d.sess is its new
-// session, not s). It runs on the gateway's driver goroutine and does not wait
-// for the broker.
+// out). The device's observations end, its broker subscriptions go, its own
+// broker connection closes (transparent mode), and its state is forgotten
+// unless it came back meanwhile (then d.sess is its new session, not s). It
+// runs on the gateway's driver goroutine and does not wait for the broker.
 func (l *Listener) SessionEnded(s *session.Session, why session.EndReason) {
 	l.mu.Lock()
 	d := l.devices[s.Key.Device]
@@ -163,6 +168,7 @@ func (l *Listener) SessionEnded(s *session.Session, why session.EndReason) {
 	for _, o := range d.obs {
 		ended = append(ended, o)
 	}
+	bc := d.endConnLocked(s)
 	d.mu.Unlock()
 	if ce := l.log.Check(zap.DebugLevel, "session ended"); ce != nil {
 		ce.Write(zap.String("device", d.key), zap.Stringer("reason", why), zap.Int("observations", len(ended)))
@@ -174,6 +180,9 @@ func (l *Listener) SessionEnded(s *session.Session, why session.EndReason) {
 	l.goStart(func() {
 		for _, f := range filters {
 			l.syncSubscription(d, f)
+		}
+		if bc != nil {
+			l.disconnect(d, bc)
 		}
 		l.forget(d, s)
 	})

@@ -55,6 +55,19 @@
 // notification is due; a DTLS session lives ConnIdle (Keepalive × 1.5). No
 // CoAP ping keepalive is sent: a sleepy device could not answer it.
 //
+// # Transparent mode
+//
+// When env.Broker is also a udpgw.Connector (the gateway's listener in
+// transparent mode), every device reaches the broker over a connection of its
+// own, made with its own credentials (the query's u and p; a coaps device's
+// PSK identity as user name; none for a device that gave none) when its
+// session's first request is served, on that request's goroutine, and closed
+// when the session ends. Clean session always (CoAP has no session flag), no
+// will (a class's will stays the gateway's). The broker refusing the identity
+// is 4.01, the broker away or the connection limit 5.03 with Max-Age; a plain
+// CoAP source that has not proven its address opens none (4.01 with Echo
+// first). Details in transparent.go.
+//
 // # Goroutines
 //
 //   - Serve's caller reads the plain CoAP socket (readUDP); for coaps, go-coap's
@@ -72,8 +85,9 @@
 //     address's budget waits for the address's proof, a bounded time);
 //     short-lived goroutines unsubscribe the broker after an observation ended
 //     off a handler, or after SessionEnded (called on the gateway's driver
-//     goroutine, which it never makes wait for the broker). Close waits for
-//     all of them.
+//     goroutine, which it never makes wait for the broker), and close an ended
+//     session's broker connection (transparent mode). Close waits for all of
+//     them.
 //   - One goroutine per request of an unproven source being served (a publish
 //     may wait for the broker), at most maxUnprovenInflight at once and
 //     maxInflight per source; Close waits for them.
@@ -93,8 +107,10 @@
 // Lock order: Listener.mu before device.mu; peersMu, runMu and proofMu are
 // taken alone, and so is the lock of l.sources (udpgw.Sources), whose
 // callbacks take no lock.
-// device.subOp (held across Broker.Subscribe/Unsubscribe of that device) is
-// taken before either and never by the reader or the delivery path. Registry
+// device.subOp (held across Broker.Subscribe/Unsubscribe of that device) and
+// device.connOp (held across Connector.Connect/Disconnect of that device) are
+// each taken before either, never together, and never by the reader or the
+// delivery path. Registry
 // calls (Touch, Refresh, ByPeer, Session methods) take only registry and
 // session locks, so they may be made with Listener.mu or device.mu held; the
 // registry calls back into the engine only through SessionEnded, with none of

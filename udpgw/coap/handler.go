@@ -135,6 +135,9 @@ type response struct {
 	after      func() // runs once the response is written
 	cancel     func() // runs instead of after when the response is not sent
 	served     bool   // the request got past authentication to a device
+	// proof: the request needs a proven address (the unproven path answers
+	// 4.01 with an Echo option instead: needProof).
+	proof bool
 	// registered is the observation the request registered, and dev its device.
 	registered *observation
 	dev        *device
@@ -235,6 +238,17 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 			}
 		}
 	}
+	var conn udpgw.Connection
+	if l.connector != nil {
+		conn = transparentConnection(st, q)
+		if cc == nil {
+			// The unproven path makes no broker connection: it uses the
+			// device's, or asks for proof of the address first.
+			if err := l.usable(key, conn); err != nil {
+				return l.connectRefusal(st, q, key, err)
+			}
+		}
+	}
 	var res response
 	if cc == nil && method == codes.GET && !r.HasOption(message.Observe) {
 		// A plain read from a source that has not proven its address (the
@@ -255,6 +269,14 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 		}
 		if ok {
 			break
+		}
+	}
+	if l.connector != nil {
+		ctx, cancel := context.WithTimeout(l.ctx, l.opts.PublishTimeout)
+		err := l.connect(ctx, d, conn, cc != nil)
+		cancel()
+		if err != nil {
+			return l.connectRefusal(st, q, key, err)
 		}
 	}
 	if method == codes.GET {

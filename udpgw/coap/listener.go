@@ -32,6 +32,12 @@ type Listener struct {
 	ctr  *counters
 	pool *pool.Pool
 
+	// connector is env.Broker's when the listener relays each device over
+	// its own broker connection (transparent mode, transparent.go), and
+	// connChecker too when it has one.
+	connector   udpgw.Connector
+	connChecker ConnectionChecker
+
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
 
@@ -98,6 +104,10 @@ func New(env udpgw.Env, opts Options) (*Listener, error) {
 		sent:     map[sentKey]sentRef{},
 
 		pendingObs: map[*observation]pendingObserver{},
+	}
+	l.connector, _ = env.Broker.(udpgw.Connector)
+	if l.connector != nil {
+		l.connChecker, _ = env.Broker.(ConnectionChecker)
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if opts.DTLS != nil {

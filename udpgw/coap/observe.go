@@ -61,6 +61,7 @@ const (
 	endError      endReason = "error"      // the broker refused the subscription
 	endUnanswered endReason = "unanswered" // the registration response was not sent (RFC 7967, or held)
 	endUnproven   endReason = "unproven"   // notifications held: the address never proved it receives
+	endConnLost   endReason = "connection" // transparent mode: the broker dropped the device's connection
 )
 
 // sequence values are 24 bits (RFC 7641 §4.4).

@@ -196,6 +196,12 @@ func (l *Listener) done(from netip.AddrPort, mid uint16) {
 func (l *Listener) serveUnproven(r *pool.Message, from netip.AddrPort, mid uint16) {
 	res := l.serve(nil, &connState{addr: from}, r)
 	now := l.env.Now()
+	if res.proof {
+		// Transparent mode: it would make a broker connection.
+		l.done(from, mid)
+		l.needProof(from, r, now)
+		return
+	}
 	b, err := l.encodeAnswer(r, res)
 	fits := false
 	switch {
