@@ -50,15 +50,19 @@ func (l *Listener) monitor(cc *udpclient.Conn, r *pool.Message) (drop bool, err 
 	if !isRequestCode(r.Code()) {
 		return true, nil // a response to a request the gateway never sent
 	}
-	if st.prior.set {
-		if uint16(r.MessageID()) == st.prior.mid {
-			// Answered before the source proved its address (RFC 7252 §4.5).
-			if st.prior.resp != nil && r.Type() == message.Confirmable {
-				_, _ = l.conn.WriteToUDPAddrPort(st.prior.resp, st.addr)
-			}
-			return true, nil
+	if len(st.prior) > 0 {
+		if l.env.Now().After(st.priorUntil) {
+			st.prior = nil // EXCHANGE_LIFETIME is over: no copy can come
 		}
-		st.prior.set, st.prior.resp = false, nil // NSTART 1: that exchange is over
+		for _, pr := range st.prior {
+			if uint16(r.MessageID()) == pr.mid {
+				// Answered before the source proved its address (RFC 7252 §4.5).
+				if pr.resp != nil && r.Type() == message.Confirmable {
+					_, _ = l.conn.WriteToUDPAddrPort(pr.resp, st.addr)
+				}
+				return true, nil
+			}
+		}
 	}
 	if code, opt, reject := l.rejectEarly(st, r); reject {
 		l.reply(cc, r, code, opt...)

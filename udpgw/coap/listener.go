@@ -514,14 +514,17 @@ type connState struct {
 	mu       sync.Mutex // guards inflight
 	inflight map[int32]time.Time
 
-	// prior is the last request the source made before it proved its
-	// address, answered on the unproven path: its retransmission gets the
-	// same answer, not a second processing (RFC 7252 §4.5). Reader only.
-	prior struct {
-		set  bool
-		mid  uint16
-		resp []byte // nil: the answer was not kept; the duplicate is dropped
-	}
+	// prior are the requests the source made before it proved its address,
+	// answered on the unproven path: a late copy of one gets the same answer,
+	// not a second processing (RFC 7252 §4.5), until priorUntil. Reader only.
+	prior      []priorRequest
+	priorUntil time.Time
+}
+
+// priorRequest is one request answered before its source proved its address.
+type priorRequest struct {
+	mid  uint16
+	resp []byte // nil: the answer was not kept; the duplicate is dropped
 }
 
 type stateKey struct{}

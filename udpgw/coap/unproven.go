@@ -49,16 +49,43 @@ import (
 // here is carried over so that a retransmission of it is not served twice.
 
 // srcState is the engine's state of one unproven source, in its
-// udpgw.Sources entry: 40 bytes.
+// udpgw.Sources entry.
 type srcState struct {
-	mid          uint16   // Message ID of its last request handled here
-	midState     uint8    // midNone, midBusy or midDone
-	respLen      uint8    // bytes of resp in use; 0: the answer was not kept
-	resp         [24]byte // the answer to mid, when it fits: header, token, an option
-	served       uint8    // requests that reached a device, saturating
-	inflight     uint8    // its requests being handled, at most maxInflight
-	challenge    uint16   // Message ID of the last CoAP ping sent to it
-	challengedAt int64    // when (Unix ns); 0: never
+	// recent are its latest requests handled here, for deduplication (RFC
+	// 7252 §4.5): a reordered or duplicated copy of any of them is not served
+	// again. As many as requests may be in flight at once, so that a copy of
+	// an earlier one arriving after later ones is still recognised.
+	recent       [maxInflight]midEntry
+	next         uint8  // the entry the next request takes
+	served       uint8  // requests that reached a device, saturating
+	inflight     uint8  // its requests being handled, at most maxInflight
+	challenge    uint16 // Message ID of the last CoAP ping sent to it
+	challengedAt int64  // when (Unix ns); 0: never
+}
+
+// midEntry is one request of an unproven source: its Message ID, whether it
+// is being handled or done, and its answer when that fits.
+type midEntry struct {
+	mid      uint16
+	midState uint8    // midNone, midBusy or midDone
+	respLen  uint8    // bytes of resp in use; 0: the answer was not kept
+	resp     [24]byte // the answer, when it fits: header, token, an option
+}
+
+// find returns the entry of request mid, or nil.
+func (s *srcState) find(mid uint16) *midEntry {
+	for i := range s.recent {
+		if e := &s.recent[i]; e.midState != midNone && e.mid == mid {
+			return e
+		}
+	}
+	return nil
+}
+
+// take gives request mid the oldest entry.
+func (s *srcState) take(mid uint16) {
+	s.recent[s.next] = midEntry{mid: mid, midState: midBusy}
+	s.next = (s.next + 1) % maxInflight
 }
 
 const (
@@ -124,11 +151,11 @@ func (l *Listener) fromUnproven(d []byte, from netip.AddrPort) (proven bool) {
 		l.prove(from, now) // RFC 9175 §2.4 item 3
 		return true
 	}
-	if st.midState != midNone && st.mid == mid {
+	if e := st.find(mid); e != nil {
 		// A duplicate (RFC 7252 §4.5): a Confirmable one gets the same answer.
 		l.pool.ReleaseMessage(r)
-		if st.midState == midDone && st.respLen > 0 && typ == message.Confirmable {
-			_ = l.sendTo(from, st.resp[:st.respLen])
+		if e.midState == midDone && e.respLen > 0 && typ == message.Confirmable {
+			_ = l.sendTo(from, e.resp[:e.respLen])
 		}
 		return false
 	}
@@ -146,7 +173,7 @@ func (l *Listener) fromUnproven(d []byte, from netip.AddrPort) (proven bool) {
 	busy := false
 	if !l.sources.Unproven(from, now, func(s *srcState) {
 		if busy = s.inflight >= maxInflight; !busy {
-			s.mid, s.midState, s.respLen = mid, midBusy, 0
+			s.take(mid)
 			s.inflight++
 		}
 	}) {
@@ -185,8 +212,8 @@ func (l *Listener) done(from netip.AddrPort, mid uint16) {
 		if s.inflight > 0 {
 			s.inflight--
 		}
-		if s.mid == mid && s.midState == midBusy {
-			s.midState = midNone
+		if e := s.find(mid); e != nil && e.midState == midBusy {
+			e.midState = midNone
 		}
 	})
 }
@@ -221,10 +248,10 @@ func (l *Listener) serveUnproven(r *pool.Message, from netip.AddrPort, mid uint1
 		if s.inflight > 0 {
 			s.inflight--
 		}
-		if s.mid == mid && s.midState == midBusy {
-			s.midState = midDone
-			if fits && len(b) <= len(s.resp) {
-				s.respLen = uint8(copy(s.resp[:], b))
+		if e := s.find(mid); e != nil && e.midState == midBusy {
+			e.midState = midDone
+			if fits && len(b) <= len(e.resp) {
+				e.respLen = uint8(copy(e.resp[:], b))
 			}
 		}
 		if res.served && s.served < 255 {
@@ -404,21 +431,27 @@ func (l *Listener) sendTo(addr netip.AddrPort, b []byte) error {
 	return err
 }
 
-// carryOver gives a source's new connection its last request answered on the
-// unproven path, so that a retransmission of it gets the same answer.
+// carryOver gives a source's new connection the requests answered on the
+// unproven path, so that a late copy of any of them gets the same answer
+// instead of a second processing, for EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
 func (l *Listener) carryOver(p *peer, from netip.AddrPort) {
 	st := stateOf(p.cc)
 	if st == nil {
 		return
 	}
-	l.sources.Unproven(from, l.env.Now(), func(s *srcState) {
-		if s.midState == midNone {
-			return
+	now := l.env.Now()
+	l.sources.Unproven(from, now, func(s *srcState) {
+		for _, e := range s.recent {
+			if e.midState == midNone {
+				continue
+			}
+			pr := priorRequest{mid: e.mid}
+			if e.respLen > 0 {
+				pr.resp = append([]byte(nil), e.resp[:e.respLen]...)
+			}
+			st.prior = append(st.prior, pr)
 		}
-		st.prior.set, st.prior.mid = true, s.mid
-		if s.respLen > 0 {
-			st.prior.resp = append([]byte(nil), s.resp[:s.respLen]...)
-		}
+		st.priorUntil = now.Add(exchangeLifetime)
 	})
 }
 
