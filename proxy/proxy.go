@@ -118,6 +118,7 @@ type Proxy struct {
 	url      string // the broker's, as paho dials it; set by Start
 
 	connectDone chan struct{} // closed when connectLoop has returned
+	retryNow    chan struct{} // Close: make the next connect attempt at once
 
 	q store.Queue // Options.Store; nil without one
 
@@ -204,6 +205,7 @@ func New(o Options) (*Proxy, error) {
 		stop:      make(chan struct{}),
 
 		connectDone: make(chan struct{}),
+		retryNow:    make(chan struct{}, 1),
 	}
 	r := o.Metrics
 	p.m.published = r.Counter("mqttgw_upstream_published_total", "Publishes the broker acknowledged (QoS 0: written).")
@@ -671,7 +673,20 @@ func (p *Proxy) Close(ctx context.Context) error {
 	}
 	syncDone := make(chan struct{})
 	go func() { p.syncInflight.Wait(); close(syncDone) }()
+	// A broker that never answered: try once more now rather than after the
+	// backoff, and stop waiting when that attempt fails too, instead of
+	// waiting out drain_timeout for a queue that cannot drain.
+	failuresBefore := p.m.connectFailures.Value()
+	if p.neverConnected() {
+		select {
+		case p.retryNow <- struct{}{}:
+		default:
+		}
+	}
 	for drained := false; !drained; {
+		if p.neverConnected() && p.m.connectFailures.Value() > failuresBefore {
+			break
+		}
 		if p.idle() {
 			select {
 			case <-syncDone:

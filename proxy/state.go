@@ -77,6 +77,13 @@ func (p *Proxy) markConnected(now time.Time) {
 	p.state.connected, p.state.since, p.state.problem, p.state.connectedAt = true, now, "", now
 }
 
+// neverConnected reports whether no connection was ever made.
+func (p *Proxy) neverConnected() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.connectedAt.IsZero()
+}
+
 // quickLoss is how soon after connecting a loss suggests another client with
 // the gateway's client id.
 const quickLoss = 5 * time.Second
@@ -174,6 +181,7 @@ func (p *Proxy) connectLoop(o *paho.ClientOptions) {
 		select {
 		case <-p.stop:
 			return
+		case <-p.retryNow:
 		case <-time.After(d):
 		}
 	}

@@ -89,3 +89,33 @@ func TestClientIDTaken(t *testing.T) {
 		return strings.Contains(first.State().Problem, `client id "same-id"`)
 	})
 }
+
+// TestCloseNeverConnected: a proxy whose broker never answered does not wait
+// out the drain bound at shutdown: it tries once more at once, and when that
+// fails too its queued messages cannot drain. (TestQueuedBeforeBrokerExists
+// shows the other side: a broker that comes up meanwhile is drained to.)
+func TestCloseNeverConnected(t *testing.T) {
+	p, err := New(Options{URL: "tcp://127.0.0.1:1", ClientID: "never", ReconnectMin: time.Hour, ReconnectMax: time.Hour, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Enqueue(Message{Topic: "q", Payload: []byte("x"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// A bound far beyond the test's deadline: reaching it would fail by timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { p.Close(ctx); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waited for a broker that never connected")
+	}
+	if p.m.dropped.Value() != 1 {
+		t.Errorf("dropped %d, want the 1 queued message counted", p.m.dropped.Value())
+	}
+}
