@@ -58,6 +58,15 @@ type MQTTSN struct {
 	// MaxHandshakes bounds the DTLS handshakes under way at once (mqttsns);
 	// a ClientHello beyond it is dropped and counted, and the client retries.
 	MaxHandshakes int `toml:"max_handshakes"`
+	// MaxUnproven bounds the clients of a plain "mqttsn" listener connected
+	// from an address that has not proven it receives (it echoed the MsgId
+	// of a gateway REGISTER or PUBLISH, or a topic id given at random), the
+	// least recently heard evicted first, also when max_clients is reached;
+	// UnprovenRate is the datagrams per second one such address may send
+	// (bursts of twice that). 0 takes the engine's defaults: 10000 clients,
+	// 20 datagrams/s.
+	MaxUnproven  int     `toml:"max_unproven"`
+	UnprovenRate float64 `toml:"unproven_rate"`
 }
 
 // SourcePrefixes parses AllowedSources (validated by Load).
@@ -150,6 +159,12 @@ func (m *MQTTSN) validate(key string, add func(key, format string, args ...any))
 	}
 	if m.MaxHandshakes < 1 || m.MaxHandshakes > 100000 {
 		add(key+".max_handshakes", "%d is out of range 1..100000", m.MaxHandshakes)
+	}
+	if m.MaxUnproven < 0 || m.MaxUnproven > 10_000_000 {
+		add(key+".max_unproven", "%d is out of range 0..10000000 (0: the default, 10000)", m.MaxUnproven)
+	}
+	if m.UnprovenRate < 0 || m.UnprovenRate > 1e6 {
+		add(key+".unproven_rate", "%v is out of range 0..1000000 datagrams per second (0: the default, 20)", m.UnprovenRate)
 	}
 	for i, src := range m.AllowedSources {
 		if _, err := parsePrefix(src); err != nil {

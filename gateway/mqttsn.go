@@ -62,6 +62,9 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		MaxKeepalive:      o.MaxKeepalive.D(),
 		MaxPacket:         lc.MaxPacket,
 		SessionExpiry:     o.SessionExpiry.D(),
+		ReadBuffer:        lc.ReadBuffer, // read_buffer and the kernel's drop count: plain and DTLS sockets
+		MaxUnproven:       o.MaxUnproven,
+		UnprovenRate:      o.UnprovenRate,
 		AllowedSources:    o.SourcePrefixes(),
 		KnownClient:       known,
 		Predefined:        predefined,

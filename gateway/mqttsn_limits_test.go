@@ -39,6 +39,12 @@ max_keepalive = "60s"
 	t.Run("max_clients", func(t *testing.T) {
 		first = env.connect(top, mqttsn.ClientOptions{ClientID: "one", CleanSession: true})
 		env.connect(top, mqttsn.ClientOptions{ClientID: "two", CleanSession: true})
+		// A client whose address never proved it receives is evicted to make
+		// room; these two answer the gateway's probe REGISTER (sent once they
+		// have been connected for unproven_ttl/2) and are proven.
+		waitFor(t, 15*time.Second, "one and two proven", func() bool {
+			return env.metric("mqttgw_mqttsn_address_proofs_total", "listener", "sn", "kind", "probe") == 2
+		})
 		c := env.device(t, mqttsn.ClientOptions{ClientID: "three"})
 		if err := c.Connect(snCtx(t)); !snIsCode(err, mqttsn.Congestion) {
 			t.Fatalf("third client: %v, want congestion", err)

@@ -51,10 +51,11 @@ func BenchmarkPublishQoS1(b *testing.B) {
 }
 
 // BenchmarkConnectedClientMemory reports the Go heap a connected client costs:
-// its record, session, address and id table entries, and one registered topic.
+// its record, session, address and id table entries, and one registered topic
+// (and, its address unproven here, its address check and source entry).
 func BenchmarkConnectedClientMemory(b *testing.B) {
 	e, err := New(udpgw.Env{Name: "sn", Broker: newFakeBroker(), Sessions: session.New(session.Options{})},
-		Options{Bind: "127.0.0.1:0", MaxClients: 1 << 30})
+		Options{Bind: "127.0.0.1:0", MaxClients: 1 << 30, MaxUnproven: 1 << 30})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,4 +92,43 @@ func (m *runtimeMem) read() {
 	var s runtime.MemStats
 	runtime.ReadMemStats(&s)
 	m.heap = s.HeapAlloc
+}
+
+// BenchmarkSpoofedConnectMemory reports the Go heap a spoofed CONNECT +
+// SUBSCRIBE costs (a client that never proves its address, with a
+// subscription), and that max_unproven bounds what a flood of them keeps: 4×
+// as many sources as max_unproven leave max_unproven clients.
+func BenchmarkSpoofedConnectMemory(b *testing.B) {
+	const maxUnproven = 5000
+	te := startEngine(b, func(o *Options) { o.MaxUnproven = maxUnproven })
+	e := te.Engine
+	var before, after runtimeMem
+	before.read()
+	n := 0
+	for b.Loop() {
+		for range 4 * maxUnproven {
+			from := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(n >> 16), byte(n >> 8), byte(n)}), 9)
+			id := fmt.Sprintf("s%d", n)
+			connect, _ := mqttsn.Append(nil, &mqttsn.Connect{Flags: mqttsn.Flags{CleanSession: true}, Duration: 60, ClientID: id})
+			e.handle(from, connect, time.Now())
+			sub, _ := mqttsn.Append(nil, &mqttsn.Subscribe{MsgID: 1, TopicName: "big/" + id})
+			e.handle(from, sub, time.Now())
+			n++
+		}
+	}
+	kept := 0
+	for deadline := time.Now().Add(10 * time.Second); ; { // the evicted ones' operations run
+		e.mu.Lock()
+		kept = len(e.byID)
+		e.mu.Unlock()
+		if kept <= maxUnproven || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	after.read()
+	if kept > maxUnproven {
+		b.Fatalf("%d clients kept, want at most max_unproven %d", kept, maxUnproven)
+	}
+	b.ReportMetric(float64(after.heap-before.heap)/float64(kept), "heap-B/kept-client")
 }

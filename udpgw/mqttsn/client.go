@@ -1,6 +1,7 @@
 package mqttsn
 
 import (
+	"net/netip"
 	"time"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
@@ -87,6 +88,13 @@ type client struct {
 	// ps is the client's persistence state (persist.go); nil without a store
 	// and for clean sessions.
 	ps *clientPersist
+
+	// chk is the check of its address while it has not proven it receives
+	// (unproven.go); nil once it has, and always over DTLS. okAddr is the
+	// address it proved (or connected from, proven): what goes there needs
+	// no budget.
+	chk    *addrCheck
+	okAddr netip.AddrPort
 }
 
 type sub struct {
@@ -130,6 +138,11 @@ type outbound struct {
 	// reregistered is set after the client answered "invalid topic ID": the
 	// message is sent once more after a new REGISTER, not forever.
 	reregistered bool
+	// sentTo is where it was last sent: its acknowledgement from there
+	// proves the address (unproven.go); unsent, that it was held instead
+	// (the address's budget), to go once the address is proven.
+	sentTo netip.AddrPort
+	unsent bool
 }
 
 func (c *client) key(listener string) session.Key {
@@ -202,11 +215,13 @@ func (c *client) wasDone(id uint16, sum uint64, now time.Time, window time.Durat
 	return false
 }
 
-// msgQueue is a ring buffer of messages for one client.
+// msgQueue is a ring buffer of messages for one client; bytes is the sum of
+// their payloads.
 type msgQueue struct {
-	buf  []udpgw.Message
-	head int
-	n    int
+	buf   []udpgw.Message
+	head  int
+	n     int
+	bytes int
 }
 
 func (q *msgQueue) len() int { return q.n }
@@ -225,6 +240,19 @@ func (q *msgQueue) pushBack(m udpgw.Message) {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = m
 	q.n++
+	q.bytes += len(m.Payload)
+}
+
+// pushFront puts m back at the head: the message popFront returned, which
+// could not go yet.
+func (q *msgQueue) pushFront(m udpgw.Message) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.head = (q.head + len(q.buf) - 1) % len(q.buf)
+	q.buf[q.head] = m
+	q.n++
+	q.bytes += len(m.Payload)
 }
 
 func (q *msgQueue) popFront() (udpgw.Message, bool) {
@@ -235,6 +263,7 @@ func (q *msgQueue) popFront() (udpgw.Message, bool) {
 	q.buf[q.head] = udpgw.Message{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
+	q.bytes -= len(m.Payload)
 	if q.n == 0 && len(q.buf) > 16 {
 		q.buf, q.head = nil, 0 // give a burst's memory back
 	}

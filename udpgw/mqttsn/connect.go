@@ -3,6 +3,7 @@ package mqttsn
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,13 +21,17 @@ type pendingConnect struct {
 	started  time.Time
 	gotTopic bool            // WILLTOPIC received, WILLMSGREQ sent
 	will     session.Message // topic, QoS and retain from WILLTOPIC; the session's at CONNACK
+	// Begun from an unproven address: on Engine.pendUnproven (unproven.go).
+	links[pendingConnect]
+	peer     session.Peer
+	unproven bool
 }
 
 // onConnect handles CONNECT. MQTT-SN 1.2 §6.2.
 func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now time.Time) {
 	reject := func(code mqttsn.ReturnCode, r refuseReason, why string, err error) {
 		e.m.refuse(r)
-		delete(e.pending, p)
+		e.dropPending(p)
 		e.send(ob, p, &mqttsn.Connack{ReturnCode: code})
 		if ce := e.log.Check(zap.DebugLevel, "CONNECT refused: "+why); ce != nil {
 			ce.Write(zap.String("client", m.ClientID), zap.Stringer("from", p.Addr), zap.Stringer("code", code), zap.Error(err))
@@ -65,7 +70,9 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		e.debugBad(now, "CONNECT of a client lost while the gateway was down dropped: its will goes first", p.Addr, nil, zap.String("client", m.ClientID))
 		return
 	}
-	if c := e.byID[m.ClientID]; c == nil && len(e.byID) >= e.o.MaxClients {
+	if c := e.byID[m.ClientID]; c == nil && len(e.byID) >= e.o.MaxClients && !e.evictUnproven(ob, now) {
+		// Full, and no client that never proved its address to make room
+		// (they go first: spoofed CONNECTs cannot lock devices out).
 		reject(mqttsn.Congestion, refuseMaxClients, "max_clients reached", nil)
 		return
 	}
@@ -87,11 +94,11 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 			reject(mqttsn.Congestion, refuseMaxClients, "too many will exchanges under way", nil)
 			return
 		}
-		e.pending[p] = &pendingConnect{clientID: m.ClientID, clean: m.Flags.CleanSession, duration: m.Duration, started: now}
+		e.addPending(p, &pendingConnect{clientID: m.ClientID, clean: m.Flags.CleanSession, duration: m.Duration, started: now}, now)
 		e.send(ob, p, &mqttsn.WillTopicReq{})
 		return
 	}
-	delete(e.pending, p)
+	e.dropPending(p)
 	e.connectThenAccept(ob, p, m.ClientID, connectSig{duration: m.Duration, clean: m.Flags.CleanSession}, nil, now)
 }
 
@@ -107,12 +114,12 @@ func (e *Engine) connectDupWindow() time.Duration {
 func (e *Engine) onWillTopic(ob *outbox, p session.Peer, pc *pendingConnect, m *mqttsn.WillTopic, now time.Time) {
 	if m.Topic == "" && m.Flags == (mqttsn.Flags{}) {
 		// An empty WILLTOPIC: no will after all (§5.4.7).
-		delete(e.pending, p)
+		e.dropPending(p)
 		e.connectThenAccept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, nil, now)
 		return
 	}
 	if err := checkTopicName(m.Topic); err != nil {
-		delete(e.pending, p)
+		e.dropPending(p)
 		e.m.refuse(refuseWillTopic)
 		e.send(ob, p, &mqttsn.Connack{ReturnCode: mqttsn.NotSupported})
 		if ce := e.log.Check(zap.DebugLevel, "CONNECT refused: bad will topic"); ce != nil {
@@ -135,7 +142,7 @@ func (e *Engine) onWillMsg(ob *outbox, p session.Peer, pc *pendingConnect, m *mq
 		e.debugBad(now, "WILLMSG before WILLTOPIC dropped", p.Addr, nil, zap.String("client", pc.clientID))
 		return
 	}
-	delete(e.pending, p)
+	e.dropPending(p)
 	w := pc.will
 	w.Payload = bytes.Clone(m.WillMsg)
 	e.connectThenAccept(ob, p, pc.clientID, connectSig{duration: pc.duration, clean: pc.clean, will: true}, &w, now)
@@ -169,6 +176,7 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 		e.disconnectBroker(other, true)
 		e.endConnection(ob, other, session.EndTakenOver, now)
 	}
+	resumed := !clean && c.state != stateGone
 	switch {
 	case clean || c.state == stateGone:
 		if !clean {
@@ -199,6 +207,7 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 	e.save(c) // a persistent session's record, or a clean one's deletion
 	s, _ := e.env.Sessions.Touch(c.key(e.env.Name), p, now)
 	c.sess = s
+	e.startCheck(ob, c, p, resumed, now) // from an address not proven: fresh (unproven.go)
 	if e.dtls != nil {
 		// mqttsns: the device proved its PSK identity, which is its client
 		// id (onConnect checked): its user for the ACL (%u).
@@ -350,6 +359,8 @@ func (e *Engine) lose(_ *outbox, c *client, now time.Time) {
 // (persistent session: subscriptions, topic ids and buffered messages stay for
 // SessionExpiry) or drops it (clean session).
 func (e *Engine) closeClient(c *client, now time.Time) {
+	e.clearCheck(c)
+	c.okAddr = netip.AddrPort{}
 	c.sess = nil
 	c.gen++
 	c.subscribing = 0
@@ -380,6 +391,7 @@ func pruneUplink(c *client) {
 // dropClient forgets everything about c; the record goes once its broker
 // operations (the last one drops its subscriptions) are done.
 func (e *Engine) dropClient(c *client) {
+	e.clearCheck(c)
 	e.resetSession(c)
 	c.state = stateGone
 	c.gen++
@@ -425,12 +437,12 @@ func (e *Engine) onWillTopicUpd(ob *outbox, c *client, m *mqttsn.WillTopicUpd) {
 		// The empty WILLTOPICUPD deletes the will, message included (§5.4.22).
 		c.sess.SetWill(nil)
 		e.save(c)
-		e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
+		e.sendc(ob, c, &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
 		return
 	}
 	if err := checkTopicName(m.Topic); err != nil {
 		e.m.refuse(refuseWillTopic)
-		e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.NotSupported})
+		e.sendc(ob, c, &mqttsn.WillTopicResp{ReturnCode: mqttsn.NotSupported})
 		return
 	}
 	var w session.Message
@@ -440,7 +452,7 @@ func (e *Engine) onWillTopicUpd(ob *outbox, c *client, m *mqttsn.WillTopicUpd) {
 	w.Topic, w.QoS, w.Retain = m.Topic, qosByte(m.Flags.QoS), m.Flags.Retain
 	c.sess.SetWill(&w)
 	e.save(c)
-	e.send(ob, c.peer(), &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
+	e.sendc(ob, c, &mqttsn.WillTopicResp{ReturnCode: mqttsn.Accepted})
 }
 
 // onWillMsgUpd handles WILLMSGUPD. MQTT-SN 1.2 §6.4. Before any will topic the
@@ -453,5 +465,5 @@ func (e *Engine) onWillMsgUpd(ob *outbox, c *client, m *mqttsn.WillMsgUpd) {
 	w.Payload = bytes.Clone(m.WillMsg)
 	c.sess.SetWill(&w)
 	e.save(c)
-	e.send(ob, c.peer(), &mqttsn.WillMsgResp{ReturnCode: mqttsn.Accepted})
+	e.sendc(ob, c, &mqttsn.WillMsgResp{ReturnCode: mqttsn.Accepted})
 }

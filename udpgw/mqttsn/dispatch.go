@@ -35,7 +35,7 @@ func (e *Engine) dispatch(ob *outbox, p session.Peer, m mqttsn.Message, now time
 	// A will exchange in progress owns its address (MQTT-SN 1.2 §6.2); over
 	// DTLS only while the connection that began it has it.
 	if pc := e.pending[p]; pc != nil && e.dtls != nil && e.dtls.identity(p.Addr) != pc.clientID {
-		delete(e.pending, p)
+		e.dropPending(p)
 	}
 	if pc := e.pending[p]; pc != nil {
 		switch m := m.(type) {
@@ -44,7 +44,7 @@ func (e *Engine) dispatch(ob *outbox, p session.Peer, m mqttsn.Message, now time
 		case *mqttsn.WillMsg:
 			e.onWillMsg(ob, p, pc, m, now)
 		case *mqttsn.Disconnect:
-			delete(e.pending, p)
+			e.dropPending(p)
 			e.send(ob, p, &mqttsn.Disconnect{})
 		default:
 			// Anything else (a REGISTER, a PUBLISH ...) is out of place until
@@ -98,7 +98,7 @@ func (e *Engine) dispatch(ob *outbox, p session.Peer, m mqttsn.Message, now time
 		e.onUnsubscribe(ob, c, m, now)
 	case *mqttsn.Pingreq:
 		// MQTT-SN 1.2 §6.11 (a PINGREQ with ClientId went to onWake above).
-		e.send(ob, c.peer(), &mqttsn.Pingresp{})
+		e.sendc(ob, c, &mqttsn.Pingresp{})
 	case *mqttsn.Pingresp:
 		// Liveness only: refresh did the work.
 	case *mqttsn.Disconnect:
@@ -162,6 +162,9 @@ func (e *Engine) refresh(ob *outbox, c *client, p session.Peer, now time.Time) b
 		e.save(c)
 	}
 	if c.sess != nil && e.env.Sessions.Refresh(c.sess, p, now) {
+		if c.chk != nil {
+			e.heard(ob, c, p, now) // its address is being checked (unproven.go)
+		}
 		return true
 	}
 	e.lose(ob, c, now)

@@ -54,6 +54,26 @@
 // (no session, no will exchange at its peer) for DTLSOptions.IdleCheck is
 // closed. A message is at most about 8 KiB over DTLS (pion's datagram buffer).
 //
+// # Addresses that have not proven they receive (plain UDP)
+//
+// Nothing in a UDP datagram proves its source address. Every datagram of a
+// plain mqttsn listener is first recorded in a udpgw.Sources table, before it
+// is decoded: until an address has proven it receives, it is sent at most
+// Options.Amplification (3) times the bytes it sent (the rest is held and
+// counted, mqttgw_amplification_held_bytes_total) and admitted at
+// Options.UnprovenRate. It proves itself by echoing a value the gateway chose
+// at random and sent only there: the MsgId of the gateway's REGISTER, QoS 1
+// or 2 PUBLISH or PUBREL, or a topic id it was given (at random) in a REGACK
+// or SUBACK, used in a PUBLISH. A message that does not fit the budget (a
+// large retained message after a spoofed SUBSCRIBE) waits, and the client gets
+// a small probe instead: a REGISTER of "$GW/probe" (MQTT-SN 1.2 §6.5: clients
+// answer any REGISTER with REGACK and its MsgId). Clients connected from an
+// unproven address are bounded (Options.MaxUnproven, least recently heard
+// evicted first, also when max_clients is reached; what they buffer by
+// Options.MaxUnprovenBytes) and short-lived (UnprovenTTL of silence, twice
+// that after CONNECT, unless asleep). unproven.go has the details. Over DTLS
+// the handshake's cookie proves the address and none of this applies.
+//
 // # What the registry owns
 //
 // The device registry (udpgw.Env.Sessions) is the one owner of each client's
@@ -122,7 +142,8 @@
 // snapshots the changed records under it and commits them after the unlock.
 // Engine.mu may be held while calling into the
 // registry (Touch, Refresh, ByPeer, End and Session methods take only the
-// registry's own locks; the Created hook that Touch runs only enqueues). The
+// registry's own locks; the Created hook that Touch runs only enqueues), and
+// while calling the udpgw.Sources table, whose mutex is a leaf. The
 // registry calls the engine back only in SessionEnded, from the gateway's
 // driver with no registry lock held, which takes Engine.mu itself. lifeMu
 // (Serve/Close), the log limiters' mutexes and the DTLS transport's mutex

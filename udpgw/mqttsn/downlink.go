@@ -29,6 +29,9 @@ func (e *Engine) deliver(id, filter string, m udpgw.Message) {
 		c.queue.pushBack(m)
 		e.pump(ob, c, e.env.Now())
 		e.saveDownlink(c) // buffered for a client not active: in its record
+		if c.chk != nil && c.chk.fresh {
+			e.bufferedUnproven(ob, c) // bounded all together (unproven.go)
+		}
 	}
 	e.mu.Unlock()
 	e.flush(ob)
@@ -41,6 +44,9 @@ func (e *Engine) deliver(id, filter string, m udpgw.Message) {
 // (MQTT-SN 1.2 §6.14). e.mu is held.
 func (e *Engine) pump(ob *outbox, c *client, now time.Time) {
 	for c.out == nil && c.subscribing == 0 {
+		if c.chk != nil && c.chk.held {
+			return // until its address is proven (unproven.go)
+		}
 		switch c.state {
 		case stateActive:
 		case stateAwake:
@@ -49,7 +55,7 @@ func (e *Engine) pump(ob *outbox, c *client, now time.Time) {
 				// acknowledged: PINGRESP tells the client it may sleep.
 				c.awakeBudget = 0
 				e.sleep(c)
-				e.send(ob, c.peer(), &mqttsn.Pingresp{})
+				e.sendc(ob, c, &mqttsn.Pingresp{})
 				return
 			}
 			c.awakeBudget--
@@ -61,7 +67,9 @@ func (e *Engine) pump(ob *outbox, c *client, now time.Time) {
 			return
 		}
 		e.saveDownlink(c)
-		e.startOut(ob, c, m, false, now)
+		if !e.startOut(ob, c, m, false, now) && c.state == stateAwake {
+			c.awakeBudget++ // held: it is still to come in this awake period
+		}
 	}
 }
 
@@ -92,51 +100,64 @@ func (e *Engine) downlinkTopic(c *client, topic string) (t mqttsn.TopicIDType, i
 
 // startOut sends m: a REGISTER first when the client has no id for its topic
 // (MQTT-SN 1.2 §6.5: the gateway registers a topic before it PUBLISHes on it,
-// e.g. for a wildcard subscription), else the PUBLISH.
-func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered bool, now time.Time) {
+// e.g. for a wildcard subscription), else the PUBLISH. It returns false when
+// the datagram did not fit the budget of the client's unproven address: m
+// waits at the head of its queue for the proof (hold).
+func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered bool, now time.Time) bool {
 	t, id, ok := e.downlinkTopic(c, m.Topic)
 	if ok {
-		e.sendPublish(ob, c, m, t, id, reregistered, now)
-		return
+		return e.sendPublish(ob, c, m, t, id, reregistered, now)
 	}
-	id, ok = c.register(m.Topic, e.o.MaxTopics, regGateway)
+	id, ok = e.register(c, m.Topic, regGateway)
 	if !ok {
 		e.m.drop(dropTopicLimit)
 		if ce := e.log.Check(zap.DebugLevel, "no topic id left to REGISTER: message dropped"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.String("topic", m.Topic), zap.Int("max_topics", e.o.MaxTopics))
 		}
-		return
+		return true
 	}
 	e.save(c) // a registration
 	reg := &mqttsn.Register{TopicID: id, MsgID: c.allocMsgID(), TopicName: m.Topic}
-	c.out = &outbound{msg: m, stage: outRegister, msgID: reg.MsgID, topicID: id, due: now.Add(e.o.RetryInterval), reregistered: reregistered}
-	e.retrying[c] = struct{}{}
-	if !e.send(ob, c.peer(), reg) {
+	switch err := e.putc(ob, c, reg); err {
+	case nil:
+		c.out = &outbound{msg: m, stage: outRegister, msgID: reg.MsgID, topicID: id, due: now.Add(e.o.RetryInterval), reregistered: reregistered, sentTo: c.peer().Addr}
+		e.retrying[c] = struct{}{}
+	case udpgw.ErrHeld:
 		c.unregister(id)
-		c.out = nil
-		delete(e.retrying, c)
+		e.hold(ob, c, m, now)
+		return false
+	default:
+		c.unregister(id)
 		e.m.drop(dropDownlinkTooLarge)
 	}
+	return true
 }
 
-// sendPublish sends the PUBLISH of m; QoS 1 and 2 stay in flight.
-func (e *Engine) sendPublish(ob *outbox, c *client, m udpgw.Message, t mqttsn.TopicIDType, id uint16, reregistered bool, now time.Time) {
+// sendPublish sends the PUBLISH of m; QoS 1 and 2 stay in flight. It returns
+// false when the datagram was held (see startOut).
+func (e *Engine) sendPublish(ob *outbox, c *client, m udpgw.Message, t mqttsn.TopicIDType, id uint16, reregistered bool, now time.Time) bool {
 	p := &mqttsn.Publish{Flags: mqttsn.Flags{QoS: mqttsn.QoS(min(m.QoS, 2)), Retain: m.Retain, TopicIDType: t}, TopicID: id, Data: m.Payload}
 	if m.QoS > 0 {
 		p.MsgID = c.allocMsgID()
 	}
-	if !e.send(ob, c.peer(), p) {
+	switch err := e.putc(ob, c, p); err {
+	case nil:
+	case udpgw.ErrHeld:
+		e.hold(ob, c, m, now)
+		return false
+	default:
 		e.m.drop(dropDownlinkTooLarge)
 		if ce := e.log.Check(zap.DebugLevel, "broker message too large for max_packet: dropped"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.String("topic", m.Topic), zap.Int("bytes", len(m.Payload)))
 		}
-		return
+		return true
 	}
 	if m.QoS == 0 {
-		return
+		return true
 	}
-	c.out = &outbound{msg: m, stage: outPublish, msgID: p.MsgID, topicID: id, idType: t, due: now.Add(e.o.RetryInterval), reregistered: reregistered}
+	c.out = &outbound{msg: m, stage: outPublish, msgID: p.MsgID, topicID: id, idType: t, due: now.Add(e.o.RetryInterval), reregistered: reregistered, sentTo: c.peer().Addr}
 	e.retrying[c] = struct{}{}
+	return true
 }
 
 // finishOut ends the exchange in flight and sends what comes next.
@@ -168,28 +189,44 @@ func (e *Engine) resumeOut(ob *outbox, c *client, now time.Time) {
 	e.resend(ob, c, o)
 }
 
-// resend sends the message in flight again: REGISTER, PUBLISH with DUP, or PUBREL.
+// resend sends the message in flight again: REGISTER, PUBLISH with DUP, or
+// PUBREL. One that does not fit the budget of the client's unproven address
+// is marked unsent and waits for the proof (holdOut).
 func (e *Engine) resend(ob *outbox, c *client, o *outbound) {
+	var m mqttsn.Message
 	switch o.stage {
 	case outRegister:
-		e.send(ob, c.peer(), &mqttsn.Register{TopicID: o.topicID, MsgID: o.msgID, TopicName: o.msg.Topic})
+		m = &mqttsn.Register{TopicID: o.topicID, MsgID: o.msgID, TopicName: o.msg.Topic}
 	case outPublish:
-		e.send(ob, c.peer(), &mqttsn.Publish{
+		m = &mqttsn.Publish{
 			Flags:   mqttsn.Flags{DUP: true, QoS: mqttsn.QoS(o.msg.QoS), Retain: o.msg.Retain, TopicIDType: o.idType},
 			TopicID: o.topicID, MsgID: o.msgID, Data: o.msg.Payload,
-		})
+		}
 	case outRelease:
-		e.send(ob, c.peer(), &mqttsn.Pubrel{MsgID: o.msgID})
+		m = &mqttsn.Pubrel{MsgID: o.msgID}
+	default:
+		return
+	}
+	switch err := e.putc(ob, c, m); err {
+	case nil:
+		o.sentTo, o.unsent = c.peer().Addr, false
+	case udpgw.ErrHeld:
+		e.holdOut(ob, c, e.env.Now())
 	}
 }
 
 // onRegack handles the client's answer to the gateway's REGISTER. MQTT-SN 1.2 §6.5.
 func (e *Engine) onRegack(ob *outbox, c *client, m *mqttsn.Regack, now time.Time) {
+	if e.probeAnswer(ob, c, m, now) {
+		return // the answer to the probe of its address (unproven.go)
+	}
 	o := c.out
 	if o == nil || o.stage != outRegister || o.msgID != m.MsgID {
 		e.m.duplicates.Inc()
+		e.missed(c, now) // a guess, while its address is unproven
 		return
 	}
+	e.echoed(ob, c, o, now)
 	c.out = nil
 	delete(e.retrying, c)
 	e.save(c) // the registration is confirmed, or goes
@@ -217,10 +254,13 @@ func (e *Engine) onPuback(ob *outbox, c *client, m *mqttsn.Puback, now time.Time
 			// A QoS 0 PUBLISH the client could not map: register again next time.
 			c.unregister(m.TopicID)
 			e.save(c)
+		} else if m.MsgID != 0 {
+			e.missed(c, now) // a guess, while its address is unproven
 		}
 		e.m.duplicates.Inc()
 		return
 	}
+	e.echoed(ob, c, o, now)
 	switch m.ReturnCode {
 	case mqttsn.Accepted:
 	case mqttsn.InvalidTopicID:
@@ -251,16 +291,19 @@ func (e *Engine) onPubrec(ob *outbox, c *client, m *mqttsn.Pubrec, now time.Time
 	o := c.out
 	if o == nil || o.msgID != m.MsgID || o.msg.QoS != 2 || o.stage == outRegister {
 		e.m.duplicates.Inc()
+		e.missed(c, now) // a guess, while its address is unproven
 		return
 	}
 	if o.stage == outRelease {
 		e.m.duplicates.Inc() // our PUBREL was lost
+	} else {
+		e.echoed(ob, c, o, now)
 	}
 	o.stage = outRelease
 	o.retries = 0
 	o.due = now.Add(e.o.RetryInterval)
 	e.saveDownlink(c)
-	e.send(ob, c.peer(), &mqttsn.Pubrel{MsgID: m.MsgID})
+	e.resend(ob, c, o) // PUBREL
 }
 
 // onPubcomp ends a QoS 2 delivery. MQTT-SN 1.2 §6.7.
@@ -268,8 +311,10 @@ func (e *Engine) onPubcomp(ob *outbox, c *client, m *mqttsn.Pubcomp, now time.Ti
 	o := c.out
 	if o == nil || o.stage != outRelease || o.msgID != m.MsgID {
 		e.m.duplicates.Inc()
+		e.missed(c, now) // a guess, while its address is unproven
 		return
 	}
+	e.echoed(ob, c, o, now)
 	e.finishOut(ob, c, now)
 }
 
@@ -309,8 +354,14 @@ func (e *Engine) retransmit(ob *outbox, c *client, now time.Time) {
 		e.finishOut(ob, c, now)
 		return
 	}
-	o.retries++
 	o.due = now.Add(e.o.RetryInterval)
+	if o.unsent {
+		// Held for the proof of the client's address: not a try; its
+		// budget may have grown meanwhile.
+		e.resend(ob, c, o)
+		return
+	}
+	o.retries++
 	e.m.retransmitted.Inc()
 	e.resend(ob, c, o)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/session"
+	"github.com/mqttgw/mqttgw/udpgw"
 )
 
 // DTLSOptions make the engine serve MQTT-SN over DTLS 1.2 (RFC 6347) with
@@ -163,6 +164,9 @@ func newDTLSTransport(e *Engine, o DTLSOptions) (*dtlsTransport, error) {
 		// and nothing more is sent before the client proves it receives at
 		// its source address: the listener cannot amplify a spoofed request.
 		piondtls.WithInsecureSkipVerifyHello(false),
+		// pion binds the socket: read_buffer and the kernel's drop count are
+		// applied to it as it is made (a plain socket gets udpgw.TuneSocket).
+		piondtls.WithListenConfig(net.ListenConfig{Control: udpgw.ListenControl(e.env, e.o.ReadBuffer)}),
 	}
 	if o.ConnectionIDLength > 0 {
 		// RFC 9146: clients put the gateway's connection id in their records;
@@ -288,7 +292,7 @@ func (d *dtlsTransport) read(e *Engine, conn *piondtls.Conn, from netip.AddrPort
 		var ne net.Error
 		switch {
 		case err == nil:
-			e.receive(from, buf[:n])
+			e.receive(from, buf[:n], nil)
 		case errors.As(err, &ne) && ne.Timeout():
 			if d.ctx.Err() == nil && e.peerInUse(from) {
 				continue
@@ -301,7 +305,7 @@ func (d *dtlsTransport) read(e *Engine, conn *piondtls.Conn, from netip.AddrPort
 			return // closed by the peer (close_notify), a fatal alert, or close
 		case strings.Contains(err.Error(), "buffer is too small"):
 			// A record over MaxPacket: like an oversize datagram.
-			e.receive(from, buf)
+			e.receive(from, buf, nil)
 		default:
 			// A warning alert or a record pion could not use: the
 			// connection goes on (RFC 6347 §4.1.2.7: invalid records are

@@ -38,6 +38,10 @@ type Engine struct {
 	badLog    limiter
 	seed      maphash.Seed // of publish digests (duplicate detection)
 	ps        *persister   // the store's side (persist.go); nil without Options.State
+	// sources records every source address (plain UDP; nil over DTLS): its
+	// proof that it receives, its budget and rate (unproven.go).
+	sources *udpgw.Sources[srcState]
+	um      *unprovenMetrics
 
 	// opCtx bounds the broker operations; cancelled when the drain ends.
 	opCtx    context.Context
@@ -58,6 +62,14 @@ type Engine struct {
 	stopping bool                 // Serve is ending: no new work, workers drain
 	dropOps  bool                 // the drain timed out: workers discard what is left
 	nextAdv  time.Time
+	// The address checks (unproven.go): fresh clients, least recently heard
+	// first; clients with a probe out; will exchanges from unproven
+	// addresses, oldest first.
+	unproven      list[client]
+	unprovenBytes int // payloads buffered for fresh clients, as last counted
+	probing       map[*client]struct{}
+	pendUnproven  list[pendingConnect]
+	nextExpire    time.Time // of e.sources
 }
 
 var (
@@ -101,7 +113,11 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 		retrying: map[*client]struct{}{},
 		parked:   map[*client]struct{}{},
 		anon:     &client{id: "\x00anonymous"},
+		probing:  map[*client]struct{}{},
+		um:       newUnprovenMetrics(env.Metrics, env.Name),
 	}
+	e.unproven.at = func(c *client) *links[client] { return &c.chk.links }
+	e.pendUnproven.at = func(pc *pendingConnect) *links[pendingConnect] { return &pc.links }
 	e.checker, _ = env.Broker.(PublishChecker)
 	e.connector, _ = env.Broker.(udpgw.Connector)
 	switch {
@@ -121,7 +137,9 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mqttsn: %s: %w", env.Name, err)
 		}
+		udpgw.TuneSocket(env, conn, o.ReadBuffer)
 		e.tr = &udpTransport{conn: conn}
+		e.sources = newSources(env, o)
 		if o.AdvertiseInterval > 0 {
 			if err := allowBroadcast(conn); err != nil {
 				e.log.Warn("cannot enable broadcast on the socket: ADVERTISE to a broadcast address may fail", zap.Error(err))
@@ -134,6 +152,10 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateActive) + e.count(stateAwake)) }, "listener", env.Name, "state", "active")
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateAsleep)) }, "listener", env.Name, "state", "asleep")
 	env.Metrics.GaugeFunc("mqttgw_mqttsn_clients", help, func() float64 { return float64(e.count(stateDisconnected)) }, "listener", env.Name, "state", "disconnected")
+	if e.sources != nil {
+		env.Metrics.GaugeFunc("mqttgw_mqttsn_unproven_clients", "MQTT-SN clients connected from an address that has not proven it receives (evicted first, ended after unproven_ttl of silence).",
+			func() float64 { return float64(e.unprovenClients()) }, "listener", env.Name)
+	}
 	if e.ps != nil {
 		env.Metrics.GaugeFunc("mqttgw_mqttsn_session_writes_pending", "MQTT-SN persistent session records changed and not yet committed to the store.",
 			func() float64 { return float64(e.pendingWrites()) }, "listener", env.Name)
@@ -268,8 +290,9 @@ func (e *Engine) Serve(ctx context.Context) error {
 // receive takes one datagram from the transport's reader: from is the peer's
 // name (the source address; on DTLS the connection's, see transport), b is
 // valid only during the call and may be one octet over MaxPacket, which tells
-// an oversize datagram.
-func (e *Engine) receive(from netip.AddrPort, b []byte) {
+// an oversize datagram. seen is the reader's own cache of proven sources
+// (nil: none).
+func (e *Engine) receive(from netip.AddrPort, b []byte, seen *provenCache) {
 	now := e.env.Now()
 	if len(b) > e.o.MaxPacket {
 		e.m.tooLarge.Inc()
@@ -277,7 +300,7 @@ func (e *Engine) receive(from netip.AddrPort, b []byte) {
 		e.debugBad(now, "datagram larger than max_packet dropped", from, nil, zap.Int("bytes", len(b)), zap.Int("max_packet", e.o.MaxPacket))
 		return
 	}
-	e.handle(from, b, now)
+	e.handleFrom(from, b, now, seen)
 }
 
 // debugBad logs a bad datagram at debug level, at most a few per second.
@@ -306,11 +329,30 @@ func (e *Engine) clog(c *client) *zap.Logger {
 
 // handle decodes one datagram and acts on it.
 func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
+	e.handleFrom(from, b, now, nil)
+}
+
+func (e *Engine) handleFrom(from netip.AddrPort, b []byte, now time.Time, seen *provenCache) {
 	if !e.sourceAllowed(from.Addr()) {
 		// allowed_sources: nothing from elsewhere is decoded, answered or kept.
 		e.m.drop(dropSource)
 		e.debugBad(now, "datagram from outside allowed_sources dropped", from, nil)
 		return
+	}
+	if e.sources != nil && !seen.hit(from, now) {
+		switch e.sources.Received(from, len(b), now, nil) {
+		case udpgw.Proven:
+			seen.put(from, now)
+		case udpgw.RateLimited:
+			if isAnswer(b) {
+				break // how it proves itself: never limited
+			}
+			// An unproven source above unproven_rate, before anything is
+			// decoded or kept (counted by e.sources too).
+			e.m.drop(dropRateLimited)
+			e.debugBad(now, "datagram from an unproven source above its rate dropped", from, nil)
+			return
+		}
 	}
 	m, err := mqttsn.Decode(b)
 	if err != nil {
@@ -376,10 +418,30 @@ var outboxes = sync.Pool{New: func() any { return &outbox{buf: make([]byte, 0, 5
 
 func getOutbox() *outbox { return outboxes.Get().(*outbox) }
 
-// send encodes m for p into the outbox; e.mu is held.
+// send encodes m for p into the outbox, within p's budget; e.mu is held. It
+// reports whether m goes (see put).
 func (e *Engine) send(ob *outbox, p session.Peer, m mqttsn.Message) bool {
+	return e.put(ob, p, m, true) == nil
+}
+
+// sendc is send to client c, at its session's address; putc is put. A client
+// whose address proved it receives (c.okAddr) costs no budget lookup.
+func (e *Engine) sendc(ob *outbox, c *client, m mqttsn.Message) bool {
+	return e.putc(ob, c, m) == nil
+}
+
+func (e *Engine) putc(ob *outbox, c *client, m mqttsn.Message) error {
+	p := c.peer()
+	return e.put(ob, p, m, p.Addr != c.okAddr)
+}
+
+// put encodes m for p into the outbox; e.mu is held. With budget, a datagram
+// to an address that has not proven it receives goes only within that
+// address's budget (unproven.go): udpgw.ErrHeld otherwise, counted as held.
+// errTooLarge: longer than MaxPacket.
+func (e *Engine) put(ob *outbox, p session.Peer, m mqttsn.Message, budget bool) error {
 	if !p.Addr.IsValid() {
-		return false
+		return errNoAddress
 	}
 	start := len(ob.buf)
 	var msg mqttsn.Message = m
@@ -393,16 +455,20 @@ func (e *Engine) send(ob *outbox, p session.Peer, m mqttsn.Message) bool {
 	buf, err := mqttsn.Append(ob.buf, msg)
 	if err != nil {
 		e.log.Error("mqttsn: encode", zap.Stringer("type", m.Type()), zap.Error(err))
-		return false
+		return err
 	}
 	if len(buf)-start > e.o.MaxPacket {
 		ob.buf = buf[:start]
-		return false
+		return errTooLarge
+	}
+	if budget && e.sources != nil && !e.sources.Spend(p.Addr, len(buf)-start, e.env.Now()) {
+		ob.buf = buf[:start]
+		return udpgw.ErrHeld
 	}
 	ob.buf = buf
 	ob.items = append(ob.items, outItem{to: p.Addr, start: start, end: len(buf)})
 	e.m.countOut(m.Type())
-	return true
+	return nil
 }
 
 // flush writes the outbox's datagrams, in order, and recycles it. A failed

@@ -8,6 +8,11 @@ import (
 var (
 	// ErrServing: Serve was called twice.
 	ErrServing = errors.New("already serving")
+
+	// errTooLarge: a message to send is longer than max_packet once encoded.
+	errTooLarge = errors.New("longer than max_packet")
+	// errNoAddress: a message to a client with no address (no session).
+	errNoAddress = errors.New("no address")
 )
 
 // unknownIdentityError is the PSK lookup's refusal of an identity (mqttsns);

@@ -3,7 +3,6 @@ package mqttsn
 import (
 	"context"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,13 +22,15 @@ type fakeBroker struct {
 	mu        sync.Mutex
 	published []udpgw.Message
 	devices   []string
-	calls     []string // "sub F", "unsub F", "unsuball D", in order
-	subs      map[string]func(udpgw.Message)
+	calls     []string                                  // "sub F", "unsub F", "unsuball D", in order
+	subs      map[string]map[string]func(udpgw.Message) // device → filter → deliver
 	gate      chan struct{}
 	err       error
 }
 
-func newFakeBroker() *fakeBroker { return &fakeBroker{subs: map[string]func(udpgw.Message){}} }
+func newFakeBroker() *fakeBroker {
+	return &fakeBroker{subs: map[string]map[string]func(udpgw.Message){}}
+}
 
 func (b *fakeBroker) Publish(ctx context.Context, device string, m udpgw.Message) error {
 	b.mu.Lock()
@@ -65,7 +66,10 @@ func (b *fakeBroker) Subscribe(ctx context.Context, device, filter string, qos b
 		return 0, b.err
 	}
 	b.calls = append(b.calls, "sub "+filter)
-	b.subs[device+"\x00"+filter] = deliver
+	if b.subs[device] == nil {
+		b.subs[device] = map[string]func(udpgw.Message){}
+	}
+	b.subs[device][filter] = deliver
 	return min(qos, 2), nil
 }
 
@@ -73,7 +77,7 @@ func (b *fakeBroker) Unsubscribe(ctx context.Context, device, filter string) err
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls = append(b.calls, "unsub "+filter)
-	delete(b.subs, device+"\x00"+filter)
+	delete(b.subs[device], filter)
 	return nil
 }
 
@@ -81,11 +85,7 @@ func (b *fakeBroker) UnsubscribeAll(device string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls = append(b.calls, "unsuball "+device)
-	for k := range b.subs {
-		if strings.HasPrefix(k, device+"\x00") {
-			delete(b.subs, k)
-		}
-	}
+	delete(b.subs, device)
 }
 
 func (b *fakeBroker) HasTopicRule(string) bool { return false }
@@ -101,7 +101,7 @@ func (b *fakeBroker) Retained(context.Context, string, string) (udpgw.Message, b
 func (b *fakeBroker) send(t *testing.T, device, filter string, m udpgw.Message) {
 	t.Helper()
 	b.mu.Lock()
-	f := b.subs[device+"\x00"+filter]
+	f := b.subs[device][filter]
 	b.mu.Unlock()
 	if f == nil {
 		t.Fatalf("no subscription of %s to %s", device, filter)

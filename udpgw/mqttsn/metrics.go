@@ -31,6 +31,7 @@ const (
 	dropSource                             // from a source outside allowed_sources
 	dropIdentity                           // mqttsns: a waking PINGREQ naming a client id other than the DTLS PSK identity
 	dropLostAtStart                        // CONNECT of a client restored lost (keepalive ran out while the gateway was down) before its will is out
+	dropRateLimited                        // from an address that has not proven it receives, above unproven_rate
 	numDropReasons
 )
 
@@ -38,7 +39,7 @@ var dropNames = [numDropReasons]string{
 	"decode_error", "too_large", "unexpected", "not_connected", "will_exchange",
 	"minus_one_topic", "busy", "buffer_full", "retries_exhausted", "topic_limit",
 	"register_rejected", "downlink_too_large", "session_ended", "shutdown", "publish_failed",
-	"source_not_allowed", "identity_mismatch", "lost_at_start",
+	"source_not_allowed", "identity_mismatch", "lost_at_start", "rate_limited",
 }
 
 // refuseReason says why a request was answered with a rejecting return code.
@@ -55,12 +56,13 @@ const (
 	refuseForbidden                         // the broker side refused the topic
 	refuseUnknownClient                     // CONNECT: require_known_client and the id is no user
 	refuseIdentity                          // CONNECT: mqttsns and the client id is not the DTLS PSK identity
+	refuseSubLimit                          // SUBSCRIBE: the client has max_topics subscriptions
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{
 	"client_id", "keepalive", "max_clients", "will_topic", "invalid_topic", "topic_limit", "congestion", "forbidden",
-	"unknown_client", "psk_identity",
+	"unknown_client", "psk_identity", "subscription_limit",
 }
 
 type engineMetrics struct {

@@ -43,6 +43,29 @@ type Options struct {
 	// CONNECT is refused with "not supported" (require_known_client).
 	KnownClient func(clientID string) bool
 
+	// ReadBuffer is the socket's receive buffer in bytes (SO_RCVBUF, through
+	// udpgw.TuneSocket; over DTLS udpgw.ListenControl); 0 keeps the size
+	// the socket was bound with.
+	ReadBuffer int
+
+	// Plain UDP only (a DTLS handshake proves the address with its cookie),
+	// unproven.go: until a source address has proven it receives — it
+	// echoed a value only the gateway chose and sent there — it is sent at
+	// most Amplification (3) times the bytes it sent, and its datagrams are
+	// admitted at UnprovenRate (20) per second, bursts of twice that. A
+	// client that connected from such an address and never proved it is
+	// "unproven": at most MaxUnproven (10000) of them, the least recently
+	// heard evicted first (also when MaxClients is reached), each ended after
+	// UnprovenTTL (10 s) of silence, or twice that after its CONNECT, unless
+	// it sleeps. MaxUnprovenBytes (64 MiB) bounds the payloads buffered for
+	// those clients all together (a retained message waiting for the proof):
+	// beyond it the least recently heard are evicted.
+	Amplification    int
+	UnprovenRate     float64
+	MaxUnproven      int
+	UnprovenTTL      time.Duration
+	MaxUnprovenBytes int
+
 	Predefined []Predefined
 
 	// DTLS, when set, makes the engine serve MQTT-SN over DTLS 1.2 (the
@@ -88,6 +111,13 @@ func (o *Options) defaults(name string) error {
 	setDur(&o.SessionExpiry, time.Hour)
 	setDur(&o.DrainTimeout, 10*time.Second)
 	setDur(&o.OpTimeout, 30*time.Second)
+	setInt(&o.Amplification, 3)
+	setInt(&o.MaxUnproven, 10000)
+	setInt(&o.MaxUnprovenBytes, 64<<20)
+	setDur(&o.UnprovenTTL, 10*time.Second)
+	if o.UnprovenRate <= 0 {
+		o.UnprovenRate = 20
+	}
 	if o.MaxTopics > 0xFFFE {
 		o.MaxTopics = 0xFFFE
 	}

@@ -195,7 +195,7 @@ func (e *Engine) saveDownlink(c *client) {
 // persistence notes above); then is done after the sending. e.mu is held.
 func (e *Engine) reply(ob *outbox, c *client, m mqttsn.Message, then ackThen) {
 	if e.ps == nil || c.clean {
-		e.send(ob, c.peer(), m)
+		e.sendc(ob, c, m)
 		e.afterReply(ob, c, m, then, true)
 		return
 	}
@@ -367,7 +367,7 @@ func (e *Engine) commit(ctx context.Context, batch []pendingWrite) bool {
 				case a.anyConn:
 					e.send(ob, a.to, a.msg)
 				case current:
-					e.send(ob, c.peer(), a.msg)
+					e.sendc(ob, c, a.msg)
 				}
 				e.afterReply(ob, c, a.msg, a.then, current)
 			}

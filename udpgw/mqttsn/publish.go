@@ -65,11 +65,14 @@ func (e *Engine) onPublishMinusOne(ob *outbox, p session.Peer, m *mqttsn.Publish
 // (duplicates). The client is answered when the broker has answered.
 func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Time) {
 	topic, ok := e.uplinkTopic(c, c.id, m.Flags.TopicIDType, m.TopicID)
+	if m.Flags.TopicIDType == mqttsn.TopicNormal {
+		e.topicUsed(ob, c, m.TopicID, ok, now) // a topic id given at random proves the address
+	}
 	if !ok {
 		// §6.6: an unknown topic id is answered with PUBACK "rejected:
 		// invalid topic ID", whatever the QoS.
 		e.m.refuse(refuseInvalidTopic)
-		e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
+		e.sendc(ob, c, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
 		if ce := e.log.Check(zap.DebugLevel, "PUBLISH to an unknown topic id"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.Stringer("id_type", m.Flags.TopicIDType), zap.Uint16("topic_id", m.TopicID))
 		}
@@ -83,7 +86,7 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			// While upRecording, the PUBREC waits for the commit (persist.go).
 			e.m.duplicates.Inc()
 			if st == upReceived && qos == mqttsn.QoS2 {
-				e.send(ob, c.peer(), &mqttsn.Pubrec{MsgID: m.MsgID})
+				e.sendc(ob, c, &mqttsn.Pubrec{MsgID: m.MsgID})
 			}
 			return
 		}
@@ -94,7 +97,7 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			// Never published twice (MQTT-SN 1.2 §6.13).
 			e.m.duplicates.Inc()
 			if qos == mqttsn.QoS1 {
-				e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
+				e.sendc(ob, c, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted})
 			}
 			return
 		}
@@ -107,7 +110,7 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			return
 		}
 		e.m.refuse(refuseCongestion)
-		e.send(ob, c.peer(), &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Congestion})
+		e.sendc(ob, c, &mqttsn.Puback{TopicID: m.TopicID, MsgID: m.MsgID, ReturnCode: mqttsn.Congestion})
 		return
 	}
 	if qos >= mqttsn.QoS1 {
@@ -170,7 +173,7 @@ func (e *Engine) onPubrel(ob *outbox, c *client, m *mqttsn.Pubrel) {
 func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.Time) {
 	if err := checkTopicName(m.TopicName); err != nil {
 		e.m.refuse(refuseInvalidTopic)
-		e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
+		e.sendc(ob, c, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.InvalidTopicID})
 		if ce := e.log.Check(zap.DebugLevel, "REGISTER refused"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.Error(err))
 		}
@@ -181,7 +184,7 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 			code, r := returnCode(err)
 			if code != mqttsn.Congestion { // a checker has no transient answer: let it through
 				e.m.refuse(r)
-				e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: code})
+				e.sendc(ob, c, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: code})
 				if ce := e.log.Check(zap.DebugLevel, "REGISTER refused"); ce != nil {
 					ce.Write(zap.String("client", c.id), zap.String("topic", m.TopicName), zap.Error(err))
 				}
@@ -189,10 +192,10 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 			}
 		}
 	}
-	id, ok := c.register(m.TopicName, e.o.MaxTopics, regClient)
+	id, ok := e.register(c, m.TopicName, regClient)
 	if !ok {
 		e.m.refuse(refuseTopicLimit)
-		e.send(ob, c.peer(), &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.NotSupported})
+		e.sendc(ob, c, &mqttsn.Regack{MsgID: m.MsgID, ReturnCode: mqttsn.NotSupported})
 		if ce := e.log.Check(zap.DebugLevel, "REGISTER refused: max_topics reached"); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.Int("max_topics", e.o.MaxTopics))
 		}

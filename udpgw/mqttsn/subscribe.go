@@ -31,7 +31,7 @@ func (e *Engine) requestFilter(c *client, t mqttsn.TopicIDType, name string, id 
 func (e *Engine) onSubscribe(ob *outbox, c *client, m *mqttsn.Subscribe, now time.Time) {
 	refuse := func(code mqttsn.ReturnCode, r refuseReason, why string) {
 		e.m.refuse(r)
-		e.send(ob, c.peer(), &mqttsn.Suback{TopicID: 0, MsgID: m.MsgID, ReturnCode: code})
+		e.sendc(ob, c, &mqttsn.Suback{TopicID: 0, MsgID: m.MsgID, ReturnCode: code})
 		if ce := e.log.Check(zap.DebugLevel, "SUBSCRIBE refused: "+why); ce != nil {
 			ce.Write(zap.String("client", c.id), zap.String("filter", m.TopicName), zap.Uint16("topic_id", m.TopicID), zap.Stringer("code", code))
 		}
@@ -46,12 +46,18 @@ func (e *Engine) onSubscribe(ob *outbox, c *client, m *mqttsn.Subscribe, now tim
 		refuse(mqttsn.InvalidTopicID, refuseInvalidTopic, err.Error())
 		return
 	}
+	if _, again := c.subs[filter]; !again && len(c.subs) >= e.o.MaxTopics {
+		// Subscriptions are bounded as topic ids are: each costs memory
+		// here and at the broker, and a wildcard needs no id.
+		refuse(mqttsn.NotSupported, refuseSubLimit, "max_topics subscriptions reached")
+		return
+	}
 	var topicID uint16
 	switch {
 	case t == mqttsn.TopicPredefined:
 		topicID = m.TopicID
 	case t == mqttsn.TopicNormal && !isWildcard(filter):
-		id, ok := c.register(filter, e.o.MaxTopics, regSubscribe)
+		id, ok := e.register(c, filter, regSubscribe)
 		if !ok {
 			refuse(mqttsn.NotSupported, refuseTopicLimit, "max_topics reached")
 			return
@@ -84,7 +90,7 @@ func (e *Engine) onUnsubscribe(ob *outbox, c *client, m *mqttsn.Unsubscribe, now
 	filter, ok := e.requestFilter(c, m.Flags.TopicIDType, m.TopicName, m.TopicID)
 	if !ok {
 		// UNSUBACK has no return code: nothing to unsubscribe from is done.
-		e.send(ob, c.peer(), &mqttsn.Unsuback{MsgID: m.MsgID})
+		e.sendc(ob, c, &mqttsn.Unsuback{MsgID: m.MsgID})
 		return
 	}
 	if _, ok := c.subs[filter]; ok {

@@ -28,9 +28,10 @@ func (e *Engine) Tick(now time.Time) {
 	stale := time.Duration(e.o.MaxRetries+1) * e.o.RetryInterval
 	for p, pc := range e.pending {
 		if now.Sub(pc.started) > stale {
-			delete(e.pending, p)
+			e.dropPending(p)
 		}
 	}
+	e.tickUnproven(ob, now)
 	for c := range e.parked {
 		if now.Sub(c.since) > e.o.SessionExpiry {
 			e.dropClient(c)
@@ -47,8 +48,17 @@ func (e *Engine) Tick(now time.Time) {
 		// MQTT-SN 1.2 §6.1: ADVERTISE every T_ADV, Duration = T_ADV in seconds.
 		e.nextAdv = now.Add(e.o.AdvertiseInterval)
 		secs := uint16(min(e.o.AdvertiseInterval/time.Second, 0xFFFF))
-		e.send(ob, session.Peer{Addr: e.advAddr}, &mqttsn.Advertise{GwID: e.o.GatewayID, Duration: secs})
+		// To the operator's address: no budget.
+		_ = e.put(ob, session.Peer{Addr: e.advAddr}, &mqttsn.Advertise{GwID: e.o.GatewayID, Duration: secs}, false)
+	}
+	expire := e.sources != nil && !now.Before(e.nextExpire)
+	if expire {
+		e.nextExpire = now.Add(2 * time.Second)
 	}
 	e.mu.Unlock()
 	e.flush(ob)
+	if expire {
+		// The table's expiry walks its proofs: not under e.mu.
+		e.sources.Expire(now)
+	}
 }

@@ -1,5 +1,7 @@
 package mqttsn
 
+import "math/rand/v2"
+
 // topicTable holds one client's registered topic ids, assigned by the gateway
 // for both directions (MQTT-SN 1.2 §6.5). Most devices use a handful of topics,
 // so it starts as a small slice searched linearly (a few dozen bytes) and turns
@@ -82,6 +84,29 @@ func (t *topicTable) add(name string, max int, origin regOrigin) (id uint16, ok 
 		}
 	}
 	id = t.next
+	t.put(topicEntry{name, id, origin})
+	return id, true
+}
+
+// addRandom is add with a random free id rather than the next one: an id
+// nobody can guess, for a client whose address is not proven yet
+// (unproven.go). The sequence add follows is left as it is.
+func (t *topicTable) addRandom(name string, max int, origin regOrigin) (id uint16, ok bool) {
+	if id, ok := t.id(name); ok {
+		return id, true
+	}
+	if t.len() >= max {
+		return 0, false
+	}
+	for {
+		id = uint16(rand.Uint32())
+		if id == 0 || id == 0xFFFF { // reserved (§5.3.11)
+			continue
+		}
+		if _, used := t.name(id); !used {
+			break
+		}
+	}
 	t.put(topicEntry{name, id, origin})
 	return id, true
 }

@@ -43,6 +43,7 @@ func (u *udpTransport) LocalAddr() net.Addr { return u.conn.LocalAddr() }
 
 func (u *udpTransport) serve(e *Engine) error {
 	buf := make([]byte, e.o.MaxPacket+1) // one more: tells an oversize datagram
+	seen := new(provenCache)             // this reader's alone
 	for {
 		n, from, err := u.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -54,7 +55,7 @@ func (u *udpTransport) serve(e *Engine) error {
 			}
 			return fmt.Errorf("mqttsn: %s: read: %w", e.env.Name, err)
 		}
-		e.receive(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), buf[:n])
+		e.receive(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), buf[:n], seen)
 	}
 }
 

@@ -211,14 +211,14 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			delete(c.uplink, o.msgID)
 			code, r := returnCode(res.err)
 			e.m.refuse(r)
-			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: code})
+			e.sendc(ob, c, &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: code})
 			return
 		}
 		if o.qos == mqttsn.QoS1 {
 			// MQTT-SN 1.2 §6.6: PUBACK, sent only now that the broker has it.
 			delete(c.uplink, o.msgID)
 			c.rememberDone(o.msgID, o.qos, e.digest(o.msg.Topic, o.msg.Payload), e.env.Now())
-			e.send(ob, c.peer(), &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
+			e.sendc(ob, c, &mqttsn.Puback{TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted})
 			return
 		}
 		// QoS 2 (§6.7 Figure 7): PUBREC now that the broker has it, once;
@@ -240,7 +240,7 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 			}
 			code, r := returnCode(res.err)
 			e.m.refuse(r)
-			e.send(ob, c.peer(), &mqttsn.Suback{MsgID: o.msgID, ReturnCode: code})
+			e.sendc(ob, c, &mqttsn.Suback{MsgID: o.msgID, ReturnCode: code})
 			if ce := e.log.Check(zap.DebugLevel, "subscribe failed"); ce != nil {
 				ce.Write(zap.String("client", c.id), zap.String("filter", o.filter), zap.Error(res.err))
 			}
