@@ -200,3 +200,36 @@ handshake_timeout = "1s"
 	}
 	reader.None(t, 300*time.Millisecond)
 }
+
+// TestMQTTSNSubPersistentGetsQoS0WhileAway: `mqttgw sub -c` (CleanSession
+// false) exits; a QoS 0 message published while it is away is buffered by the
+// gateway; the next `sub -c` with the same client id is a new process that
+// knows none of the old topic ids: the gateway REGISTERs the topic again
+// before the PUBLISH, so the message is printed, not rejected as "invalid
+// topic ID" (issue 12, point 11).
+func TestMQTTSNSubPersistentGetsQoS0WhileAway(t *testing.T) {
+	b, g, addr := startSNGateway(t)
+	sub := func(count string) (int, string) {
+		var out, serr syncBuffer
+		rc := run([]string{"sub", "--mqttsn", addr, "-c", "-i", "away-sub", "-t", "away/#", "-q", "0", "-v", "-C", count, "-W", "10", "--retry", "300ms"}, &out, &serr)
+		return rc, out.String() + serr.String()
+	}
+	first := make(chan int, 1)
+	go func() { rc, _ := sub("1"); first <- rc }()
+	waitCond(t, "the first sub's SUBACK", func() bool {
+		return g.Metrics().Get("mqttgw_mqttsn_messages_total", "listener", "sn", "direction", "out", "type", "SUBACK") == 1
+	})
+	b.Publish(t, mosquittotest.PubOptions{Username: "mqttgw", Password: "gw-secret", Topic: "away/first", Payload: []byte("1"), QoS: 0})
+	if rc := <-first; rc != 0 {
+		t.Fatalf("first sub: exit %d", rc)
+	}
+	// The same topic: the gateway registered its id with the first process.
+	b.Publish(t, mosquittotest.PubOptions{Username: "mqttgw", Password: "gw-secret", Topic: "away/first", Payload: []byte("while away"), QoS: 0})
+	waitCond(t, "the message buffered for the sub", func() bool {
+		return g.Metrics().Get("mqttgw_mqttsn_buffered_messages", "listener", "sn") >= 1
+	})
+	rc, out := sub("1")
+	if rc != 0 || !strings.Contains(out, "away/first while away") {
+		t.Fatalf("second sub: exit %d, output %q: want the message published while it was away", rc, out)
+	}
+}

@@ -54,6 +54,10 @@ type client struct {
 
 	// Topic ids registered by either side (MQTT-SN 1.2 §6.5).
 	topics topicTable
+	// confirmed, after a CONNECT that resumed a session, holds the normal
+	// topic ids the client has (again) acknowledged on this connection: a
+	// downlink on any other id REGISTERs it first. nil: all are known.
+	confirmed map[uint16]struct{}
 
 	// subs maps each filter (device-side) to its subscription.
 	subs map[string]*sub

@@ -179,6 +179,7 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 	resumed := !clean && c.state != stateGone
 	switch {
 	case clean || c.state == stateGone:
+		c.confirmed = nil
 		if !clean {
 			// CleanSession false, but the gateway has no session for the
 			// client (never had one, it expired, or a gateway without a
@@ -197,6 +198,13 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 		// The QoS 2 publishes awaiting PUBREL stay (the session's), the
 		// ones still at the broker belonged to the old connection.
 		pruneUplink(c)
+		// The client that resumes may be a new process that kept its client
+		// id but not the topic ids it learned (mqttgw sub -c): a downlink
+		// PUBLISH on an id it does not know is rejected, and a QoS 0 one lost.
+		// So each normal topic id is REGISTERed again (§6.5: harmless to a
+		// client that remembers) before its first downlink PUBLISH on this
+		// connection; its uplink ids stay valid.
+		c.confirmed = map[uint16]struct{}{}
 	}
 	c.gen++
 	c.subscribing = 0

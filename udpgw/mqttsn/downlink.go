@@ -93,9 +93,21 @@ func (e *Engine) downlinkTopic(c *client, topic string) (t mqttsn.TopicIDType, i
 		}
 	}
 	if id, ok := c.topics.id(topic); ok {
+		if c.confirmed != nil {
+			if _, known := c.confirmed[id]; !known {
+				return 0, 0, false // REGISTER it again first (see accept)
+			}
+		}
 		return mqttsn.TopicNormal, id, true
 	}
 	return 0, 0, false
+}
+
+// confirm records that the client acknowledged topic id on this connection.
+func (c *client) confirm(id uint16) {
+	if c.confirmed != nil {
+		c.confirmed[id] = struct{}{}
+	}
 }
 
 // startOut sends m: a REGISTER first when the client has no id for its topic
@@ -108,6 +120,7 @@ func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered b
 	if ok {
 		return e.sendPublish(ob, c, m, t, id, reregistered, now)
 	}
+	_, known := c.topics.id(m.Topic) // registered before: REGISTERed again (resumed session)
 	id, ok = e.register(c, m.Topic, regGateway)
 	if !ok {
 		e.m.drop(dropTopicLimit)
@@ -123,11 +136,15 @@ func (e *Engine) startOut(ob *outbox, c *client, m udpgw.Message, reregistered b
 		c.out = &outbound{msg: m, stage: outRegister, msgID: reg.MsgID, topicID: id, due: now.Add(e.o.RetryInterval), reregistered: reregistered, sentTo: c.peer().Addr}
 		e.retrying[c] = struct{}{}
 	case udpgw.ErrHeld:
-		c.unregister(id)
+		if !known {
+			c.unregister(id)
+		}
 		e.hold(ob, c, m, now)
 		return false
 	default:
-		c.unregister(id)
+		if !known {
+			c.unregister(id)
+		}
 		e.m.drop(dropDownlinkTooLarge)
 	}
 	return true
@@ -239,6 +256,7 @@ func (e *Engine) onRegack(ob *outbox, c *client, m *mqttsn.Regack, now time.Time
 		e.pump(ob, c, now)
 		return
 	}
+	c.confirm(o.topicID)
 	e.sendPublish(ob, c, o.msg, mqttsn.TopicNormal, o.topicID, o.reregistered, now)
 	if c.out == nil {
 		e.pump(ob, c, now)

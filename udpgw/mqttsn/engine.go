@@ -159,9 +159,9 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 	if e.ps != nil {
 		env.Metrics.GaugeFunc("mqttgw_mqttsn_session_writes_pending", "MQTT-SN persistent session records changed and not yet committed to the store.",
 			func() float64 { return float64(e.pendingWrites()) }, "listener", env.Name)
-		env.Metrics.GaugeFunc("mqttgw_mqttsn_buffered_messages", "Messages waiting for MQTT-SN clients (asleep, disconnected with a persistent session, or behind one in flight).",
-			func() float64 { return float64(e.buffered()) }, "listener", env.Name)
 	}
+	env.Metrics.GaugeFunc("mqttgw_mqttsn_buffered_messages", "Messages waiting for MQTT-SN clients (asleep, disconnected with a persistent session, or behind one in flight).",
+		func() float64 { return float64(e.buffered()) }, "listener", env.Name)
 	return e, nil
 }
 

@@ -22,6 +22,9 @@ func (e *Engine) uplinkTopic(c *client, clientID string, t mqttsn.TopicIDType, i
 			return "", false
 		}
 		name, ok := c.topics.name(id)
+		if ok {
+			c.confirm(id) // the client uses it: it knows it
+		}
 		return name, ok
 	case mqttsn.TopicPredefined:
 		return e.predef.topic(clientID, id)
@@ -203,5 +206,6 @@ func (e *Engine) onRegister(ob *outbox, c *client, m *mqttsn.Register, now time.
 	}
 	// With a store, once the registration is committed (persist.go): an id
 	// the client was given is known after a crash.
+	c.confirm(id) // the client learns it from this REGACK
 	e.reply(ob, c, &mqttsn.Regack{TopicID: id, MsgID: m.MsgID, ReturnCode: mqttsn.Accepted}, thenNothing)
 }

@@ -253,6 +253,9 @@ func (e *Engine) complete(ob *outbox, c *client, o op, res result) {
 		}
 		// Downlink held for this SUBACK may go after it (thenSubscribed);
 		// with a store, once the subscription is committed (persist.go).
+		if o.idType == mqttsn.TopicNormal && o.topicID != 0 {
+			c.confirm(o.topicID) // the client learns it from this SUBACK
+		}
 		e.reply(ob, c, &mqttsn.Suback{Flags: mqttsn.Flags{QoS: mqttsn.QoS(granted)}, TopicID: o.topicID, MsgID: o.msgID, ReturnCode: mqttsn.Accepted}, thenSubscribed)
 
 	case opUnsubscribe:
