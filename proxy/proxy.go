@@ -493,7 +493,7 @@ func (p *Proxy) sender() {
 	var r replay
 	for {
 		p.mu.Lock()
-		connected, lost := p.connected, p.lost
+		connected := p.connected
 		p.mu.Unlock()
 		select {
 		case <-connected:
@@ -501,7 +501,11 @@ func (p *Proxy) sender() {
 			return
 		}
 		// Pop under the same lock as the check: acker may push a retry to the front.
+		// The lost channel is read now, after the wait: during an outage
+		// p.lost is the old connection's, already closed, and a replay handed
+		// it would take every message for failed and send them all again.
 		p.mu.Lock()
+		lost := p.lost
 		m, ok := p.queue.front()
 		if ok {
 			p.queue.popFront()

@@ -38,6 +38,7 @@ type connState struct {
 	since       time.Time
 	problem     string
 	connectedAt time.Time // of the current connection, for the client-id hint
+	quickLosses int       // connections in a row lost with EOF soon after they were made
 }
 
 // onNotification hears every connection attempt paho makes: a failure is
@@ -90,9 +91,15 @@ const quickLoss = 5 * time.Second
 
 func (p *Proxy) markLost(now time.Time, err error) {
 	p.mu.Lock()
-	quick := now.Sub(p.state.connectedAt) < quickLoss
+	quick := now.Sub(p.state.connectedAt) < quickLoss && isEOF(err)
+	if quick {
+		p.state.quickLosses++
+	} else {
+		p.state.quickLosses = 0
+	}
 	p.state.connected, p.state.since = false, now
-	if quick && isEOF(err) {
+	// Twice in a row: once is also a broker that stopped just after we came.
+	if p.state.quickLosses >= 2 {
 		p.state.problem = fmt.Sprintf("the broker closed the connection right after it was made: another MQTT client may be using client id %q (a broker disconnects the older of two clients with one id); set upstream.client_id", p.opts.ClientID)
 	} else {
 		p.state.problem = explain(err, p.opts.ClientID)

@@ -156,11 +156,30 @@ func (b *Broker) Stop() {
 	}
 }
 
+// Kill ends the broker with SIGKILL, as a crash or the OOM killer would: it
+// saves nothing on the way out and its connections close at once, with no
+// DISCONNECT. It returns after the process exited and does nothing when the
+// broker is stopped already; Restart starts it again.
+func (b *Broker) Kill() {
+	b.mu.Lock()
+	p := b.proc
+	b.proc = nil
+	b.mu.Unlock()
+	if p == nil {
+		return
+	}
+	if err := p.kill(); err != nil {
+		b.t.Errorf("mosquittotest: kill mosquitto: %v", err)
+	}
+}
+
 // Restart stops the broker if it is running and starts it again on the same
 // port, with the same config, and waits until it accepts connections. A
 // port still held by the old socket is retried for a few seconds. Failures
-// fail the test given to Start. Retained messages and sessions do not
-// survive (persistence is off).
+// fail the test given to Start. Retained messages and sessions survive only
+// when Options.Extra turns persistence on ("persistence true" and a
+// "persistence_location"), and then only what the broker saved: all of it
+// after Stop, what the last autosave wrote after Kill.
 func (b *Broker) Restart() {
 	b.t.Helper()
 	b.Stop()

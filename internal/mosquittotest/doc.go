@@ -11,7 +11,8 @@
 //
 //   - Start and Restart start one mosquitto process and one goroutine that
 //     waits for it. Broker.Stop ends both: SIGTERM, then SIGKILL if the
-//     process has not exited after a bound. Start registers Stop with
+//     process has not exited after a bound. Broker.Kill ends both with
+//     SIGKILL at once, as a crash would. Start registers Stop with
 //     t.Cleanup, and a cleanup that logs the broker's log via t.Log when the
 //     test failed.
 //   - Broker.Subscribe starts one mosquitto_sub process (under stdbuf, so that
@@ -27,8 +28,8 @@
 // # Ordering and blocking
 //
 // Every wait is bounded: broker readiness, SUBACK, stop and publish each have
-// a timeout, and Sub.Next takes one. Messages of one Sub arrive in the order
-// mosquitto_sub printed them. A Sub buffers up to a fixed number of
+// a timeout, and Sub.Next and Sub.Poll take one. Messages of one Sub arrive
+// in the order mosquitto_sub printed them. A Sub buffers up to a fixed number of
 // unread messages; past that the test fails on the next read rather than
 // blocking mosquitto_sub.
 //

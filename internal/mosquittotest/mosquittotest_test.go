@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -176,6 +177,80 @@ func TestPersistentSession(t *testing.T) {
 	b.Publish(t, PubOptions{Topic: "q", Payload: []byte("queued"), QoS: 1})
 	s = b.Subscribe(t, o)
 	s.Expect(t, wait, "q", "queued")
+}
+
+// persistExtra turns persistence on, in dir: the in-memory database is saved
+// after every autosave changes (autosave_on_changes), or with 0 only when the
+// broker exits.
+func persistExtra(dir string, autosave int) string {
+	return fmt.Sprintf("persistence true\npersistence_location %s/\nautosave_on_changes true\nautosave_interval %d\n", dir, autosave)
+}
+
+// TestKillSavesNothing: Kill is a crash. A QoS 1 message queued for an
+// offline persistent session survives Stop (the broker saves on its way out)
+// but not Kill when the broker saves only at exit; with a save after every
+// change, it survives Kill once that save is complete.
+func TestKillSavesNothing(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		autosave int
+		stop     func(*Broker)
+		kept     bool
+	}{
+		{"stop", 0, (*Broker).Stop, true},
+		{"kill", 0, (*Broker).Kill, false},
+		{"kill after autosave", 1, (*Broker).Kill, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			b := Start(t, Options{AllowAnonymous: true, Extra: persistExtra(dir, tc.autosave)})
+			o := SubOptions{ClientID: "keeper", QoS: 1, Topics: []string{"q"}}
+			b.Subscribe(t, o).Close()
+			b.Publish(t, PubOptions{Topic: "q", Payload: []byte("queued"), QoS: 1})
+			if tc.autosave > 0 {
+				// Mosquitto acknowledges first, then saves at the end of its
+				// loop iteration (logging "Saving" before it writes): wait
+				// until the saved file, renamed into place when complete,
+				// holds the message.
+				saved := func() bool {
+					db, _ := os.ReadFile(filepath.Join(dir, "mosquitto.db"))
+					return bytes.Contains(db, []byte("queued"))
+				}
+				deadline := time.Now().Add(wait)
+				for !saved() {
+					if time.Now().After(deadline) {
+						t.Fatalf("the message not saved within %v", wait)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			tc.stop(b)
+			b.Restart()
+			s := b.Subscribe(t, o)
+			if tc.kept {
+				s.Expect(t, wait, "q", "queued")
+			} else {
+				s.None(t, 300*time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestPoll: Poll returns false on a quiet subscriber and the message once
+// one arrives.
+func TestPoll(t *testing.T) {
+	t.Parallel()
+	b := Start(t, Options{AllowAnonymous: true})
+	s := b.Subscribe(t, SubOptions{Topics: []string{"p"}})
+	if m, ok := s.Poll(t, 50*time.Millisecond); ok {
+		t.Fatalf("Poll on a quiet subscriber: %v", m)
+	}
+	b.Publish(t, PubOptions{Topic: "p", Payload: []byte("x")})
+	if m, ok := s.Poll(t, wait); !ok || m.Topic != "p" || string(m.Payload) != "x" {
+		t.Fatalf("Poll = %v, %t; want p x", m, ok)
+	}
 }
 
 func TestACLDeniesTopic(t *testing.T) {

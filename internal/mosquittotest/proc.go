@@ -57,11 +57,20 @@ func (p *process) stop(grace time.Duration) (killed bool, err error) {
 		return false, nil
 	case <-time.After(grace):
 	}
+	return true, p.kill()
+}
+
+// kill sends SIGKILL and waits up to killWait for the process to exit; err is
+// set only when it outlived SIGKILL.
+func (p *process) kill() error {
+	if p.exited() {
+		return nil
+	}
 	_ = p.cmd.Process.Kill()
 	select {
 	case <-p.done:
-		return true, nil
+		return nil
 	case <-time.After(killWait):
-		return true, fmt.Errorf("pid %d still running %v after SIGKILL", p.pid(), killWait)
+		return fmt.Errorf("pid %d still running %v after SIGKILL", p.pid(), killWait)
 	}
 }

@@ -289,6 +289,26 @@ func (s *Sub) Next(t testing.TB, timeout time.Duration) Message {
 	return s.next(t, timeout, "any message")
 }
 
+// Poll returns the next message if one arrives within timeout, and false if
+// none does: unlike Next, a quiet subscriber is not a failure, so a test can
+// read while it waits for something else (a timer, a condition it polls). It
+// fails the test when messages were lost or mosquitto_sub exited.
+func (s *Sub) Poll(t testing.TB, timeout time.Duration) (Message, bool) {
+	t.Helper()
+	s.checkLosses(t)
+	tm := time.NewTimer(timeout)
+	defer tm.Stop()
+	select {
+	case m, ok := <-s.msgs:
+		if !ok {
+			t.Fatalf("mosquittotest: %s exited: %s; output:\n%s", s.desc, s.exitStatus(), s.output())
+		}
+		return m, true
+	case <-tm.C:
+		return Message{}, false
+	}
+}
+
 // Expect returns the next message, failing the test when none arrives within
 // timeout or it does not have the topic and payload.
 func (s *Sub) Expect(t testing.TB, timeout time.Duration, topic string, payload string) Message {
