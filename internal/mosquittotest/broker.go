@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/mqttgw/mqttgw/internal/testproc"
 	"io"
 	"maps"
 	"net"
@@ -71,11 +72,11 @@ type Broker struct {
 	confPath string
 	logPath  string // mosquitto's log_dest file
 	outPath  string // mosquitto's stdout and stderr (errors before logging starts)
-	tls      tlsFiles
+	tls      testproc.TLSFiles
 	rootCAs  *x509.CertPool // nil without TLS
 
 	mu   sync.Mutex
-	proc *process // nil when stopped
+	proc *testproc.Process // nil when stopped
 }
 
 // runningRE matches the line mosquitto logs once every listener is open.
@@ -147,12 +148,12 @@ func (b *Broker) Stop() {
 	if p == nil {
 		return
 	}
-	killed, err := p.stop(stopGrace)
+	killed, err := p.Stop(stopGrace)
 	switch {
 	case err != nil:
 		b.t.Errorf("mosquittotest: stop mosquitto: %v", err)
 	case killed:
-		b.t.Logf("mosquittotest: mosquitto pid %d ignored SIGTERM for %v; killed", p.pid(), stopGrace)
+		b.t.Logf("mosquittotest: mosquitto pid %d ignored SIGTERM for %v; killed", p.PID(), stopGrace)
 	}
 }
 
@@ -168,7 +169,7 @@ func (b *Broker) Kill() {
 	if p == nil {
 		return
 	}
-	if err := p.kill(); err != nil {
+	if err := p.Kill(); err != nil {
 		b.t.Errorf("mosquittotest: kill mosquitto: %v", err)
 	}
 }
@@ -239,13 +240,13 @@ func (b *Broker) writeAuxFiles(t testing.TB) error {
 		}
 	}
 	if b.opts.TLS {
-		f, err := writeTLSFiles(b.Dir)
+		f, err := testproc.WriteTLSFiles(b.Dir, "mosquittotest CA")
 		if err != nil {
 			return fmt.Errorf("generate TLS files: %w", err)
 		}
 		b.tls = f
-		b.CAFile = f.caFile
-		pem, err := os.ReadFile(f.caFile)
+		b.CAFile = f.CAFile
+		pem, err := os.ReadFile(f.CAFile)
 		if err != nil {
 			return err
 		}
@@ -279,9 +280,9 @@ func (b *Broker) config() string {
 	}
 	w("listener %d %s", b.Port, b.Host)
 	if b.opts.TLS {
-		w("cafile %s", b.tls.caFile)
-		w("certfile %s", b.tls.certFile)
-		w("keyfile %s", b.tls.keyFile)
+		w("cafile %s", b.tls.CAFile)
+		w("certfile %s", b.tls.CertFile)
+		w("keyfile %s", b.tls.KeyFile)
 	}
 	if b.opts.Extra != "" {
 		w("%s", b.opts.Extra)
@@ -302,13 +303,13 @@ func (b *Broker) launch() error {
 	cmd := exec.Command(b.bin, "-c", b.confPath)
 	cmd.Stdout = out
 	cmd.Stderr = out
-	p, err := startProcess(cmd)
+	p, err := testproc.Start(cmd)
 	out.Close() // the child has its own descriptor
 	if err != nil {
 		return err
 	}
 	if err := b.waitReady(p, logOff); err != nil {
-		if _, serr := p.stop(stopGrace); serr != nil {
+		if _, serr := p.Stop(stopGrace); serr != nil {
 			b.t.Errorf("mosquittotest: stop mosquitto: %v", serr)
 		}
 		news := readFrom(b.outPath, outOff) + readFrom(b.logPath, logOff)
@@ -328,12 +329,12 @@ func (b *Broker) launch() error {
 // the port) and accepts a connection (for TLS: completes a handshake that
 // verifies the CA), until the process exits, or until readyTimeout.
 // logOff is the log's size before the process started.
-func (b *Broker) waitReady(p *process, logOff int64) error {
+func (b *Broker) waitReady(p *testproc.Process, logOff int64) error {
 	deadline := time.Now().Add(readyTimeout)
 	last := errors.New("no \"mosquitto version ... running\" line in the log yet")
 	for {
-		if p.exited() {
-			return fmt.Errorf("mosquitto exited before it was ready: %v", p.err)
+		if p.Exited() {
+			return fmt.Errorf("mosquitto exited before it was ready: %v", p.Err())
 		}
 		if runningRE.MatchString(readFrom(b.logPath, logOff)) {
 			last = b.probe()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/mqttgw/mqttgw/internal/testproc"
 	"os/exec"
 	"strconv"
 	"testing"
@@ -52,7 +53,7 @@ func (b *Broker) PublishErr(t testing.TB, o PubOptions) error {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdin = bytes.NewReader(o.Payload)
 	cmd.WaitDelay = time.Second
-	setProcAttr(cmd)
+	testproc.SetProcAttr(cmd)
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("no exit within %v: %w", pubTimeout, err)

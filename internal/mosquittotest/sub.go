@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/mqttgw/mqttgw/internal/testproc"
 	"os"
 	"os/exec"
 	"strconv"
@@ -69,7 +70,7 @@ func (m Message) String() string {
 // Sub is a running mosquitto_sub.
 type Sub struct {
 	desc    string // for messages: the topics
-	proc    *process
+	proc    *testproc.Process
 	msgs    chan Message  // closed when the output ends
 	subacks chan []int    // granted QoS per SUBACK; closed when the output ends
 	readerD chan struct{} // closed when the reader goroutine returned
@@ -129,7 +130,7 @@ func (b *Broker) SubscribeErr(t testing.TB, o SubOptions) (*Sub, error) {
 	cmd := exec.Command(stdbuf, args...)
 	cmd.Stdout = w
 	cmd.Stderr = w
-	p, err := startProcess(cmd)
+	p, err := testproc.Start(cmd)
 	w.Close() // the child has its own descriptor
 	if err != nil {
 		r.Close()
@@ -370,10 +371,10 @@ func (s *Sub) checkLosses(t testing.TB) {
 // after it and the Sub's goroutines exited. It is idempotent.
 func (s *Sub) Close() {
 	s.closeOnce.Do(func() {
-		_, _ = s.proc.stop(subStopGrace)
+		_, _ = s.proc.Stop(subStopGrace)
 		select {
 		case <-s.readerD:
-		case <-time.After(killWait):
+		case <-time.After(testproc.KillWait):
 			// Only a grandchild holding the pipe could cause this; the
 			// reader exits when it does.
 		}
@@ -382,11 +383,11 @@ func (s *Sub) Close() {
 
 func (s *Sub) exitStatus() string {
 	select {
-	case <-s.proc.done:
-		if s.proc.err == nil {
+	case <-s.proc.Done():
+		if s.proc.Err() == nil {
 			return "exit status 0"
 		}
-		return s.proc.err.Error()
+		return s.proc.Err().Error()
 	case <-time.After(time.Second):
 		return "still running"
 	}

@@ -3,6 +3,7 @@ package natstest
 import (
 	"errors"
 	"fmt"
+	"github.com/mqttgw/mqttgw/internal/testproc"
 	"io"
 	"net"
 	"net/http"
@@ -65,7 +66,7 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 	bin  string
-	tls  tlsFiles
+	tls  testproc.TLSFiles
 }
 
 // Node is one server of a Cluster.
@@ -79,7 +80,7 @@ type Node struct {
 	dir, confPath, logPath, outPath string
 
 	mu   sync.Mutex
-	proc *process // nil when stopped
+	proc *testproc.Process // nil when stopped
 }
 
 // errAddrInUse means a node exited because one of its ports was taken.
@@ -104,11 +105,11 @@ func Start(t testing.TB, o Options) *Cluster {
 		t.Fatalf("natstest: temp dir %q holds a character the config cannot quote; set TMPDIR", c.Dir)
 	}
 	if o.TLS {
-		f, err := writeTLSFiles(c.Dir)
+		f, err := testproc.WriteTLSFiles(c.Dir, "natstest CA")
 		if err != nil {
 			t.Fatalf("natstest: generate TLS files: %v", err)
 		}
-		c.tls, c.CAFile = f, f.caFile
+		c.tls, c.CAFile = f, f.CAFile
 	}
 	for i := range o.Nodes {
 		name := fmt.Sprintf("n%d", i)
@@ -170,7 +171,7 @@ func (c *Cluster) Kill(i int) {
 	if p == nil {
 		return
 	}
-	if err := p.kill(); err != nil {
+	if err := p.Kill(); err != nil {
 		c.t.Errorf("natstest: kill %s: %v", n.Name, err)
 	}
 }
@@ -187,12 +188,12 @@ func (c *Cluster) Stop(i int) {
 	if p == nil {
 		return
 	}
-	killed, err := p.stop(stopGrace)
+	killed, err := p.Stop(stopGrace)
 	switch {
 	case err != nil:
 		c.t.Errorf("natstest: stop %s: %v", n.Name, err)
 	case killed:
-		c.t.Logf("natstest: %s pid %d ignored SIGTERM for %v; killed", n.Name, p.pid(), stopGrace)
+		c.t.Logf("natstest: %s pid %d ignored SIGTERM for %v; killed", n.Name, p.PID(), stopGrace)
 	}
 }
 
@@ -235,7 +236,7 @@ func (c *Cluster) Running(i int) bool {
 	n := c.Nodes[i]
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.proc != nil && !n.proc.exited()
+	return n.proc != nil && !n.proc.Exited()
 }
 
 // Log returns node i's log so far.
@@ -287,7 +288,7 @@ func (c *Cluster) launch(n *Node) error {
 	}
 	cmd := exec.Command(c.bin, "-c", n.confPath)
 	cmd.Stdout, cmd.Stderr = out, out
-	p, err := startProcess(cmd)
+	p, err := testproc.Start(cmd)
 	out.Close() // the child has its own descriptor
 	if err != nil {
 		return err
@@ -295,18 +296,18 @@ func (c *Cluster) launch(n *Node) error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
 		news := readFrom(n.outPath, outOff) + readFrom(n.logPath, logOff)
-		if p.exited() || strings.Contains(news, "address already in use") {
-			_ = p.kill()
+		if p.Exited() || strings.Contains(news, "address already in use") {
+			_ = p.Kill()
 			if strings.Contains(news, "address already in use") {
 				return fmt.Errorf("%s: %w", n.Name, errAddrInUse)
 			}
-			return fmt.Errorf("%s exited before it was ready: %v; output:\n%s", n.Name, p.err, news)
+			return fmt.Errorf("%s exited before it was ready: %v; output:\n%s", n.Name, p.Err(), news)
 		}
 		if strings.Contains(news, "Server is ready") {
 			break
 		}
 		if time.Now().After(deadline) {
-			_ = p.kill()
+			_ = p.Kill()
 			return fmt.Errorf("%s: no \"Server is ready\" within %v; output:\n%s", n.Name, readyTimeout, news)
 		}
 		time.Sleep(pollEvery)
@@ -394,7 +395,7 @@ func (c *Cluster) config(n *Node) string {
 		w("authorization { user: %q, password: %q }", c.opts.Username, c.opts.Password)
 	}
 	if c.opts.TLS {
-		w("tls { cert_file: %q, key_file: %q }", c.tls.certFile, c.tls.keyFile)
+		w("tls { cert_file: %q, key_file: %q }", c.tls.CertFile, c.tls.KeyFile)
 	}
 	return b.String()
 }

@@ -1,4 +1,4 @@
-package mosquittotest
+package testproc
 
 import (
 	"crypto/ecdsa"
@@ -15,22 +15,22 @@ import (
 	"time"
 )
 
-// tlsFiles are the PEM files of a generated CA and server certificate.
-type tlsFiles struct {
-	caFile, certFile, keyFile string
+// TLSFiles are the PEM files of a generated CA and server certificate.
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
 }
 
-// writeTLSFiles generates an ECDSA P-256 CA and a server certificate signed
+// WriteTLSFiles generates an ECDSA P-256 CA and a server certificate signed
 // by it for 127.0.0.1, ::1 and localhost, and writes them as PEM into dir.
-func writeTLSFiles(dir string) (tlsFiles, error) {
+func WriteTLSFiles(dir, caName string) (TLSFiles, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tlsFiles{}, err
+		return TLSFiles{}, err
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "mosquittotest CA"},
+		Subject:               pkix.Name{CommonName: caName},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -40,16 +40,16 @@ func writeTLSFiles(dir string) (tlsFiles, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return tlsFiles{}, fmt.Errorf("create CA certificate: %w", err)
+		return TLSFiles{}, fmt.Errorf("create CA certificate: %w", err)
 	}
 	caCert, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return tlsFiles{}, err
+		return TLSFiles{}, err
 	}
 
 	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return tlsFiles{}, err
+		return TLSFiles{}, err
 	}
 	srvTmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -63,29 +63,29 @@ func writeTLSFiles(dir string) (tlsFiles, error) {
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
 	if err != nil {
-		return tlsFiles{}, fmt.Errorf("create server certificate: %w", err)
+		return TLSFiles{}, fmt.Errorf("create server certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
 	if err != nil {
-		return tlsFiles{}, err
+		return TLSFiles{}, err
 	}
 
-	f := tlsFiles{
-		caFile:   filepath.Join(dir, "ca.pem"),
-		certFile: filepath.Join(dir, "server.pem"),
-		keyFile:  filepath.Join(dir, "server-key.pem"),
+	f := TLSFiles{
+		CAFile:   filepath.Join(dir, "ca.pem"),
+		CertFile: filepath.Join(dir, "server.pem"),
+		KeyFile:  filepath.Join(dir, "server-key.pem"),
 	}
 	for _, w := range []struct {
 		path, typ string
 		der       []byte
 	}{
-		{f.caFile, "CERTIFICATE", caDER},
-		{f.certFile, "CERTIFICATE", srvDER},
-		{f.keyFile, "PRIVATE KEY", keyDER},
+		{f.CAFile, "CERTIFICATE", caDER},
+		{f.CertFile, "CERTIFICATE", srvDER},
+		{f.KeyFile, "PRIVATE KEY", keyDER},
 	} {
 		b := pem.EncodeToMemory(&pem.Block{Type: w.typ, Bytes: w.der})
 		if err := os.WriteFile(w.path, b, 0o600); err != nil {
-			return tlsFiles{}, err
+			return TLSFiles{}, err
 		}
 	}
 	return f, nil
