@@ -65,9 +65,6 @@ func newID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// msgIDLen is newID's length.
-const msgIDLen = 22
-
 // apiCode returns err's JetStream API error, or nil.
 func apiCode(err error) *jetstream.APIError {
 	var ae *jetstream.APIError
