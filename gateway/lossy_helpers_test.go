@@ -135,6 +135,24 @@ func (tl *lossyTally) add(m mosquittotest.Message) error {
 
 func (tl *lossyTally) complete() bool { return tl.distinct == tl.devices*tl.messages }
 
+// behind names up to n devices whose messages have not all arrived, with the
+// first one missing.
+func (tl *lossyTally) behind(n int) []string {
+	var out []string
+	for dev, seen := range tl.seen {
+		for seq, c := range seen {
+			if c == 0 {
+				out = append(out, lossyPayload(dev, seq))
+				break
+			}
+		}
+		if len(out) == n {
+			break
+		}
+	}
+	return out
+}
+
 // lossyDevice is one device of a lossy run: connect once, then publish
 // message seq (returning once the gateway acknowledged it), then close.
 type lossyDevice struct {
@@ -184,13 +202,24 @@ func lossyRun(t *testing.T, seed int64, relay *faultrelay.Relay, sub *mosquittot
 	t.Cleanup(stop)
 
 	start := time.Now()
+	progress := start
 	for !tl.complete() {
+		// A device's error is reported as soon as it happens, not after the
+		// subscriber's wait: it says what went wrong.
 		select {
 		case err := <-errs:
-			t.Fatalf("seed %d: %v (%d of %d messages at the subscriber)", seed, err, tl.distinct, tl.devices*tl.messages)
+			t.Fatalf("seed %d: %v (%d of %d messages at the subscriber; behind: %v)", seed, err, tl.distinct, tl.devices*tl.messages, tl.behind(5))
 		default:
 		}
-		if err := tl.add(sub.Next(t, 30*time.Second)); err != nil {
+		m, ok := sub.Poll(t, time.Second)
+		if !ok {
+			if time.Since(progress) > 30*time.Second {
+				t.Fatalf("seed %d: no message at the subscriber for 30 s, %d of %d there; devices behind: %v", seed, tl.distinct, tl.devices*tl.messages, tl.behind(5))
+			}
+			continue
+		}
+		progress = time.Now()
+		if err := tl.add(m); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 	}
