@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/mqttgw/mqttgw/internal/testproc"
-	"io"
 	"maps"
 	"net"
 	"os"
@@ -294,8 +293,8 @@ func (b *Broker) config() string {
 // ready. It returns an error wrapping errAddrInUse when mosquitto could not
 // bind its port.
 func (b *Broker) launch() error {
-	logOff := fileSize(b.logPath)
-	outOff := fileSize(b.outPath)
+	logOff := testproc.FileSize(b.logPath)
+	outOff := testproc.FileSize(b.outPath)
 	out, err := os.OpenFile(b.outPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -312,7 +311,7 @@ func (b *Broker) launch() error {
 		if _, serr := p.Stop(stopGrace); serr != nil {
 			b.t.Errorf("mosquittotest: stop mosquitto: %v", serr)
 		}
-		news := readFrom(b.outPath, outOff) + readFrom(b.logPath, logOff)
+		news := testproc.ReadFrom(b.outPath, outOff) + testproc.ReadFrom(b.logPath, logOff)
 		if strings.Contains(news, "Address already in use") {
 			return fmt.Errorf("port %d: %w", b.Port, errAddrInUse)
 		}
@@ -336,7 +335,7 @@ func (b *Broker) waitReady(p *testproc.Process, logOff int64) error {
 		if p.Exited() {
 			return fmt.Errorf("mosquitto exited before it was ready: %v", p.Err())
 		}
-		if runningRE.MatchString(readFrom(b.logPath, logOff)) {
+		if runningRE.MatchString(testproc.ReadFrom(b.logPath, logOff)) {
 			last = b.probe()
 			if last == nil {
 				return nil
@@ -372,7 +371,7 @@ func (b *Broker) probe() error {
 // logLogs logs the tail of the broker's log files.
 func (b *Broker) logLogs(t testing.TB) {
 	for _, path := range []string{b.outPath, b.logPath} {
-		s := readFrom(path, max(0, fileSize(path)-logTail))
+		s := testproc.ReadFrom(path, max(0, testproc.FileSize(path)-logTail))
 		if strings.TrimSpace(s) == "" {
 			continue
 		}
@@ -388,26 +387,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// readFrom returns the file's contents from offset off, or "".
-func readFrom(path string, off int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return ""
-	}
-	data, _ := io.ReadAll(f)
-	return string(data)
 }

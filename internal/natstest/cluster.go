@@ -241,7 +241,7 @@ func (c *Cluster) Running(i int) bool {
 
 // Log returns node i's log so far.
 func (c *Cluster) Log(i int) string {
-	return readFrom(c.Nodes[i].logPath, 0)
+	return testproc.ReadFrom(c.Nodes[i].logPath, 0)
 }
 
 // pickPorts gives every node three ports that were free a moment ago.
@@ -281,7 +281,7 @@ func (c *Cluster) launchAll() error {
 // (it bound its ports); it returns an error wrapping errAddrInUse when a port
 // was taken.
 func (c *Cluster) launch(n *Node) error {
-	logOff, outOff := fileSize(n.logPath), fileSize(n.outPath)
+	logOff, outOff := testproc.FileSize(n.logPath), testproc.FileSize(n.outPath)
 	out, err := os.OpenFile(n.outPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
@@ -295,7 +295,7 @@ func (c *Cluster) launch(n *Node) error {
 	}
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		news := readFrom(n.outPath, outOff) + readFrom(n.logPath, logOff)
+		news := testproc.ReadFrom(n.outPath, outOff) + testproc.ReadFrom(n.logPath, logOff)
 		if p.Exited() || strings.Contains(news, "address already in use") {
 			_ = p.Kill()
 			if strings.Contains(news, "address already in use") {
@@ -413,7 +413,7 @@ func (c *Cluster) stopAll() {
 func (c *Cluster) logLogs(t testing.TB) {
 	for _, n := range c.Nodes {
 		for _, path := range []string{n.outPath, n.logPath} {
-			s := readFrom(path, max(0, fileSize(path)-logTail))
+			s := testproc.ReadFrom(path, max(0, testproc.FileSize(path)-logTail))
 			if strings.TrimSpace(s) != "" {
 				t.Logf("natstest: %s:\n%s", path, s)
 			}
@@ -434,26 +434,4 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// readFrom returns the file's contents from offset off, or "".
-func readFrom(path string, off int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return ""
-	}
-	data, _ := io.ReadAll(f)
-	return string(data)
 }
