@@ -139,6 +139,15 @@ retry_interval = "300ms"
 		defer wg.Done()
 		held := false
 		for seq := range q2Msgs {
+			if seq == q2Msgs/2 && !held {
+				// Unpaced, this device could finish before the freeze:
+				// half-way it waits for it, so one exchange is always held.
+				select {
+				case <-freeze:
+				case <-ctx.Done():
+					return
+				}
+			}
 			payload := fmt.Sprintf("q2/%03d", seq)
 			msgID := uint16(seq + 1)
 			pub := &mqttsn.Publish{Flags: mqttsn.Flags{QoS: 2}, TopicID: q2id, MsgID: msgID, Data: []byte(payload)}
