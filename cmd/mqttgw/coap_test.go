@@ -115,12 +115,8 @@ func TestCoAPPubSubTools(t *testing.T) {
 	go func() {
 		done <- run([]string{"sub", "--coap", "coap://" + plain + "/ps/cli/t", "-i", "cli-sub", "-C", "3", "-W", "20"}, &subOut, &subErr)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(subOut.String(), "hello\n") {
-		if time.Now().After(deadline) {
-			t.Fatalf("sub printed %q, %q", subOut.String(), subErr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if poll(10*time.Second, func() (bool, error) { return strings.Contains(subOut.String(), "hello\n"), nil }) != nil {
+		t.Fatalf("sub printed %q, %q", subOut.String(), subErr.String())
 	}
 	b.Publish(t, mosquittotest.PubOptions{Username: "reader", Password: "reader-secret", Topic: "cli/t", Payload: []byte("two"), QoS: 1})
 	b.Publish(t, mosquittotest.PubOptions{Username: "reader", Password: "reader-secret", Topic: "cli/t", Payload: []byte("three"), QoS: 1})

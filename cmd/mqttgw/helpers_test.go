@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,10 +68,25 @@ func runGateway(t *testing.T, cfgText string) *gateway.Gateway {
 // waitCond polls cond for at most 15 s.
 func waitCond(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
+	if err := poll(15*time.Second, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// errPollTimeout is poll's answer when bound passed before check was done.
+var errPollTimeout = errors.New("timed out")
+
+// poll calls check every 10 ms until it reports done or an error, for at most
+// bound: the one wait loop of this package's tests (no fixed sleeps).
+func poll(bound time.Duration, check func() (done bool, err error)) error {
+	deadline := time.Now().Add(bound)
+	for {
+		done, err := check()
+		if done || err != nil {
+			return err
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			return errPollTimeout
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -126,17 +143,24 @@ func startBinaryEnv(t *testing.T, env []string, bin string, args ...string) *bin
 // when it exits first or after 15 s.
 func (r *binaryRun) waitLog(t *testing.T, want string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(r.logs.String(), want) {
-		select {
-		case err := <-r.exited:
-			r.exited <- err
-			t.Fatalf("mqttgw exited (%v) before logging %q", err, want)
-		default:
+	err := poll(15*time.Second, func() (bool, error) {
+		if strings.Contains(r.logs.String(), want) {
+			return true, nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mqttgw did not log %q within 15s", want)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return false, r.exitErr()
+	})
+	if err != nil {
+		t.Fatalf("mqttgw did not log %q: %v", want, err)
+	}
+}
+
+// exitErr is an error when the process has exited, else nil.
+func (r *binaryRun) exitErr() error {
+	select {
+	case err := <-r.exited:
+		r.exited <- err
+		return fmt.Errorf("mqttgw exited (%v)", err)
+	default:
+		return nil
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -175,14 +176,9 @@ func groupAlive(pgid int) bool {
 func stopGroup(t *testing.T, pgid int) {
 	t.Helper()
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	deadline := time.Now().Add(20 * time.Second)
-	for groupAlive(pgid) {
-		if time.Now().After(deadline) {
-			t.Errorf("process group %d outlived SIGTERM by 20 s: killed", pgid)
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if poll(20*time.Second, func() (bool, error) { return !groupAlive(pgid), nil }) != nil {
+		t.Errorf("process group %d outlived SIGTERM by 20 s: killed", pgid)
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	}
 }
 
@@ -292,15 +288,17 @@ func TestREADMEShellBlocks(t *testing.T) {
 		if !groupAlive(pgid) || healthy(cfg.Metrics.Listen) {
 			continue
 		}
-		deadline := time.Now().Add(readyBound)
-		for !healthy(cfg.Metrics.Listen) {
-			switch {
-			case !groupAlive(pgid):
-				t.Fatalf("%s started something that ended before the gateway on config.toml.example answered http://%s/healthz:\n%s", where, cfg.Metrics.Listen, output())
-			case time.Now().After(deadline):
-				t.Fatalf("%s: the gateway on config.toml.example did not answer http://%s/healthz within %v:\n%s", where, cfg.Metrics.Listen, readyBound, output())
+		err = poll(readyBound, func() (bool, error) {
+			if healthy(cfg.Metrics.Listen) {
+				return true, nil
 			}
-			time.Sleep(100 * time.Millisecond)
+			if !groupAlive(pgid) {
+				return false, errors.New("what it started ended first")
+			}
+			return false, nil
+		})
+		if err != nil {
+			t.Fatalf("%s: the gateway on config.toml.example did not answer http://%s/healthz within %v: %v\n%s", where, cfg.Metrics.Listen, readyBound, err, output())
 		}
 		t.Logf("%s: the gateway it started is ready", where)
 	}
@@ -319,17 +317,8 @@ func startExtraGateway(t *testing.T, bin, file, where string) {
 	}
 	requireFree(t, file, cfg)
 	r := startBinary(t, bin, "run", "--config", file)
-	deadline := time.Now().Add(30 * time.Second)
-	for !healthy(cfg.Metrics.Listen) {
-		select {
-		case err := <-r.exited:
-			r.exited <- err
-			t.Fatalf("%s: mqttgw run --config %s exited: %v\n%s", where, file, err, r.logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: mqttgw run --config %s did not answer http://%s/healthz within 30 s\n%s", where, file, cfg.Metrics.Listen, r.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	err := poll(30*time.Second, func() (bool, error) { return healthy(cfg.Metrics.Listen), r.exitErr() })
+	if err != nil {
+		t.Fatalf("%s: mqttgw run --config %s did not answer http://%s/healthz within 30 s: %v\n%s", where, file, cfg.Metrics.Listen, err, r.logs.String())
 	}
 }
