@@ -147,13 +147,7 @@ func (b *Broker) Stop() {
 	if p == nil {
 		return
 	}
-	killed, err := p.Stop(stopGrace)
-	switch {
-	case err != nil:
-		b.t.Errorf("mosquittotest: stop mosquitto: %v", err)
-	case killed:
-		b.t.Logf("mosquittotest: mosquitto pid %d ignored SIGTERM for %v; killed", p.PID(), stopGrace)
-	}
+	p.StopFor(b.t, "mosquittotest: mosquitto", stopGrace)
 }
 
 // Kill ends the broker with SIGKILL, as a crash or the OOM killer would: it

@@ -188,13 +188,7 @@ func (c *Cluster) Stop(i int) {
 	if p == nil {
 		return
 	}
-	killed, err := p.Stop(stopGrace)
-	switch {
-	case err != nil:
-		c.t.Errorf("natstest: stop %s: %v", n.Name, err)
-	case killed:
-		c.t.Logf("natstest: %s pid %d ignored SIGTERM for %v; killed", n.Name, p.PID(), stopGrace)
-	}
+	p.StopFor(c.t, "natstest: "+n.Name, stopGrace)
 }
 
 // Restart starts node i again, stopping it first if it runs, on the same

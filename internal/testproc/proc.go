@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os/exec"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -86,5 +87,18 @@ func (p *Process) Kill() error {
 		return nil
 	case <-time.After(KillWait):
 		return fmt.Errorf("pid %d still running %v after SIGKILL", p.PID(), KillWait)
+	}
+}
+
+// StopFor is Stop for a test: a process that outlived SIGKILL fails t, one
+// that needed SIGKILL is logged; name says which server it was.
+func (p *Process) StopFor(t testing.TB, name string, grace time.Duration) {
+	t.Helper()
+	killed, err := p.Stop(grace)
+	switch {
+	case err != nil:
+		t.Errorf("stop %s: %v", name, err)
+	case killed:
+		t.Logf("%s pid %d ignored SIGTERM for %v; killed", name, p.PID(), grace)
 	}
 }
