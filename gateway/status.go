@@ -6,7 +6,6 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -124,14 +123,14 @@ func (g *Gateway) messageTotals() (up, down uint64) {
 
 // Status is the gateway's state for the status page.
 func (g *Gateway) Status() Status {
-	s := Status{Gateway: g.cfg.Gateway.ID, Now: time.Now().UTC(), Upstream: UpstreamStatus{URL: redactURL(g.cfg.Upstream.URL)}}
+	s := Status{Gateway: g.cfg.Gateway.ID, Now: time.Now().UTC()}
 	st := &g.status
 	st.mu.Lock()
 	s.Started = st.started.UTC()
 	s.Rates = append([]RatePoint{}, st.rates...)
 	st.mu.Unlock()
 	ps := g.proxy.State()
-	s.Upstream.Connected, s.Upstream.Since, s.Upstream.Problem = ps.Connected, ps.Since.UTC(), ps.Problem
+	s.Upstream = UpstreamStatus{URL: ps.URL, Connected: ps.Connected, Since: ps.Since.UTC(), Problem: ps.Problem}
 	for _, lc := range g.cfg.Listeners {
 		ls := ListenerStatus{Name: lc.Name, Type: lc.Type,
 			Active: g.sessions.Count(lc.Name, session.StateActive),
@@ -146,15 +145,6 @@ func (g *Gateway) Status() Status {
 		s.Listeners = append(s.Listeners, ls)
 	}
 	return s
-}
-
-// redactURL hides a password in the upstream URL.
-func redactURL(u string) string {
-	pu, err := url.Parse(u)
-	if err != nil || pu.User == nil {
-		return u
-	}
-	return pu.Redacted()
 }
 
 // maxPageDevices bounds the server-rendered device list; the script fetches

@@ -173,8 +173,7 @@ func TestTransparentRefusals(t *testing.T) {
 		t.Fatalf("connect with credentials the broker refuses: %v, want rejected: not supported", err)
 	}
 
-	b2, _, addr := startTransparent(t, "max_connections = 1")
-	_ = b2
+	_, _, addr := startTransparent(t, "max_connections = 1")
 	dialSN(t, addr, mqttsn.ClientOptions{ClientID: "m1"})
 	c2, err := mqttsn.Dial(snCtx(t), addr, mqttsn.ClientOptions{ClientID: "m2", RetryInterval: 300 * time.Millisecond, MaxRetries: 5})
 	if err != nil {

@@ -23,13 +23,15 @@ type State struct {
 	// Problem is why the last connection attempt failed, in words an operator
 	// can act on; "" while connected or before the first failure.
 	Problem string
+	// URL is the broker's address as the gateway dials it, password hidden.
+	URL string
 }
 
 // State reports the connection's state.
 func (p *Proxy) State() State {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return State{Connected: p.state.connected, Since: p.state.since, Problem: p.state.problem}
+	return State{Connected: p.state.connected, Since: p.state.since, Problem: p.state.problem, URL: redact(p.url)}
 }
 
 // connState is Proxy.state, guarded by Proxy.mu.
