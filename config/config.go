@@ -63,10 +63,15 @@ type Upstream struct {
 	// QueueMessages and QueueBytes bound the store-and-forward queue of
 	// publishes nobody waits on (plain datagrams, wills, births); when either is
 	// reached the oldest are dropped and counted.
-	QueueMessages int      `toml:"queue_messages"`
-	QueueBytes    int      `toml:"queue_bytes"`
-	TLS           TLS      `toml:"tls"`
-	Embedded      Embedded `toml:"embedded"`
+	QueueMessages int `toml:"queue_messages"`
+	QueueBytes    int `toml:"queue_bytes"`
+	// MaxInflightQoS2 bounds the QoS 2 publishes in flight on a broker
+	// connection: at most the broker's own limit (Mosquitto
+	// max_inflight_messages, 20 by default), which drops the excess while
+	// acknowledging it to an MQTT 3.1.1 client.
+	MaxInflightQoS2 int      `toml:"max_inflight_qos2"`
+	TLS             TLS      `toml:"tls"`
+	Embedded        Embedded `toml:"embedded"`
 }
 
 // TLS configures the client side of a TLS connection to the broker.

@@ -50,6 +50,7 @@ func TestProblemsHaveLineAndKey(t *testing.T) {
 		{"ack window without dedup", "[[rule]]\nname = \"r\"\nack = { hex = \"06\", window = \"1m\" }\n", `t.toml:3: warning: rule[0].ack.window: ignored: window applies with dedup`},
 		{"ack unknown key", "[[rule]]\nname = \"r\"\n[rule.ack]\ntemplte = \"A\"\n", `t.toml:4: rule[0].ack.templte: unknown key "templte" (did you mean "template"?)`},
 		{"queue bytes below one datagram", "[upstream]\nqueue_bytes = 1000\n", `t.toml:2: upstream.queue_bytes: 1000: want at least 65507 bytes, one largest datagram (0: the default, 64 MiB)`},
+		{"negative QoS 2 window", "[upstream]\nmax_inflight_qos2 = -1\n", `t.toml:2: upstream.max_inflight_qos2: -1: want 1 to 65535, at most the broker's max_inflight_messages (0: the default, 20)`},
 		{"negative queue messages", "[upstream]\nqueue_messages = -1\n", `t.toml:2: upstream.queue_messages: -1: want a positive number of messages (0: the default, 10000)`},
 		{"rule test ack unknown key", "[[rule]]\nname = \"r\"\ntests = [ { text = \"a\", ack_text = \"A\" } ]\n", `t.toml:3: rule[0].tests[0].ack_text: unknown key "ack_text" (did you mean "ack_hex"?)`},
 	}

@@ -154,6 +154,9 @@ func (c *Config) validate() Problems {
 	if u.QueueMessages < 0 {
 		add("upstream.queue_messages", "%d: want a positive number of messages (0: the default, 10000)", u.QueueMessages)
 	}
+	if u.MaxInflightQoS2 < 0 || u.MaxInflightQoS2 > 65535 {
+		add("upstream.max_inflight_qos2", "%d: want 1 to 65535, at most the broker's max_inflight_messages (0: the default, 20)", u.MaxInflightQoS2)
+	}
 	if u.QueueBytes < 0 || u.QueueBytes > 0 && u.QueueBytes < MaxDatagram {
 		add("upstream.queue_bytes", "%d: want at least %d bytes, one largest datagram (0: the default, 64 MiB)", u.QueueBytes, MaxDatagram)
 	}

@@ -133,6 +133,7 @@ type link struct {
 
 	lost     chan struct{} // closed when paho reported the connection lost
 	lostOnce sync.Once
+	q2       qos2Window    // QoS 2 publishes in flight on this connection
 	stopped  chan struct{} // closed when paho's connection goroutines have stopped
 	stopOnce sync.Once
 	endOnce  sync.Once // counts the end of an accepted connection once
@@ -229,7 +230,7 @@ func (p *Proxy) deviceMetrics() *deviceMetrics {
 }
 
 func (d *DeviceConn) newLink() *link {
-	return &link{lost: make(chan struct{}), stopped: make(chan struct{})}
+	return &link{lost: make(chan struct{}), stopped: make(chan struct{}), q2: make(qos2Window, d.p.opts.MaxInflightQoS2)}
 }
 
 // connect makes l's MQTT connection and waits for the CONNACK, the connect
@@ -472,9 +473,21 @@ func (d *DeviceConn) Publish(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("proxy: device %q: publish %q: %w", d.o.ClientID, m.Topic, err)
 	}
+	if m.QoS == 2 {
+		ok, err := l.q2.take(ctx, l.lost, nil)
+		if !ok && err == nil {
+			err = fmt.Errorf("%w: connection lost", ErrUnavailable)
+		}
+		if err != nil {
+			return fmt.Errorf("proxy: device %q: publish %q: %w", d.o.ClientID, m.Topic, err)
+		}
+	}
 	tok := l.client.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
 	if m.QoS == 0 {
 		return nil
+	}
+	if m.QoS == 2 {
+		l.q2.freeWhenDone(tok, l.lost)
 	}
 	if err := d.wait(ctx, l, tok); err != nil {
 		return fmt.Errorf("proxy: device %q: publish %q: %w", d.o.ClientID, m.Topic, err)

@@ -106,7 +106,10 @@ func (p *Proxy) publishNow(ctx context.Context, m Message) error {
 	p.mu.Lock()
 	lost := p.lost
 	p.mu.Unlock()
-	tok := p.paho().Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+	tok, err := p.publishPaho(ctx, m, false)
+	if err != nil {
+		return fmt.Errorf("proxy: publish %q: %w", m.Topic, err)
+	}
 	t := time.NewTimer(p.opts.PublishTimeout)
 	defer t.Stop()
 	select {
@@ -327,7 +330,11 @@ func (p *Proxy) replayBatch(r *replay, lost chan struct{}) bool {
 	}
 	for i := range r.buf {
 		m := &r.buf[i]
-		tok := p.paho().Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+		tok, err := p.publishPaho(context.Background(), Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain}, true)
+		if err != nil { // Close gave up: the store keeps the rest
+			clear(r.buf)
+			return false
+		}
 		p.mu.Lock()
 		p.sent++
 		p.mu.Unlock()

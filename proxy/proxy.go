@@ -25,6 +25,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -91,6 +92,11 @@ type Options struct {
 	QueueBytes int
 	// Window bounds queued publishes awaiting the broker's acknowledgement (default 256).
 	Window int
+	// MaxInflightQoS2 bounds the QoS 2 publishes in flight on the connection
+	// (default DefaultMaxInflightQoS2): no more than the broker takes at once
+	// (Mosquitto's max_inflight_messages), or it drops the excess while
+	// acknowledging it (qos2Window).
+	MaxInflightQoS2 int
 	// Store, when set, is the durable store-and-forward queue (issue 10; the
 	// gateway's [store]): QoS >= 1 publishes that Publish cannot hand to the
 	// broker at once, and every QoS >= 1 message of Enqueue, are appended to it
@@ -126,6 +132,7 @@ type Proxy struct {
 	subs      map[string]byte // filter → QoS, restored on reconnect
 	connected chan struct{}   // closed while connected; replaced on loss
 	lost      chan struct{}   // closed when the current connection is lost; replaced on connect
+	q2        qos2Window      // the current connection's QoS 2 window; replaced on connect
 	queue     deque
 	queueWake chan struct{} // signalled (non-blocking) when the queue or connection changes
 	unacked   int           // popped from the queue, not yet acknowledged or put back
@@ -181,6 +188,9 @@ func New(o Options) (*Proxy, error) {
 	}
 	if o.QueueBytes <= 0 {
 		o.QueueBytes = 64 << 20
+	}
+	if o.MaxInflightQoS2 <= 0 {
+		o.MaxInflightQoS2 = DefaultMaxInflightQoS2
 	}
 	if o.Window <= 0 {
 		o.Window = 256
@@ -356,6 +366,7 @@ func (p *Proxy) onConnect(c paho.Client) {
 	case <-p.connected:
 	default:
 		p.lost = make(chan struct{})
+		p.q2 = make(qos2Window, p.opts.MaxInflightQoS2)
 		close(p.connected)
 	}
 	p.mu.Unlock()
@@ -415,7 +426,13 @@ func (p *Proxy) Publish(ctx context.Context, m Message) error {
 		p.m.unavailable.Inc()
 		return ErrUnavailable
 	}
-	tok := p.paho().Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+	tok, err := p.publishPaho(ctx, m, false)
+	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			p.m.unavailable.Inc()
+		}
+		return fmt.Errorf("proxy: publish %q: %w", m.Topic, err)
+	}
 	if m.QoS == 0 {
 		p.m.published.Inc()
 		return nil
@@ -524,7 +541,14 @@ func (p *Proxy) sender() {
 				return
 			}
 		}
-		tok := p.paho().Publish(m.Topic, m.QoS, m.Retain, m.Payload)
+		tok, err := p.publishPaho(context.Background(), m, true)
+		if err != nil { // Close gave up: the message stays queued, as the rest
+			p.mu.Lock()
+			p.queue.pushFront(m)
+			p.unacked--
+			p.mu.Unlock()
+			return
+		}
 		if m.QoS == 0 {
 			p.m.published.Inc()
 			p.mu.Lock()
