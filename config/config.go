@@ -22,6 +22,7 @@ type Config struct {
 	Classes   []Class      `toml:"class"`
 	Downlinks []Downlink   `toml:"downlink"`
 	Store     Store        `toml:"store"`
+	Cluster   Cluster      `toml:"cluster"`
 
 	// File is the path the config was read from ("" for text loaded from memory).
 	File string `toml:"-"`

@@ -2,8 +2,9 @@ package config
 
 import "time"
 
-// Store configures the durable store ([store]): without Dir, what the gateway
-// holds lives in memory only, as before.
+// Store configures the durable store ([store]): without Dir (and without
+// [cluster], which keeps it in NATS JetStream), what the gateway holds lives
+// in memory only, as before.
 type Store struct {
 	// Dir holds the store's one file (mqttgw.db); "" = no durable store.
 	Dir string `toml:"dir"`
@@ -17,8 +18,9 @@ type Store struct {
 	MaxMessages int   `toml:"max_messages"`
 }
 
-// validate checks [store].
-func (s Store) validate(add func(key, format string, args ...any)) {
+// validate checks [store]; with [cluster] the queue's limits apply to its
+// JetStream stream (validateCluster checks the rest).
+func (s Store) validate(clustered bool, add func(key, format string, args ...any)) {
 	if s.MaxBytes < 0 {
 		add("store.max_bytes", "%d: want a positive number of bytes (0: the default, 256 MiB)", s.MaxBytes)
 	} else if s.MaxBytes > 0 && s.MaxBytes < int64(MaxDatagram) {
@@ -30,7 +32,7 @@ func (s Store) validate(add func(key, format string, args ...any)) {
 	if s.MaxMessages < 0 {
 		add("store.max_messages", "%d: want a positive number of messages (0: the default, 1000000)", s.MaxMessages)
 	}
-	if s.Dir == "" && (s.MaxBytes != 0 || s.MaxMessages != 0 || s.CommitInterval != 0) {
+	if s.Dir == "" && !clustered && (s.MaxBytes != 0 || s.MaxMessages != 0 || s.CommitInterval != 0) {
 		add("store.dir", "missing: the other [store] keys apply to a store in a directory")
 	}
 }

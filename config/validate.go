@@ -70,6 +70,7 @@ func (c *Config) applyDefaults() {
 	for i := range c.Downlinks {
 		c.Downlinks[i].applyDefaults(c, fmt.Sprintf("downlink[%d]", i))
 	}
+	c.Cluster.applyDefaults()
 }
 
 func setDuration(d *Duration, def time.Duration) {
@@ -169,7 +170,8 @@ func (c *Config) validate() Problems {
 		}
 	}
 	c.Metrics.validate(add)
-	c.Store.validate(add)
+	c.Store.validate(c.Clustered(), add)
+	c.validateCluster(add, warn)
 
 	c.MQTTSN.validate(add)
 	for _, f := range []struct{ key, path string }{

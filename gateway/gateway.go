@@ -16,7 +16,9 @@
 // devices did not go silent.
 //
 // With [store] dir, New opens the durable store (package store; its one
-// committer goroutine) and hands its queue to the proxy; Run closes it after
+// committer goroutine), or with [cluster] the fleet's NATS JetStream store
+// (store/natsstore; its connection's goroutines), and hands its queue to the
+// proxy; Run closes it after
 // the proxy's Close, so the messages the broker has not taken stay there for
 // the next start.
 package gateway
@@ -45,6 +47,7 @@ import (
 	"github.com/mqttgw/mqttgw/proxy"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/store"
+	"github.com/mqttgw/mqttgw/store/natsstore"
 	"github.com/mqttgw/mqttgw/udpgw"
 	"github.com/mqttgw/mqttgw/udpgw/raw"
 )
@@ -112,7 +115,7 @@ func New(cfg *config.Config, log *zap.Logger) (_ *Gateway, err error) {
 		return nil, err
 	}
 	var queue store.Queue
-	if cfg.Store.Dir != "" {
+	if cfg.Store.Dir != "" || cfg.Clustered() {
 		st, openErr := openStore(cfg, log)
 		if openErr != nil {
 			return nil, openErr
@@ -190,9 +193,28 @@ func New(cfg *config.Config, log *zap.Logger) (_ *Gateway, err error) {
 	return g, nil
 }
 
-// openStore opens [store] dir (relative to the config file's directory).
+// openStore opens [store] dir (relative to the config file's directory), or
+// with [cluster] the fleet's JetStream store, this instance's queue named by
+// gateway.id.
 func openStore(cfg *config.Config, log *zap.Logger) (store.Store, error) {
 	s := cfg.Store
+	if cfg.Clustered() {
+		cl := cfg.Cluster
+		ctx, cancel := context.WithTimeout(context.Background(), natsstore.DefaultTimeout)
+		defer cancel()
+		st, err := natsstore.Open(ctx, natsstore.Options{
+			URLs: cl.NATS, Name: cl.Name, Instance: cfg.Gateway.ID, Replicas: cl.Replicas,
+			CredsFile: cfg.Path(cl.CredsFile), Username: cl.Username, Password: cl.Password, Token: cl.Token,
+			CAFile: cfg.Path(cl.TLS.CAFile), CertFile: cfg.Path(cl.TLS.CertFile), KeyFile: cfg.Path(cl.TLS.KeyFile),
+			MaxMessages: s.MaxMessages, MaxBytes: s.MaxBytes,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		log.Info("durable store open in NATS JetStream", zap.String("fleet", cl.Name), zap.String("instance", cfg.Gateway.ID),
+			zap.String("queue", natsstore.QueueStream(cl.Name, cfg.Gateway.ID)), zap.String("state", natsstore.StateBucket(cl.Name)))
+		return st, nil
+	}
 	st, err := store.Open(cfg.Path(s.Dir), store.Options{
 		CommitInterval: s.CommitInterval.D(),
 		MaxMessages:    s.MaxMessages,

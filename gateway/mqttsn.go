@@ -70,6 +70,7 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		Predefined:        predefined,
 		DTLS:              dtls,
 		State:             state,
+		SharedState:       g.cfg.Clustered(), // [cluster]: other instances write the same records
 		DrainTimeout:      g.cfg.Gateway.DrainTimeout.D(),
 	})
 	if err != nil {

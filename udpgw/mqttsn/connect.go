@@ -29,6 +29,12 @@ type pendingConnect struct {
 
 // onConnect handles CONNECT. MQTT-SN 1.2 §6.2.
 func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now time.Time) {
+	e.connect(ob, p, m, now, false)
+}
+
+// connect is onConnect; loaded says the client's record was read from the
+// fleet's store for this CONNECT (fleet.go), or that there is none.
+func (e *Engine) connect(ob *outbox, p session.Peer, m *mqttsn.Connect, now time.Time, loaded bool) {
 	reject := func(code mqttsn.ReturnCode, r refuseReason, why string, err error) {
 		e.m.refuse(r)
 		e.dropPending(p)
@@ -69,6 +75,9 @@ func (e *Engine) onConnect(ob *outbox, p session.Peer, m *mqttsn.Connect, now ti
 		e.m.drop(dropLostAtStart)
 		e.debugBad(now, "CONNECT of a client lost while the gateway was down dropped: its will goes first", p.Addr, nil, zap.String("client", m.ClientID))
 		return
+	}
+	if !loaded && e.loadFirst(p, m, now) {
+		return // handled once its record is read (fleet.go)
 	}
 	if c := e.byID[m.ClientID]; c == nil && len(e.byID) >= e.o.MaxClients && !e.evictUnproven(ob, now) {
 		// Full, and no client that never proved its address to make room
@@ -157,7 +166,9 @@ func (e *Engine) accept(ob *outbox, p session.Peer, id string, sig connectSig, w
 	clean, duration := sig.clean, sig.duration
 	c := e.byID[id]
 	if c == nil {
-		c = &client{id: id, state: stateGone}
+		// In a fleet another instance may have left a record of the client:
+		// a clean session deletes it (fleet.go), as it would here.
+		c = &client{id: id, state: stateGone, stored: e.fl != nil}
 		e.byID[id] = c
 	}
 	if old := c.peer(); c.state.connected() && old != p {

@@ -97,7 +97,10 @@
 // Serve runs the reader on its caller's goroutine and starts, for its own
 // lifetime, a fixed pool of Options.Workers workers and, with Options.State,
 // a few writers, which commit changed session records; Serve restores the
-// records before it starts them. Over DTLS, Serve's
+// records before it starts them. With Options.SharedState (a fleet), a
+// persistent CONNECT for a client not held here starts one loader goroutine
+// that reads the client's record (at most 64 at once, fleet.go); Serve's
+// drain waits for them. Over DTLS, Serve's
 // goroutine runs the accept loop instead, which starts one goroutine per
 // connection (its handshake, at most DTLSOptions.MaxHandshakes at once, then
 // its reader); pion runs its own socket reader and a few goroutines per

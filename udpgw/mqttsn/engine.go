@@ -38,6 +38,7 @@ type Engine struct {
 	badLog    limiter
 	seed      maphash.Seed // of publish digests (duplicate detection)
 	ps        *persister   // the store's side (persist.go); nil without Options.State
+	fl        *loader      // the fleet's side (fleet.go); nil without Options.SharedState
 	// sources records every source address (plain UDP; nil over DTLS): its
 	// proof that it receives, its budget and rate (unproven.go).
 	sources *udpgw.Sources[srcState]
@@ -123,6 +124,9 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 	switch {
 	case o.State != nil && e.connector == nil:
 		e.ps = newPersister(o.State, env)
+		if o.SharedState {
+			e.fl = newLoader(e)
+		}
 	case o.State != nil:
 		e.log.Info("transparent mode: the persistent sessions are each device's own at the broker, not kept in the store")
 	}
@@ -230,9 +234,11 @@ func (e *Engine) Serve(ctx context.Context) error {
 		stopWriter = make(chan struct{})
 	)
 	if e.ps != nil {
-		if err := e.restore(); err != nil {
-			_ = e.tr.close()
-			return fmt.Errorf("mqttsn: %s: restore persistent sessions: %w", e.env.Name, err)
+		if e.fl == nil { // a fleet's sessions are loaded on CONNECT (fleet.go)
+			if err := e.restore(); err != nil {
+				_ = e.tr.close()
+				return fmt.Errorf("mqttsn: %s: restore persistent sessions: %w", e.env.Name, err)
+			}
 		}
 		for range writers {
 			writer.Add(1)
@@ -273,6 +279,8 @@ func (e *Engine) Serve(ctx context.Context) error {
 		<-drained
 	}
 	t.Stop()
+	// Loads under way see stopping and handle nothing more.
+	e.waitLoads()
 	// The last answers of the drain may wait for a commit: the final write
 	// sends them, before the socket closes.
 	close(stopWriter)

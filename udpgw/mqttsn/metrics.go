@@ -32,6 +32,7 @@ const (
 	dropIdentity                           // mqttsns: a waking PINGREQ naming a client id other than the DTLS PSK identity
 	dropLostAtStart                        // CONNECT of a client restored lost (keepalive ran out while the gateway was down) before its will is out
 	dropRateLimited                        // from an address that has not proven it receives, above unproven_rate
+	dropLoadBusy                           // CONNECT while maxLoads session loads from the fleet's store were under way (fleet.go)
 	numDropReasons
 )
 
@@ -39,7 +40,7 @@ var dropNames = [numDropReasons]string{
 	"decode_error", "too_large", "unexpected", "not_connected", "will_exchange",
 	"minus_one_topic", "busy", "buffer_full", "retries_exhausted", "topic_limit",
 	"register_rejected", "downlink_too_large", "session_ended", "shutdown", "publish_failed",
-	"source_not_allowed", "identity_mismatch", "lost_at_start", "rate_limited",
+	"source_not_allowed", "identity_mismatch", "lost_at_start", "rate_limited", "session_load_busy",
 }
 
 // refuseReason says why a request was answered with a rejecting return code.

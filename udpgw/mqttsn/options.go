@@ -77,6 +77,11 @@ type Options struct {
 	// (persist.go); nil: in memory only. Ignored in transparent mode, where
 	// each device's own broker connection holds its session.
 	State store.State
+	// SharedState says State is shared by a fleet of gateways (the NATS
+	// JetStream store, [cluster]): a persistent CONNECT for a client not
+	// held here reads its record first, and nothing is restored at start
+	// (fleet.go).
+	SharedState bool
 
 	Workers      int           // goroutines running broker operations; default 64
 	MaxClientOps int           // operations queued per client; default 64

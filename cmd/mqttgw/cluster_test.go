@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+	"github.com/mqttgw/mqttgw/internal/natstest"
+	"github.com/mqttgw/mqttgw/mqttsn"
+)
+
+// fleet is a NATS JetStream cluster, a Mosquitto and the mqttgw binary,
+// whose instances share one [cluster] config but for their ids and ports.
+type fleet struct {
+	nats   *natstest.Cluster
+	broker *mosquittotest.Broker
+	bin    string
+	name   string // the fleet's, unique per test
+}
+
+func startFleet(t *testing.T) *fleet {
+	t.Helper()
+	f := &fleet{
+		nats: natstest.Start(t, natstest.Options{}),
+		broker: mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"mqttgw": "gw-secret", "reader": "reader-secret"},
+			Extra: "persistence true\npersistence_location " + t.TempDir() + "/\nmax_queued_messages 100000\n"}),
+		bin:  buildBinary(t),
+		name: "f" + strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()),
+	}
+	return f
+}
+
+// instance is one running mqttgw of the fleet.
+type instance struct {
+	id     string
+	snAddr string // its MQTT-SN listener
+	run    *binaryRun
+}
+
+// start runs instance id with its own MQTT-SN port and waits until it
+// listens (not for the broker: a test may have stopped it).
+func (f *fleet) start(t *testing.T, id string) *instance {
+	t.Helper()
+	in := &instance{id: id, snAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))}
+	cfgFile := filepath.Join(t.TempDir(), id+".toml")
+	writeTestFile(t, cfgFile, fmt.Sprintf(`
+[gateway]
+id = %q
+[upstream]
+url = %q
+username = "mqttgw"
+password = "gw-secret"
+reconnect_min = "100ms"
+reconnect_max = "300ms"
+[cluster]
+nats = [%s]
+name = %q
+replicas = 3
+owner_lease = "2s"
+[[listener]]
+name = "sn"
+type = "mqttsn"
+bind = %q
+[listener.mqttsn]
+retry_interval = "300ms"
+`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.snAddr))
+	in.run = startBinary(t, f.bin, "run", "--config", cfgFile)
+	in.run.waitLog(t, "listening")
+	return in
+}
+
+// tomlStrings is ss as the items of a TOML array.
+func tomlStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// kill9 ends the instance with SIGKILL: nothing more is written.
+func (in *instance) kill9(t *testing.T) {
+	t.Helper()
+	if err := in.run.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	err := <-in.run.exited
+	in.run.exited <- err // for the cleanup
+	if ws, ok := in.run.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("%s ended with %v, want killed by SIGKILL", in.id, err)
+	}
+}
+
+// snClient connects an MQTT-SN client with CleanSession false to addr;
+// messages it receives go to the returned channel.
+func snClient(t *testing.T, addr, id string) (*mqttsn.Client, <-chan string) {
+	t.Helper()
+	got := make(chan string, 100)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := mqttsn.Dial(ctx, addr, mqttsn.ClientOptions{ClientID: id, Keepalive: time.Minute, RetryInterval: 300 * time.Millisecond, MaxRetries: 20,
+		OnMessage: func(topic string, _ uint16, _ mqttsn.TopicIDType, m *mqttsn.Publish) {
+			select {
+			case got <- topic + " " + string(m.Data):
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("%s: CONNECT to %s: %v", id, addr, err)
+	}
+	return c, got
+}
+
+// TestClusterMQTTSNTakeOver: a persistent MQTT-SN session written by
+// instance A through the fleet's JetStream store is continued by instance B
+// after A is killed (SIGKILL): the topic id registered through A is valid at
+// B (PUBACK accepted, the message reaches Mosquitto), and the subscription
+// made through A is made again at the broker by B, whose messages reach the
+// client through B.
+func TestClusterMQTTSNTakeOver(t *testing.T) {
+	f := startFleet(t)
+	up := f.broker.Subscribe(t, mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1, Topics: []string{"fleet/+/up"}})
+	a, b := f.start(t, "gwA"), f.start(t, "gwB")
+	a.run.waitLog(t, "connected to broker")
+	b.run.waitLog(t, "connected to broker")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	c, _ := snClient(t, a.snAddr, "dev1")
+	id, err := c.Register(ctx, "fleet/dev1/up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Subscribe(ctx, "fleet/dev1/cmd", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PublishID(ctx, mqttsn.TopicNormal, id, 1, false, []byte("via A")); err != nil {
+		t.Fatal(err)
+	}
+	if m := up.Next(t, 15*time.Second); m.Topic != "fleet/dev1/up" || string(m.Payload) != "via A" {
+		t.Fatalf("at the broker: %s %q, want fleet/dev1/up \"via A\"", m.Topic, m.Payload)
+	}
+
+	a.kill9(t)
+	c.Close()
+	c, got := snClient(t, b.snAddr, "dev1")
+	if err := c.PublishID(ctx, mqttsn.TopicNormal, id, 1, false, []byte("via B")); err != nil {
+		t.Fatalf("PUBLISH at B on the topic id registered at A: %v, want PUBACK accepted", err)
+	}
+	if m := up.Next(t, 15*time.Second); m.Topic != "fleet/dev1/up" || string(m.Payload) != "via B" {
+		t.Fatalf("at the broker: %s %q, want fleet/dev1/up \"via B\"", m.Topic, m.Payload)
+	}
+	// B makes the subscription again at the broker on its own time: publish
+	// until one arrives.
+	n := 0
+	err = poll(20*time.Second, func() (bool, error) {
+		select {
+		case m := <-got:
+			if !strings.HasPrefix(m, "fleet/dev1/cmd cmd") {
+				return false, fmt.Errorf("client got %q", m)
+			}
+			return true, nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		n++
+		f.broker.Publish(t, mosquittotest.PubOptions{Username: "reader", Password: "reader-secret", Topic: "fleet/dev1/cmd", Payload: fmt.Appendf(nil, "cmd%d", n), QoS: 1})
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("a message on the subscription made through A did not reach the client through B: %v", err)
+	}
+}
