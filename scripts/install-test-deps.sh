@@ -16,8 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 # stdbuf (coreutils) makes mosquitto_sub line-buffer its stdout when piped;
 # chromium loads the status page headless.
 # zsh and groff check the completion script and the man page.
-tools=(mosquitto mosquitto_sub mosquitto_pub mosquitto_passwd coap-client-notls coap-client-openssl stdbuf chromium zsh groff)
-packages=(mosquitto mosquitto-clients libcoap3-bin coreutils chromium zsh groff-base)
+# nginx with its stream module is the UDP load balancer in front of a fleet
+# (internal/nginxtest).
+tools=(mosquitto mosquitto_sub mosquitto_pub mosquitto_passwd coap-client-notls coap-client-openssl stdbuf chromium zsh groff nginx)
+packages=(mosquitto mosquitto-clients libcoap3-bin coreutils chromium zsh groff-base nginx-light libnginx-mod-stream)
+# Files a tool needs beside its program (nginx's stream module).
+files=(/usr/lib/nginx/modules/ngx_stream_module.so)
 
 # have NAME reports whether NAME is runnable. mosquitto lives in /usr/sbin,
 # which is not on a non-root user's PATH on Debian.
@@ -39,6 +43,9 @@ missing=()
 for t in "${tools[@]}"; do
 	have "$t" || missing+=("$t")
 done
+for f in "${files[@]}"; do
+	[[ -e "$f" ]] || missing+=("$f")
+done
 
 if ((${#missing[@]} > 0)); then
 	echo "install-test-deps: missing ${missing[*]}; installing ${packages[*]}" >&2
@@ -54,17 +61,25 @@ still=()
 for t in "${tools[@]}"; do
 	have "$t" || still+=("$t")
 done
+for f in "${files[@]}"; do
+	[[ -e "$f" ]] || still+=("$f")
+done
 if ((${#still[@]} > 0)); then
 	echo "install-test-deps: still missing after install: ${still[*]} (packages: ${packages[*]})" >&2
 	exit 1
 fi
-# The system broker must not hold the example's port 1883 (see above).
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
-	"${sudo[@]}" systemctl disable --now mosquitto || true
-fi
-if [[ -f /run/mosquitto/mosquitto.pid ]]; then
-	"${sudo[@]}" kill "$(cat /run/mosquitto/mosquitto.pid)" 2>/dev/null || true
-fi
+# The system broker must not hold the example's port 1883 (see above); the
+# tests start their own nginx, so Debian's service (port 80) is not needed.
+for svc in mosquitto nginx; do
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+		"${sudo[@]}" systemctl disable --now "$svc" || true
+	fi
+done
+for pidfile in /run/mosquitto/mosquitto.pid /run/nginx.pid; do
+	if [[ -f "$pidfile" ]]; then
+		"${sudo[@]}" kill "$(cat "$pidfile")" 2>/dev/null || true
+	fi
+done
 
 # nats-server for store/natsstore's tests (internal/natstest starts a
 # three-node JetStream cluster). They need 2.12 or newer: atomic batch
