@@ -13,8 +13,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+	"github.com/mqttgw/mqttgw/internal/natstest"
 	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/store"
+	"github.com/mqttgw/mqttgw/store/natsstore"
 )
 
 // BenchmarkPublishQoS1 is the durable store's cost (issue 10): QoS 1
@@ -33,11 +35,18 @@ import (
 //     while it lasts (stored/op says which share went to the store), and the
 //     sender replays and removes them meanwhile (replayed/s).
 //
+// The store variants run with each backend: bolt (one file, fsync) and
+// jetstream (store/natsstore on a real three-node nats-server cluster on
+// loopback, replicas 3: an append is acknowledged once a quorum holds it),
+// issue 13's comparison. p1 (one publisher) gives the latency each adds:
+// ns/op is then the time from Publish to its acknowledgement.
+//
 // (Without a store and the broker away, Publish fails at once with
 // ErrUnavailable: there is nothing to compare.)
 //
 //	go test -run '^$' -bench PublishQoS1 -benchtime 3s ./proxy
 func BenchmarkPublishQoS1(b *testing.B) {
+	outer := b
 	broker := mosquittotest.Start(b, mosquittotest.Options{AllowAnonymous: true})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,10 +54,8 @@ func BenchmarkPublishQoS1(b *testing.B) {
 	}
 	away := "tcp://" + l.Addr().String() // nothing listens there once closed
 	l.Close()
-	run := func(b *testing.B, url string, st *store.Bolt, backlog, publishers int) {
-		var q store.Queue
-		if st != nil {
-			q = st.Queue()
+	run := func(b *testing.B, url string, q store.Queue, backlog, publishers int) {
+		if q != nil {
 			var wg sync.WaitGroup // appenders share commits
 			for w := range 64 {
 				wg.Go(func() {
@@ -101,18 +108,39 @@ func BenchmarkPublishQoS1(b *testing.B) {
 			b.ReportMetric(reg.Get("mqttgw_upstream_published_total")/elapsed, "replayed/s")
 		}
 	}
-	openBench := func(b *testing.B) *store.Bolt {
-		st, err := store.Open(b.TempDir(), store.Options{MaxMessages: -1, MaxBytes: -1})
+	var nats *natstest.Cluster
+	openBench := func(b *testing.B, backend string) store.Queue {
+		var st store.Store
+		var err error
+		switch backend {
+		case "bolt":
+			st, err = store.Open(b.TempDir(), store.Options{MaxMessages: -1, MaxBytes: -1})
+		case "jetstream":
+			if nats == nil { // once, for every run (a sub-benchmark's cleanups run after each of its rounds)
+				nats = natstest.Start(outer, natstest.Options{})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			st, err = natsstore.Open(ctx, natsstore.Options{URLs: nats.URLs(), Name: fmt.Sprintf("bench%d", benchFleet.Add(1)), Instance: "gw", Replicas: 3, MaxMessages: -1, MaxBytes: -1})
+		}
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { st.Close() })
-		return st
+		return st.Queue()
 	}
-	for _, n := range []int{32, 128} {
+	for _, n := range []int{1, 32, 128} {
 		b.Run(fmt.Sprintf("memory/broker/p%d", n), func(b *testing.B) { run(b, broker.URL, nil, 0, n) })
-		b.Run(fmt.Sprintf("store/broker/p%d", n), func(b *testing.B) { run(b, broker.URL, openBench(b), 0, n) })
-		b.Run(fmt.Sprintf("store/away/p%d", n), func(b *testing.B) { run(b, away, openBench(b), 0, n) })
-		b.Run(fmt.Sprintf("store/replay/p%d", n), func(b *testing.B) { run(b, broker.URL, openBench(b), 20000, n) })
+		for _, backend := range []string{"bolt", "jetstream"} {
+			b.Run(fmt.Sprintf("%s/broker/p%d", backend, n), func(b *testing.B) { run(b, broker.URL, openBench(b, backend), 0, n) })
+			b.Run(fmt.Sprintf("%s/away/p%d", backend, n), func(b *testing.B) { run(b, away, openBench(b, backend), 0, n) })
+			if n > 1 {
+				b.Run(fmt.Sprintf("%s/replay/p%d", backend, n), func(b *testing.B) { run(b, broker.URL, openBench(b, backend), 20000, n) })
+			}
+		}
 	}
 }
+
+// benchFleet numbers the JetStream benchmarks' fleets: each run gets its own
+// streams in the one NATS cluster.
+var benchFleet atomic.Int64
