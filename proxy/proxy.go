@@ -469,6 +469,9 @@ func (p *Proxy) Enqueue(m Message) error {
 	if p.q != nil && m.QoS > 0 {
 		return p.spoolMessage(m)
 	}
+	if m.QoS == 0 && p.publishQoS0(m) {
+		return nil
+	}
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
@@ -486,6 +489,33 @@ func (p *Proxy) Enqueue(m Message) error {
 	}
 	p.wake()
 	return nil
+}
+
+// publishQoS0 hands a QoS 0 message of Enqueue straight to the connection,
+// and reports whether it did: while the broker is connected and nothing waits
+// in the memory queue (whose messages go first), a QoS 0 message never sits
+// behind QoS 1 messages awaiting acknowledgement in the drop-oldest queue,
+// where a burst would push out most of itself (issue 11). When paho's
+// writer falls behind, Publish blocks its caller (a listener's reader) up to
+// the write timeout, so a burst the connection cannot carry is dropped at
+// the socket, counted by the kernel (mqttgw_udp_kernel_drops_total), instead
+// of in the queue.
+func (p *Proxy) publishQoS0(m Message) bool {
+	p.mu.Lock()
+	connected := p.connected
+	ok := !p.closing && p.queue.len() == 0
+	p.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case <-connected:
+	default:
+		return false
+	}
+	p.paho().Publish(m.Topic, 0, m.Retain, m.Payload)
+	p.m.published.Inc()
+	return true
 }
 
 func (p *Proxy) wake() {

@@ -146,3 +146,24 @@ func TestQueuedBeforeBrokerExists(t *testing.T) {
 		sub.Expect(t, 5*time.Second, "q/x", fmt.Sprint(i))
 	}
 }
+
+// TestQoS0BurstNotQueued (issue 11): while the broker is connected, a burst
+// of QoS 0 messages from Enqueue (plain datagrams) goes to the connection,
+// not through the drop-oldest queue: none is dropped there however small
+// the queue, and each is published.
+func TestQoS0BurstNotQueued(t *testing.T) {
+	b := mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"gw": "pw"}})
+	reg := metrics.New()
+	p := startDurable(t, Options{URL: b.URL, ClientID: "burst0", Username: "gw", Password: "pw", QueueSize: 10, Metrics: reg}, nil)
+	waitUntil(t, 10*time.Second, "the proxy to connect", p.online)
+	const burst = 5000
+	for i := range burst {
+		if err := p.Enqueue(Message{Topic: "q0/burst", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := reg.Get("mqttgw_upstream_queue_dropped_total"); got != 0 {
+		t.Errorf("%v QoS 0 messages dropped by the queue while the broker was connected", got)
+	}
+	waitUntil(t, 10*time.Second, "every message published", func() bool { return reg.Get("mqttgw_upstream_published_total") >= burst })
+}
