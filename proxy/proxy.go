@@ -155,6 +155,7 @@ type Proxy struct {
 		published, failed, unavailable, dropped, requeued *metrics.Counter
 		connectFailures                                   *metrics.Counter
 		stored                                            *metrics.Counter
+		packetsWritten, socketWrites                      *metrics.Counter // batchConn
 		up                                                *metrics.Gauge
 	}
 	warned warnLimiter // store problems, logged at most every storeWarnEvery
@@ -221,6 +222,8 @@ func New(o Options) (*Proxy, error) {
 	p.m.published = r.Counter("mqttgw_upstream_published_total", "Publishes the broker acknowledged (QoS 0: written).")
 	p.m.failed = r.Counter("mqttgw_upstream_publish_errors_total", "Publishes that failed or timed out.")
 	p.m.unavailable = r.Counter("mqttgw_upstream_unavailable_total", "Publishes refused because the broker was not connected.")
+	p.m.packetsWritten = r.Counter("mqttgw_upstream_packets_written_total", "MQTT packets written to the broker connection.")
+	p.m.socketWrites = r.Counter("mqttgw_upstream_socket_writes_total", "Writes (system calls) that carried them: packets written while one is under way share the next.")
 	p.m.dropped = r.Counter("mqttgw_upstream_queue_dropped_total", "Queued publishes dropped because the queue was full (oldest first).")
 	p.m.requeued = r.Counter("mqttgw_upstream_queue_retried_total", "Queued publishes sent again after a failure.")
 	p.m.connectFailures = r.Counter("mqttgw_upstream_connect_failures_total", "Connection attempts to the broker that failed.")
@@ -286,6 +289,9 @@ func (p *Proxy) Start() error {
 		SetOnConnectHandler(p.onConnect).
 		SetConnectionLostHandler(p.onLost).
 		SetConnectionNotificationHandler(p.onNotification)
+	if batchWrites {
+		o.SetCustomOpenConnectionFn(dialBatched(p.m.packetsWritten, p.m.socketWrites))
+	}
 	if p.opts.TLS != nil {
 		o.SetTLSConfig(p.opts.TLS)
 	}
