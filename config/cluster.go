@@ -21,8 +21,9 @@ type Cluster struct {
 	// Replicas is the JetStream replication of the streams and buckets, 1
 	// to 5. Default 1; a three-node NATS cluster wants 3.
 	Replicas int `toml:"replicas"`
-	// OwnerLease is how long a dead instance's devices stay its own: the
-	// owner renews its lease well within it. Default 10s.
+	// OwnerLease is the TTL of each instance's live key, which it renews
+	// every third of it: how soon the fleet knows a dead instance is dead
+	// (a device moves at once, alive or not). Default 10s.
 	OwnerLease Duration `toml:"owner_lease"`
 	// Credentials: at most one of CredsFile, Username/Password, Token.
 	CredsFile string     `toml:"creds_file"`
@@ -92,7 +93,7 @@ func (c *Config) validateCluster(add, warn func(key, format string, args ...any)
 		add("cluster.replicas", "%d is out of range 1..5 (JetStream's replicas; 3 on a three-node cluster)", cl.Replicas)
 	}
 	if d := cl.OwnerLease.D(); d < time.Second || d > time.Hour {
-		add("cluster.owner_lease", "%v: want 1s to 1h (how long a dead instance's devices stay its own)", d)
+		add("cluster.owner_lease", "%v: want 1s to 1h (the TTL of the instance's live key)", d)
 	}
 	creds := 0
 	for _, set := range []bool{cl.CredsFile != "", cl.Username != "" || cl.Password != "", cl.Token != ""} {

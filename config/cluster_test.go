@@ -20,7 +20,7 @@ func TestClusterProblems(t *testing.T) {
 		{"no host", ok + "[cluster]\nnats = [\"nats://:4222\"]\n", `t.toml:4: cluster.nats: [0] "nats://:4222" has no host`},
 		{"bad name", ok + "[cluster]\nnats = [\"nats://a:1\"]\nname = \"a.b\"\n", `t.toml:5: cluster.name: "a.b": letters, digits, '-' and '_' only, at most 64: it prefixes stream and bucket names`},
 		{"replicas", ok + "[cluster]\nnats = [\"nats://a:1\"]\nreplicas = 7\n", `t.toml:5: cluster.replicas: 7 is out of range 1..5 (JetStream's replicas; 3 on a three-node cluster)`},
-		{"lease too short", ok + "[cluster]\nnats = [\"nats://a:1\"]\nowner_lease = \"100ms\"\n", `t.toml:5: cluster.owner_lease: 100ms: want 1s to 1h (how long a dead instance's devices stay its own)`},
+		{"lease too short", ok + "[cluster]\nnats = [\"nats://a:1\"]\nowner_lease = \"100ms\"\n", `t.toml:5: cluster.owner_lease: 100ms: want 1s to 1h (the TTL of the instance's live key)`},
 		{"two credentials", ok + "[cluster]\nnats = [\"nats://a:1\"]\ntoken = \"s\"\nusername = \"u\"\npassword = \"p\"\n", `t.toml:3: cluster: credentials: set one of creds_file, username/password, token`},
 		{"password alone", ok + "[cluster]\nnats = [\"nats://a:1\"]\npassword = \"p\"\n", `t.toml:3: cluster.username: missing: cluster.password is set`},
 		{"creds file missing", ok + "[cluster]\nnats = [\"nats://a:1\"]\ncreds_file = \"/nonexistent/x.creds\"\n", `t.toml:5: cluster.creds_file: cannot read "/nonexistent/x.creds": no such file or directory`},

@@ -207,6 +207,7 @@ func openStore(cfg *config.Config, log *zap.Logger) (store.Store, error) {
 			CredsFile: cfg.Path(cl.CredsFile), Username: cl.Username, Password: cl.Password, Token: cl.Token,
 			CAFile: cfg.Path(cl.TLS.CAFile), CertFile: cfg.Path(cl.TLS.CertFile), KeyFile: cfg.Path(cl.TLS.KeyFile),
 			MaxMessages: s.MaxMessages, MaxBytes: s.MaxBytes,
+			OwnerLease: cl.OwnerLease.D(), // the live key others' drains and /devices read (cluster.go)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("gateway: %w", err)

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,16 +40,17 @@ func startFleet(t *testing.T) *fleet {
 
 // instance is one running mqttgw of the fleet.
 type instance struct {
-	id     string
-	snAddr string // its MQTT-SN listener
-	run    *binaryRun
+	id      string
+	snAddr  string // its MQTT-SN listener
+	metrics string // its metrics listener, HOST:PORT
+	run     *binaryRun
 }
 
 // start runs instance id with its own MQTT-SN port and waits until it
 // listens (not for the broker: a test may have stopped it).
 func (f *fleet) start(t *testing.T, id string) *instance {
 	t.Helper()
-	in := &instance{id: id, snAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))}
+	in := &instance{id: id, snAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp")), metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))}
 	cfgFile := filepath.Join(t.TempDir(), id+".toml")
 	writeTestFile(t, cfgFile, fmt.Sprintf(`
 [gateway]
@@ -62,13 +66,15 @@ nats = [%s]
 name = %q
 replicas = 3
 owner_lease = "2s"
+[metrics]
+listen = %q
 [[listener]]
 name = "sn"
 type = "mqttsn"
 bind = %q
 [listener.mqttsn]
 retry_interval = "300ms"
-`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.snAddr))
+`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.metrics, in.snAddr))
 	in.run = startBinary(t, f.bin, "run", "--config", cfgFile)
 	in.run.waitLog(t, "listening")
 	return in
@@ -81,6 +87,31 @@ func tomlStrings(ss []string) string {
 		q[i] = fmt.Sprintf("%q", s)
 	}
 	return strings.Join(q, ", ")
+}
+
+// metric returns the value of the sample of the metrics page whose name
+// and labels are exactly series (`name{a="b"}`), or -1 when there is none.
+func (in *instance) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + in.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %q: %v", series, line, err)
+			}
+			return f
+		}
+	}
+	return -1
 }
 
 // kill9 ends the instance with SIGKILL: nothing more is written.
@@ -100,10 +131,19 @@ func (in *instance) kill9(t *testing.T) {
 // messages it receives go to the returned channel.
 func snClient(t *testing.T, addr, id string) (*mqttsn.Client, <-chan string) {
 	t.Helper()
+	return snClientWith(t, addr, mqttsn.ClientOptions{ClientID: id, Keepalive: time.Minute})
+}
+
+// snClientWith is snClient with o (ClientID, Keepalive, Will); retries and
+// OnMessage are set here.
+func snClientWith(t *testing.T, addr string, o mqttsn.ClientOptions) (*mqttsn.Client, <-chan string) {
+	t.Helper()
+	id := o.ClientID
 	got := make(chan string, 100)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	c, err := mqttsn.Dial(ctx, addr, mqttsn.ClientOptions{ClientID: id, Keepalive: time.Minute, RetryInterval: 300 * time.Millisecond, MaxRetries: 20,
+	o.RetryInterval, o.MaxRetries = 300*time.Millisecond, 20
+	c, err := mqttsn.Dial(ctx, addr, mqttsn.ClientOptions{ClientID: id, Keepalive: o.Keepalive, Will: o.Will, RetryInterval: o.RetryInterval, MaxRetries: o.MaxRetries,
 		OnMessage: func(topic string, _ uint16, _ mqttsn.TopicIDType, m *mqttsn.Publish) {
 			select {
 			case got <- topic + " " + string(m.Data):
@@ -177,5 +217,80 @@ func TestClusterMQTTSNTakeOver(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("a message on the subscription made through A did not reach the client through B: %v", err)
+	}
+}
+
+// TestClusterMQTTSNMoveWhileAlive: a client moves from instance A to
+// instance B while both run. B takes it over (the owner key); A, watching
+// the key, lets it go: its session ends at A as taken over (no will, ever),
+// a datagram from the client's old address at A is answered as from an
+// unknown client, and A writes nothing of it any more, so what the client
+// registered through B is in the record when A later takes the client back
+// (B killed).
+func TestClusterMQTTSNMoveWhileAlive(t *testing.T) {
+	f := startFleet(t)
+	up := f.broker.Subscribe(t, mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1, Topics: []string{"fleet/+/up", "fleet/+/b"}})
+	wills := f.broker.Subscribe(t, mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1, Topics: []string{"fleet/+/will"}})
+	a, b := f.start(t, "gwA"), f.start(t, "gwB")
+	a.run.waitLog(t, "connected to broker")
+	b.run.waitLog(t, "connected to broker")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	// A short keepalive: were the session left at A, A would lose it and
+	// publish the will within seconds.
+	opts := mqttsn.ClientOptions{ClientID: "dev1", Keepalive: 2 * time.Second, Will: &mqttsn.Will{Topic: "fleet/dev1/will", Payload: []byte("gone"), QoS: 1}}
+
+	atA, _ := snClientWith(t, a.snAddr, opts)
+	id1, err := atA.Register(ctx, "fleet/dev1/up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := atA.PublishID(ctx, mqttsn.TopicNormal, id1, 1, false, []byte("via A")); err != nil {
+		t.Fatal(err)
+	}
+	up.Expect(t, 15*time.Second, "fleet/dev1/up", "via A")
+
+	// The client reappears at B (a load balancer moved it); A still runs.
+	atB, _ := snClientWith(t, b.snAddr, opts)
+	if err := atB.PublishID(ctx, mqttsn.TopicNormal, id1, 1, false, []byte("via B")); err != nil {
+		t.Fatalf("PUBLISH at B on the topic id registered at A: %v", err)
+	}
+	up.Expect(t, 15*time.Second, "fleet/dev1/up", "via B")
+	const letGo = `mqttgw_mqttsn_clients_let_go_total{listener="sn",reason="taken"}`
+	if err := poll(20*time.Second, func() (bool, error) { return a.metric(t, letGo) == 1, nil }); err != nil {
+		t.Fatalf("A did not let the client go: %s = %v", letGo, a.metric(t, letGo))
+	}
+	id2, err := atB.Register(ctx, "fleet/dev1/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := atB.PublishID(ctx, mqttsn.TopicNormal, id2, 1, false, []byte("registered at B")); err != nil {
+		t.Fatal(err)
+	}
+	up.Expect(t, 15*time.Second, "fleet/dev1/b", "registered at B")
+
+	// The old address at A is no client of A's any more.
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	err = atA.PublishID(pctx, mqttsn.TopicNormal, id1, 1, false, []byte("stale at A"))
+	pcancel()
+	if err == nil {
+		t.Fatal("a PUBLISH from the client's old address was accepted by A after B took it over")
+	}
+	atA.Close()
+
+	// B dies; the client comes back to A, which takes it back from B's
+	// record: the registration made at B is there.
+	b.kill9(t)
+	atB.Close()
+	back, _ := snClientWith(t, a.snAddr, opts)
+	if err := back.PublishID(ctx, mqttsn.TopicNormal, id2, 1, false, []byte("back at A")); err != nil {
+		t.Fatalf("PUBLISH at A on the topic id registered at B: %v, want accepted", err)
+	}
+	up.Expect(t, 15*time.Second, "fleet/dev1/b", "back at A")
+	if n := a.metric(t, `mqttgw_wills_published_total{listener="sn"}`); n > 0 {
+		t.Fatalf("A published %v wills", n)
+	}
+	if m, ok := wills.Poll(t, 200*time.Millisecond); ok {
+		t.Fatalf("a will was published: %v", m)
 	}
 }

@@ -17,6 +17,10 @@
 //	        every state record of the fleet, one key per record:
 //	        <kind>.<base64url(key)>, or <kind>.=<base64url(sha256(key))> for
 //	        keys above 768 octets, whose value then carries the key (keys.go)
+//	        and the fleet's own keys (owner.go): live.<base64url(instance)>
+//	        (per-message TTL Options.OwnerLease, renewed while the instance
+//	        runs) and owner.<base64url(key)> (the instance serving a device;
+//	        Take, ApplyOwned's fences, WatchOwners)
 //
 // One queue per gateway, not one for the fleet: each gateway replays only
 // what it took, and a dead gateway's queue is one stream that another can
@@ -73,7 +77,9 @@
 // # Goroutines and locks
 //
 // Open makes one NATS connection, whose goroutines (nats.go's reader, flusher
-// and callback dispatcher) run until Close. Ack, Queue.Range and State.Range
+// and callback dispatcher) run until Close; with Options.OwnerLease one more
+// renews the live key until Close, and each WatchOwners runs an ordered
+// consumer (nats.go's goroutines) until its stop or Close. Ack, Queue.Range and State.Range
 // run their requests in up to 32 goroutines that end before they return.
 // Close refuses new operations,
 // waits for those under way, closes the connection, and waits for nats.go's

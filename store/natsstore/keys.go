@@ -36,11 +36,17 @@ var b64 = base64.RawURLEncoding
 // kvKey returns key's KV key under kind, and whether it is hashed (its value
 // then needs the envelope). The caller has checked key's length.
 func kvKey(kind store.Kind, key string) (kv string, hashed bool) {
+	return kvKeyIn(kind.String(), key)
+}
+
+// kvKeyIn is kvKey under any prefix: a kind's name, or one of the fleet's
+// own (owner.go), which no kind's name equals.
+func kvKeyIn(prefix, key string) (kv string, hashed bool) {
 	if len(key) <= inlineKeyMax {
-		return kind.String() + "." + b64.EncodeToString([]byte(key)), false
+		return prefix + "." + b64.EncodeToString([]byte(key)), false
 	}
 	sum := sha256.Sum256([]byte(key))
-	return kind.String() + "." + hashedMark + b64.EncodeToString(sum[:]), true
+	return prefix + "." + hashedMark + b64.EncodeToString(sum[:]), true
 }
 
 // parseKVKey splits a KV key (without the bucket's subject prefix) into its

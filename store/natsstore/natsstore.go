@@ -49,6 +49,11 @@ type Store struct {
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
+	watches  map[jetstream.ConsumeContext]func() // WatchOwners's under way: their stops
+
+	// The live key's renewer (owner.go), with Options.OwnerLease.
+	liveStop chan struct{}
+	liveWG   sync.WaitGroup
 }
 
 var _ store.Store = (*Store)(nil)
@@ -80,6 +85,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		opts:     o,
 		label:    "nats " + o.Name + "/" + o.Instance,
 		connDone: make(chan struct{}),
+		watches:  map[jetstream.ConsumeContext]func(){},
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("store: %s: open: %w", s.label, err)
@@ -106,6 +112,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 		return fail(err)
 	}
 	if s.st, err = s.openState(ctx); err != nil {
+		return fail(err)
+	}
+	if err := s.startLive(ctx); err != nil {
 		return fail(err)
 	}
 	return s, nil
@@ -173,14 +182,28 @@ func (s *Store) Queue() store.Queue { return s.q }
 // State is the store's state records.
 func (s *Store) State() store.State { return s.st }
 
-// Close refuses new operations, waits for those under way (each bounded by
+// Close refuses new operations, stops renewing the live key and the owner
+// watches left, waits for the operations under way (each bounded by
 // Options.Timeout) so that their callers get exact answers, then closes the
 // connection. It is idempotent and always returns nil.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
+		stops := make([]func(), 0, len(s.watches))
+		for _, stop := range s.watches {
+			stops = append(stops, stop)
+		}
 		s.mu.Unlock()
+		if s.liveStop != nil {
+			// The live key is left to expire: the instance is gone once its
+			// lease has passed, as after a crash.
+			close(s.liveStop)
+			s.liveWG.Wait()
+		}
+		for _, stop := range stops {
+			stop()
+		}
 		s.inflight.Wait()
 		s.closeConn()
 	})

@@ -69,6 +69,14 @@ type Options struct {
 	MaxMessages int
 	MaxBytes    int64
 
+	// OwnerLease, when set, makes the store announce this instance as
+	// alive: the key live.<Instance> of the state bucket, with a per-message
+	// TTL of OwnerLease, written by Open and renewed every OwnerLease/3
+	// until Close (owner.go; the TTL is rounded up to whole seconds). Another instance finds it dead (Alive) at
+	// most OwnerLease after its last renewal. 0: no announcement; at least
+	// a second otherwise (JetStream's smallest TTL).
+	OwnerLease time.Duration
+
 	// Timeout bounds how long one operation keeps retrying: requests that
 	// time out, find no stream leader or arrive during a reconnect are sent
 	// again (writes with the same message id or, for Apply, as a new batch
@@ -115,6 +123,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("replicas %d: 1 to 5: %w", o.Replicas, ErrBadOptions)
 	case o.Timeout >= DefaultDuplicateWindow:
 		return o, fmt.Errorf("timeout %v: must be below the duplicate window %v: %w", o.Timeout, DefaultDuplicateWindow, ErrBadOptions)
+	case o.OwnerLease < 0 || o.OwnerLease > 0 && o.OwnerLease < time.Second:
+		return o, fmt.Errorf("owner lease %v: at least 1s (JetStream's message TTLs): %w", o.OwnerLease, ErrBadOptions)
 	case (o.CertFile == "") != (o.KeyFile == ""):
 		return o, fmt.Errorf("cert_file and key_file go together: %w", ErrBadOptions)
 	}

@@ -445,6 +445,7 @@ func (e *Engine) resetSession(c *client) {
 func (e *Engine) maybeRemove(c *client) {
 	if c.state == stateGone && !c.queued && len(c.ops) == 0 && e.byID[c.id] == c {
 		delete(e.byID, c.id)
+		e.forgetOwned(c.id)
 	}
 }
 

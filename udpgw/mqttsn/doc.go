@@ -100,7 +100,9 @@
 // records before it starts them. With Options.SharedState (a fleet), a
 // persistent CONNECT for a client not held here starts one loader goroutine
 // that reads the client's record (at most 64 at once, fleet.go); Serve's
-// drain waits for them. Over DTLS, Serve's
+// drain waits for them. With Options.Owners the owner keys' watch calls the
+// engine on the store's goroutine (it takes Engine.mu, no I/O) from Serve's
+// start until its drain. Over DTLS, Serve's
 // goroutine runs the accept loop instead, which starts one goroutine per
 // connection (its handshake, at most DTLSOptions.MaxHandshakes at once, then
 // its reader); pion runs its own socket reader and a few goroutines per

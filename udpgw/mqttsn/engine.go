@@ -239,6 +239,9 @@ func (e *Engine) Serve(ctx context.Context) error {
 				_ = e.tr.close()
 				return fmt.Errorf("mqttsn: %s: restore persistent sessions: %w", e.env.Name, err)
 			}
+		} else if err := e.watchOwners(); err != nil {
+			_ = e.tr.close()
+			return fmt.Errorf("mqttsn: %s: watch the fleet's owner keys: %w", e.env.Name, err)
 		}
 		for range writers {
 			writer.Add(1)

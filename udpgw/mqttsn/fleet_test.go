@@ -1,10 +1,14 @@
 package mqttsn
 
 import (
+	"context"
 	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/store"
 )
 
@@ -49,5 +53,123 @@ func TestFleetLoadOnConnect(t *testing.T) {
 	dd.connect("nobody", 60, false)
 	if n := b.reg.Get("mqttgw_mqttsn_session_loads_total", "listener", "sn", "result", "missing"); n != 1 {
 		t.Errorf("missing %v, want 1 (the clean CONNECT reads nothing)", n)
+	}
+}
+
+// memOwners is the fleet's ownership in memory, shared by the engines of a
+// test as natsstore's owner keys are by a fleet's instances: one view per
+// instance (instance), one table (owners).
+type memOwners struct {
+	*ownerTable
+	instance string
+}
+
+type ownerTable struct {
+	st store.State
+	mu sync.Mutex
+	// Guarded by mu.
+	rev      uint64
+	owner    map[string]string
+	revs     map[string]uint64
+	watchers []func(key, instance string, rev uint64)
+	applies  map[string]int // ApplyOwned calls per instance
+}
+
+func newOwnerTable(st store.State) *ownerTable {
+	return &ownerTable{st: st, owner: map[string]string{}, revs: map[string]uint64{}, applies: map[string]int{}}
+}
+
+func (o *memOwners) Instance() string { return o.instance }
+
+func (o *memOwners) Take(_ context.Context, key string) (uint64, string, error) {
+	o.mu.Lock()
+	prev := o.owner[key]
+	if prev == o.instance {
+		defer o.mu.Unlock()
+		return o.revs[key], prev, nil
+	}
+	o.rev++
+	rev := o.rev
+	o.owner[key], o.revs[key] = o.instance, rev
+	ws := slices.Clone(o.watchers)
+	o.mu.Unlock()
+	for _, w := range ws {
+		w(key, o.instance, rev)
+	}
+	return rev, prev, nil
+}
+
+func (o *memOwners) ApplyOwned(ctx context.Context, ops []store.Op, revs []uint64) ([]int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.applies[o.instance]++
+	var lost []int
+	var keep []store.Op
+	for i, op := range ops {
+		if revs[i] != 0 && o.revs[op.Key] != revs[i] {
+			lost = append(lost, i)
+			continue
+		}
+		keep = append(keep, op)
+	}
+	return lost, o.st.Apply(ctx, keep...)
+}
+
+func (o *memOwners) WatchOwners(fn func(key, instance string, rev uint64)) (func(), error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.watchers = append(o.watchers, fn)
+	return func() {}, nil
+}
+
+// TestFleetOwnership: with Owners, a client that connects at B while A
+// serves it is taken by B, and A lets it go: its session ends at A as taken
+// over (no will), its subscriptions go at A's broker, a datagram from its
+// old address gets DISCONNECT, and A writes nothing of it any more, so the
+// registration made at B stays in the record.
+func TestFleetOwnership(t *testing.T) {
+	st := openTestStore(t)
+	tbl := newOwnerTable(st)
+	fleet := func(inst string) func(*Options) {
+		return func(o *Options) { o.SharedState, o.Owners = true, &memOwners{tbl, inst} }
+	}
+	a := startStored(t, st, fleet("A"))
+	b := startStored(t, st, fleet("B"))
+	da := a.device(t)
+	da.connect("dev", 60, false)
+	id1 := da.register("t/up")
+	da.subscribe("t/cmd", 1)
+
+	db := b.device(t)
+	db.connect("dev", 60, false)
+	waitUntil(t, "A lets the client go", func() bool {
+		return a.reg.Get("mqttgw_mqttsn_clients_let_go_total", "listener", "sn", "reason", "taken") == 1
+	})
+	waitUntil(t, "A's subscriptions of the client removed", func() bool { return slices.Contains(a.b.callList(), "unsuball dev") })
+	if n := a.sessions.Ended(session.EndTakenOver); n != 1 {
+		t.Errorf("sessions ended as taken over at A: %d, want 1", n)
+	}
+	id2 := db.register("t/b")
+	da.send(&mqttsn.Publish{Flags: mqttsn.Flags{QoS: 1}, TopicID: id1, MsgID: 9, Data: []byte("stale")})
+	recv[*mqttsn.Disconnect](da)
+	tbl.mu.Lock()
+	writesA := tbl.applies["A"]
+	tbl.mu.Unlock()
+	a.tick(time.Second) // A's timed work: nothing of the client is written
+	waitUntil(t, "B's record of the client with its registration", func() bool {
+		v, ok, err := st.Get(store.KindMQTTSNSession, "sn\x00dev")
+		if err != nil || !ok {
+			return false
+		}
+		r, err := decodeSessionRecord(v)
+		return err == nil && slices.ContainsFunc(r.Topics, func(tp recordTopic) bool { return tp.ID == id2 && tp.Name == "t/b" })
+	})
+	tbl.mu.Lock()
+	defer tbl.mu.Unlock()
+	if tbl.applies["A"] != writesA {
+		t.Errorf("A wrote %d times after letting the client go", tbl.applies["A"]-writesA)
+	}
+	if a.reg.Get("mqttgw_mqttsn_clients_let_go_total", "listener", "sn", "reason", "fenced") != 0 {
+		t.Error("A's writes were fenced: it should not have tried")
 	}
 }

@@ -82,6 +82,11 @@ type Options struct {
 	// held here reads its record first, and nothing is restored at start
 	// (fleet.go).
 	SharedState bool
+	// Owners, with SharedState, makes one instance of the fleet serve each
+	// client at a time: a CONNECT takes the client's ownership, record
+	// writes are fenced by it, and a client another instance took is let go
+	// (fleet.go). nil: any instance may serve a client that connects there.
+	Owners Owners
 
 	Workers      int           // goroutines running broker operations; default 64
 	MaxClientOps int           // operations queued per client; default 64

@@ -172,7 +172,7 @@ func newPersister(st store.State, env udpgw.Env) *persister {
 // gone) by a writer; e.mu is held. Clean sessions with no record cost
 // nothing.
 func (e *Engine) save(c *client) {
-	if e.ps == nil || c == e.anon || (c.clean && !c.stored) {
+	if e.ps == nil || c == e.anon || (c.clean && !c.stored) || !e.owns(c.id) {
 		return
 	}
 	e.ps.dirty[c.id] = struct{}{}
@@ -251,6 +251,7 @@ type pendingWrite struct {
 	rec   sessionRecord
 	owner *client
 	acks  []deferredAck
+	rev   uint64 // with Options.Owners: the fence (fleet.go)
 }
 
 // writer commits dirty records until stop is closed. Serve starts writers of
@@ -301,12 +302,20 @@ func (e *Engine) takeDirty() []pendingWrite {
 		if _, busy := e.ps.inflight[id]; busy {
 			continue // its commit's writer takes it after (commit kicks)
 		}
+		var rev uint64
+		if e.fl != nil && e.fl.owners != nil {
+			var ok bool
+			if rev, ok = e.fl.owned[id]; !ok {
+				delete(e.ps.dirty, id) // let go: another instance writes it now
+				continue
+			}
+		}
 		if batch == nil {
 			batch = make([]pendingWrite, 0, min(len(e.ps.dirty), writeBatch))
 		}
 		delete(e.ps.dirty, id)
 		e.ps.inflight[id] = struct{}{}
-		w := pendingWrite{id: id}
+		w := pendingWrite{id: id, rev: rev}
 		if c := e.byID[id]; c != nil && c.state != stateGone && !c.clean {
 			w.c, w.rec = c, e.snapshot(c)
 			c.stored = true
@@ -342,11 +351,31 @@ func (e *Engine) commit(ctx context.Context, batch []pendingWrite) bool {
 		}
 		ops = append(ops, op)
 	}
-	err := e.ps.st.Apply(ctx, ops...)
+	var (
+		lost []int
+		err  error
+	)
+	if e.fl != nil && e.fl.owners != nil {
+		revs := make([]uint64, len(batch))
+		for i := range batch {
+			revs[i] = batch[i].rev
+		}
+		lost, err = e.fl.owners.ApplyOwned(ctx, ops, revs)
+	} else {
+		err = e.ps.st.Apply(ctx, ops...)
+	}
 	ob := getOutbox()
 	e.mu.Lock()
 	for i := range batch {
 		delete(e.ps.inflight, batch[i].id)
+	}
+	for _, i := range lost {
+		// Another instance took the client since: its record is theirs.
+		w := &batch[i]
+		if rev, ok := e.fl.owned[w.id]; ok && rev == w.rev {
+			e.letGo(w.id, letGoFenced)
+		}
+		w.owner, w.acks = nil, nil
 	}
 	if err != nil {
 		for i := range batch {
@@ -371,6 +400,11 @@ func (e *Engine) commit(ctx context.Context, batch []pendingWrite) bool {
 				}
 				e.afterReply(ob, c, a.msg, a.then, current)
 			}
+		}
+	}
+	if e.fl != nil {
+		for i := range batch {
+			e.forgetOwned(batch[i].id)
 		}
 	}
 	more := err == nil && len(e.ps.dirty) > 0 // marked meanwhile, or waiting for this commit
