@@ -38,6 +38,12 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		RetryAfter:            c.RetryAfter.D(),
 		// The proxy bounds the wait for a PUBACK itself; this only must not be shorter.
 		PublishTimeout: g.cfg.Upstream.PublishTimeout.D() + g.cfg.Upstream.ConnectTimeout.D(),
+		DrainTimeout:   g.cfg.Gateway.DrainTimeout.D(),
+	}
+	if g.keeper() != nil && !lc.IsTransparent() {
+		// Observations survive a restart (udpgw/coap/persist.go), their
+		// devices' sessions with them (sessionstore.go); not in a fleet yet.
+		opts.State = g.store.State()
 	}
 	if a.PasswordFile != "" {
 		opts.CheckPassword = g.auth.checkPassword

@@ -20,20 +20,9 @@ import (
 // fallback will) and publishes the class's birth. It runs on the engine's
 // goroutine that touched the session, and only enqueues.
 func (g *Gateway) sessionCreated(s *session.Session) {
-	c := g.rules().Class(s.Key.Listener, s.Key.Device)
+	c, vars := g.applyClass(s)
 	if c == nil {
 		return
-	}
-	vars := mapping.DeviceVars{Device: s.Key.Device, Listener: s.Key.Listener, Addr: s.Addr().String()}
-	var will *session.Message
-	if m, ok, err := c.Will(vars); err != nil {
-		g.log.Warn("class will not usable for this device: no will", zap.String("class", c.Name), zapListener(s.Key.Listener), zap.String("device", s.Key.Device), zap.Error(err))
-	} else if ok {
-		will = &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain}
-	}
-	s.SetClass(c.Name, will)
-	if c.Keepalive > 0 {
-		s.SetKeepalive(c.Keepalive)
 	}
 	m, ok, err := c.Birth(vars)
 	switch {
@@ -44,6 +33,30 @@ func (g *Gateway) sessionCreated(s *session.Session) {
 			g.metrics.Counter("mqttgw_births_published_total", "Birth messages published on a device's first contact or return.", "listener", s.Key.Listener).Inc()
 		}
 	}
+}
+
+// applyClass gives s its class from the rules in force: its name, fallback
+// will and keepalive (a session no class matches has none). It is the part of
+// the Created hook a restored session gets again (sessionstore.go): not the
+// birth, which the device had on first contact.
+func (g *Gateway) applyClass(s *session.Session) (*mapping.Class, mapping.DeviceVars) {
+	c := g.rules().Class(s.Key.Listener, s.Key.Device)
+	vars := mapping.DeviceVars{Device: s.Key.Device, Listener: s.Key.Listener, Addr: s.Addr().String()}
+	if c == nil {
+		s.SetClass("", nil)
+		return nil, vars
+	}
+	var will *session.Message
+	if m, ok, err := c.Will(vars); err != nil {
+		g.log.Warn("class will not usable for this device: no will", zap.String("class", c.Name), zapListener(s.Key.Listener), zap.String("device", s.Key.Device), zap.Error(err))
+	} else if ok {
+		will = &session.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain}
+	}
+	s.SetClass(c.Name, will)
+	if c.Keepalive > 0 {
+		s.SetKeepalive(c.Keepalive)
+	}
+	return c, vars
 }
 
 // sessionLost is the driver's step for a session silent for 1.5 keepalives: its

@@ -20,7 +20,9 @@
 // (store/natsstore; its connection's goroutines), and hands its queue to the
 // proxy; Run closes it after
 // the proxy's Close, so the messages the broker has not taken stay there for
-// the next start.
+// the next start. With [store] dir, CoAP and plain-UDP sessions are restored
+// by New and kept by one writer goroutine that Run starts and stops after the
+// listeners (sessionstore.go).
 package gateway
 
 import (
@@ -81,6 +83,10 @@ type Gateway struct {
 	expiredDownlinks *metrics.Counter // queued downlinks dropped unsent after their ttl
 	status           statusState      // sampled by the driver for the status page
 	metricsHandler   http.Handler     // the metrics listener's, built by New
+
+	// sessionKeeper keeps CoAP and plain-UDP sessions in the store (nil
+	// without one); made by keeper(), its writer runs during Run.
+	sessionKeeper *sessionKeeper
 }
 
 // New compiles the config, opens the durable store when configured and binds every
@@ -321,6 +327,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.closeStore()
 		return err
 	}
+	g.sessionKeeper.start()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -362,6 +369,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	g.acks.wait()
+	g.sessionKeeper.close() // the listeners' last changes, before the store closes
 	for _, tb := range g.transparent {
 		tb.closeAll() // before the proxy: the devices' connections are its clients
 	}

@@ -36,7 +36,20 @@ func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
 	if o, ok := l.(session.Owner); ok {
 		sl.Owner = o
 	}
+	// With a store, the synthetic sessions of CoAP and plain-UDP devices
+	// survive a restart (sessionstore.go): restored here, before anything is
+	// served.
+	k := g.keeper()
+	if k != nil && keepsSessions(lc) {
+		sl.Saver = k
+	}
 	g.sessions.AddListener(lc.Name, sl)
+	if sl.Saver != nil {
+		if err := k.restore(lc); err != nil {
+			_ = l.Close()
+			return nil, err
+		}
+	}
 	if t, ok := l.(udpgw.Ticker); ok {
 		g.tickers = append(g.tickers, t)
 	}

@@ -13,6 +13,11 @@
 // to the Owner of its listener; an engine that ends a session itself (End) is not
 // called back.
 //
+// A listener may have a Saver, which keeps a durable copy of its sessions across
+// a restart (the gateway's store, for the synthetic sessions of CoAP and plain-UDP
+// devices): the registry tells it which sessions changed, coarsely (see Saver),
+// and Restore puts them back at start.
+//
 // The table is sharded by key, the address index by address. Lock order: a shard
 // lock, then a session's lock; never the other way round, and never two shard
 // locks at once. Callbacks run with no lock held.
@@ -20,6 +25,7 @@ package session
 
 import (
 	"hash/maphash"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -114,12 +120,43 @@ type Owner interface {
 	SessionEnded(s *Session, why EndReason)
 }
 
+// Saver keeps a durable copy of one listener's sessions. The registry calls
+// SessionDirty, with no lock held, when a session of the listener was created,
+// moved to another address, changed its user or class, ended (End, or lost in
+// Expire), or when its traffic went past its save mark. The Saver reads the
+// session later, off the datagram's path (Session.Save), and writes its copy or,
+// once the session is no longer live, deletes it. SessionDirty must not block:
+// it records the session and returns.
+//
+// The save mark keeps a busy device from costing a write per datagram: Save
+// moves it SaveEvery(keepalive) past the saved last-seen time, so the copy's
+// last-seen time is at most that much older than the real one (plus the time
+// the write takes).
+type Saver interface {
+	SessionDirty(s *Session)
+}
+
+// SaveEvery is how much newer a session's traffic must be than its saved
+// last-seen time before it is saved again: a quarter of its keepalive (never,
+// for a session that is never lost). A restored session is lost 1.5 keepalives
+// after its saved last-seen time, so at least 1.25 keepalives after the device's
+// real last datagram: a device that sends at least once per keepalive, as its
+// keepalive says it will, is never lost because of a restart, while a write per
+// device costs at most one per quarter keepalive, however often it sends.
+func SaveEvery(keepalive time.Duration) time.Duration {
+	if keepalive <= 0 {
+		return math.MaxInt64
+	}
+	return keepalive / 4
+}
+
 // Listener is what the registry knows of one listener: its protocol and
-// defaults, and the engine that owns its sessions.
+// defaults, the engine that owns its sessions, and what keeps them durable.
 type Listener struct {
 	Protocol  string        // "udp", "mqttsn", "coap", "coaps"
 	Keepalive time.Duration // a new session's keepalive until a class or the device sets one; 0: never lost
 	Owner     Owner         // nil: nobody to tell (plain UDP has no protocol state)
+	Saver     Saver         // nil: the sessions are not kept across a restart (or the engine keeps its own)
 }
 
 // Options configure a Registry.
@@ -150,6 +187,11 @@ type Session struct {
 	classWill *Message // broker-side
 	user      string   // the username the device proved (password file, PSK identity); "" anonymous
 	queue     []Queued // downlinks waiting for the device's next datagram, oldest first
+	// saveBy (Unix ns): traffic at or after it is worth a save (Saver);
+	// MaxInt64 while a save is already due and not yet taken.
+	saveBy int64
+
+	saver *saverBox // the listener's Saver, set at creation; nil: not kept
 }
 
 // Queued is one downlink waiting for its device.
@@ -238,16 +280,25 @@ func (s *Session) OwnWill() *Message {
 // none), which is the fallback when the device has no will of its own.
 func (s *Session) SetClass(name string, will *Message) {
 	s.mu.Lock()
+	save := s.saver != nil && s.class != name
 	s.class, s.classWill = name, will
 	s.mu.Unlock()
+	if save {
+		s.saver.SessionDirty(s)
+	}
 }
 
 // SetUser records the username the device authenticated as ("" anonymous): its
-// %u in ACL patterns.
+// %u in ACL patterns. A CoAP device's every request sets it: only a change is
+// worth telling the Saver.
 func (s *Session) SetUser(u string) {
 	s.mu.Lock()
+	save := s.saver != nil && s.user != u
 	s.user = u
 	s.mu.Unlock()
+	if save {
+		s.saver.SessionDirty(s)
+	}
 }
 
 // User is the username the device authenticated as, "" when anonymous.
@@ -356,6 +407,40 @@ func (s *Session) Info() Info {
 		Addr: s.peer.Addr, FirstSeen: s.Created, LastSeen: s.lastSeen, State: s.state, Queued: len(s.queue), User: s.user}
 }
 
+// Saved is the durable copy of a session that a Saver keeps: what a restart
+// needs to continue it. Its class's keepalive, will and birth come from the
+// config again; its downlink queue is not kept.
+type Saved struct {
+	Peer     Peer
+	Created  time.Time
+	LastSeen time.Time
+	Class    string
+	User     string
+}
+
+// Save snapshots s for its Saver and moves its save mark (see Saver). live is
+// false when s has ended or was lost: its copy is to be deleted.
+func (s *Session) Save() (v Saved, live bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v = Saved{Peer: s.peer, Created: s.Created, LastSeen: s.lastSeen, Class: s.class, User: s.user}
+	s.saveBy = math.MaxInt64
+	if every := SaveEvery(s.keepalive); every < math.MaxInt64 {
+		s.saveBy = s.lastSeen.Add(every).UnixNano()
+	}
+	return v, !s.ended && s.state != StateLost
+}
+
+// dueLocked reports whether traffic at now passed s's save mark, and marks the
+// save taken; s.mu is held.
+func (s *Session) dueLocked(now time.Time) bool {
+	if s.saver == nil || now.UnixNano() < s.saveBy {
+		return false
+	}
+	s.saveBy = math.MaxInt64 // until the Saver's next Save
+	return true
+}
+
 const shards = 64
 
 type addrKey struct {
@@ -368,8 +453,9 @@ type Registry struct {
 	o    Options
 	seed maphash.Seed
 
-	lmu       sync.RWMutex // guards listeners
+	lmu       sync.RWMutex // guards listeners and savers
 	listeners map[string]Listener
+	savers    map[string]*saverBox // the listeners' that have one
 
 	shards [shards]shard
 	addrs  [shards]addrShard
@@ -392,7 +478,7 @@ func New(o Options) *Registry {
 	if o.LostRetention <= 0 {
 		o.LostRetention = time.Hour
 	}
-	r := &Registry{o: o, seed: maphash.MakeSeed(), listeners: map[string]Listener{}}
+	r := &Registry{o: o, seed: maphash.MakeSeed(), listeners: map[string]Listener{}, savers: map[string]*saverBox{}}
 	for i := range r.shards {
 		r.shards[i].m = map[Key]*Session{}
 		r.addrs[i].m = map[addrKey]*Session{}
@@ -405,6 +491,10 @@ func New(o Options) *Registry {
 func (r *Registry) AddListener(name string, l Listener) {
 	r.lmu.Lock()
 	r.listeners[name] = l
+	delete(r.savers, name)
+	if l.Saver != nil {
+		r.savers[name] = &saverBox{l.Saver}
+	}
 	r.lmu.Unlock()
 }
 
@@ -412,6 +502,16 @@ func (r *Registry) listener(name string) Listener {
 	r.lmu.RLock()
 	defer r.lmu.RUnlock()
 	return r.listeners[name]
+}
+
+// saverBox holds a listener's Saver, so that a session refers to it in one
+// word (a session is kept small: many are idle).
+type saverBox struct{ Saver }
+
+func (r *Registry) listenerSaver(name string) (Listener, *saverBox) {
+	r.lmu.RLock()
+	defer r.lmu.RUnlock()
+	return r.listeners[name], r.savers[name]
 }
 
 func (r *Registry) shard(k Key) *shard {
@@ -450,8 +550,8 @@ func (r *Registry) Touch(k Key, p Peer, now time.Time) (s *Session, created bool
 		s = nil
 	}
 	if s == nil {
-		l := r.listener(k.Listener)
-		s = &Session{Key: k, Protocol: l.Protocol, Created: now, keepalive: l.Keepalive, lastSeen: now, peer: p}
+		l, sv := r.listenerSaver(k.Listener)
+		s = &Session{Key: k, Protocol: l.Protocol, Created: now, keepalive: l.Keepalive, lastSeen: now, peer: p, saver: sv}
 		sh.m[k] = s
 		created = true
 	}
@@ -460,6 +560,7 @@ func (r *Registry) Touch(k Key, p Peer, now time.Time) (s *Session, created bool
 	old := s.peer
 	s.peer = p
 	s.lastSeen = now
+	save := s.dueLocked(now) || s.saver != nil && (created || old != p)
 	s.mu.Unlock()
 	if created || old != p {
 		if !created {
@@ -470,7 +571,34 @@ func (r *Registry) Touch(k Key, p Peer, now time.Time) (s *Session, created bool
 	if created && r.o.Created != nil {
 		r.o.Created(s)
 	}
+	if save {
+		s.saver.SessionDirty(s)
+	}
 	return s, created
+}
+
+// Restore puts back a session its listener's Saver kept before the gateway
+// restarted, as it was at v.LastSeen, and returns it; nil when k has a session
+// already. Unlike Touch it does not call Options.Created: the device had its
+// first contact (and its birth) before. Its keepalive is the listener's until
+// the caller sets one (its class's). Restore the sessions before the listeners
+// serve, then run Expire once: a session whose keepalive ran out while the
+// gateway was down is lost there, its will published, rather than continued by
+// the device's next datagram.
+func (r *Registry) Restore(k Key, v Saved) *Session {
+	l, sv := r.listenerSaver(k.Listener)
+	sh := r.shard(k)
+	sh.mu.Lock()
+	if sh.m[k] != nil {
+		sh.mu.Unlock()
+		return nil
+	}
+	s := &Session{Key: k, Protocol: l.Protocol, Created: v.Created, keepalive: l.Keepalive, lastSeen: v.LastSeen, peer: v.Peer,
+		class: v.Class, user: v.User, saver: sv}
+	sh.m[k] = s
+	sh.mu.Unlock()
+	r.index(k.Listener, v.Peer, s)
+	return s
 }
 
 func (r *Registry) index(listener string, p Peer, s *Session) {
@@ -502,10 +630,14 @@ func (r *Registry) Refresh(s *Session, p Peer, now time.Time) bool {
 	}
 	old := s.peer
 	s.peer, s.lastSeen = p, now
+	save := s.dueLocked(now) || s.saver != nil && old != p
 	s.mu.Unlock()
 	if old != p {
 		r.unindex(s.Key.Listener, old, s)
 		r.index(s.Key.Listener, p, s)
+	}
+	if save {
+		s.saver.SessionDirty(s)
 	}
 	return true
 }
@@ -554,6 +686,9 @@ func (r *Registry) End(s *Session, why EndReason) bool {
 	s.mu.Unlock()
 	r.unindex(s.Key.Listener, p, s)
 	r.ends[why].Add(1)
+	if s.saver != nil {
+		s.saver.SessionDirty(s) // its copy goes
+	}
 	return true
 }
 
@@ -603,6 +738,9 @@ func (r *Registry) Expire(now time.Time, lost func(*Session)) (expired int) {
 		r.ends[EndLost].Add(1)
 		if lost != nil {
 			lost(s)
+		}
+		if s.saver != nil {
+			s.saver.SessionDirty(s) // its will is out: its copy goes
 		}
 		if o := r.listener(s.Key.Listener).Owner; o != nil {
 			o.SessionEnded(s, EndLost)

@@ -87,8 +87,9 @@ type Kind uint8
 // The kinds of state records.
 const (
 	// KindSession: a device's session in the registry (identity, class,
-	// liveness, will), whatever its protocol; synthetic CoAP and raw UDP
-	// sessions included. Key: the device id.
+	// liveness, address): the synthetic sessions of CoAP and raw UDP
+	// devices (MQTT-SN clients' are in their KindMQTTSNSession record).
+	// Key: chosen by the gateway (its listener's name, a NUL, the device id).
 	KindSession Kind = iota + 1
 	// KindMQTTSNSession: an MQTT-SN client's protocol state (clean flag,
 	// registrations both ways, subscriptions, QoS 2 ids awaiting PUBREL,

@@ -44,16 +44,40 @@ type device struct {
 }
 
 // lookup returns the device for key, creating it. The device is not yet bound
-// to a session: see attach.
+// to a session: see attach. A device made while its session lives (restored
+// after a restart: the engine's table is not kept) takes the credential the
+// session's user stands for, so that no other credential takes it over.
 func (l *Listener) lookup(key string) *device {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	d := l.devices[key]
-	if d == nil {
-		d = &device{key: key, obs: map[string]*observation{}, subs: map[string]int{}}
+	l.mu.Unlock()
+	if d != nil {
+		return d
+	}
+	cred := ""
+	if s := l.env.Sessions.Lookup(session.Key{Listener: l.env.Name, Device: key}); s != nil {
+		cred = l.credOf(s.User())
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d = l.devices[key]; d == nil {
+		d = &device{key: key, cred: cred, obs: map[string]*observation{}, subs: map[string]int{}}
 		l.devices[key] = d
 	}
 	return d
+}
+
+// credOf is the credential a session's user stands for (the inverse of
+// userOf): a coaps device's PSK identity, else a password file user; "" for
+// an anonymous device.
+func (l *Listener) credOf(user string) string {
+	switch {
+	case user == "":
+		return ""
+	case l.dtls != nil:
+		return "psk:" + user
+	}
+	return "user:" + user
 }
 
 // attach binds a device to its latest request: the registry records the

@@ -55,6 +55,17 @@
 // notification is due; a DTLS session lives ConnIdle (Keepalive × 1.5). No
 // CoAP ping keepalive is sent: a sleepy device could not answer it.
 //
+// # Restarts
+//
+// With Options.State (the gateway's store), every observation is kept there
+// (persist.go, record.go), and Serve restores them before it reads a
+// datagram: after a crash (even kill -9) and a restart an observer whose
+// device's session the gateway restored (store.KindSession) goes on being
+// notified, with the same token, at its device's address, with Observe
+// numbers above all it was sent (RFC 7641 §3.4, §4.4); its subscription is
+// made again at the broker. The registration response waits for the record's
+// commit.
+//
 // # Transparent mode
 //
 // When env.Broker is also a udpgw.Connector (the gateway's listener in
@@ -91,6 +102,10 @@
 //   - One goroutine per request of an unproven source being served (a publish
 //     may wait for the broker), at most maxUnprovenInflight at once and
 //     maxInflight per source; Close waits for them.
+//   - With Options.State, one writer goroutine committing observation
+//     records, started by Serve and stopped by Close (Serve then writes what
+//     is left), and at start one short-lived goroutine per restored device's
+//     filter, subscribing it again at the broker.
 //
 // # Ordering and blocking
 //
@@ -106,7 +121,8 @@
 //
 // Lock order: Listener.mu before device.mu; peersMu, runMu and proofMu are
 // taken alone, and so is the lock of l.sources (udpgw.Sources), whose
-// callbacks take no lock.
+// callbacks take no lock. The persister's mu (persist.go) is a leaf: taken
+// alone or under Listener.mu or device.mu, it takes nothing else.
 // device.subOp (held across Broker.Subscribe/Unsubscribe of that device) and
 // device.connOp (held across Connector.Connect/Disconnect of that device) are
 // each taken before either, never together, and never by the reader or the

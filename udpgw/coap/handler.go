@@ -359,6 +359,12 @@ func (l *Listener) get(d *device, r *pool.Message, topic string, q query) respon
 				return answerWhy(codes.ServiceUnavailable, "too many observers")
 			}
 		default:
+			// Told it is registered only once its record is durable
+			// (persist.go): a crash cannot forget it then.
+			if err := l.awaitSaved(ctx, d, o); err != nil {
+				l.endObservation(d, o, endStore, true)
+				return l.brokerError(d, "subscribe", topic, err)
+			}
 			d.mu.Lock()
 			seq, s := o.seq, d.sess
 			d.mu.Unlock()

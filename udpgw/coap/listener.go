@@ -38,6 +38,10 @@ type Listener struct {
 	connector   udpgw.Connector
 	connChecker ConnectionChecker
 
+	// ps keeps the observations in Options.State across a restart
+	// (persist.go); nil without one.
+	ps *persister
+
 	ctx    context.Context // ends when Close begins
 	cancel context.CancelFunc
 
@@ -109,6 +113,11 @@ func New(env udpgw.Env, opts Options) (*Listener, error) {
 	if l.connector != nil {
 		l.connChecker, _ = env.Broker.(ConnectionChecker)
 	}
+	if opts.State != nil && l.connector == nil {
+		// In transparent mode the subscriptions live on the devices' own
+		// broker connections, which a restart ends: nothing to keep.
+		l.ps = newPersister(opts.State, env)
+	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	if opts.DTLS != nil {
 		d, err := l.newDTLS()
@@ -169,10 +178,19 @@ func (l *Listener) Addr() net.Addr {
 }
 
 // Serve reads until ctx ends or Close is called, and returns nil then, after
-// every goroutine of the listener has exited.
+// every goroutine of the listener has exited. With Options.State it first
+// restores the observations kept there, and at the end writes what is left.
 func (l *Listener) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
+	if l.ps != nil {
+		defer l.finalWrite() // after Close: every goroutine that changes them has exited
+		if err := l.restore(); err != nil {
+			_ = l.Close()
+			return err
+		}
+		l.goStart(l.writer)
+	}
 	var err error
 	if l.dtls != nil {
 		err = l.dtls.srv.Serve(l.dtls.ln)

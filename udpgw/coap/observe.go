@@ -25,6 +25,7 @@ import (
 type observation struct {
 	token  []byte
 	filter string // the MQTT filter observed, in the device's topic space
+	qos    byte   // the QoS its broker subscription asks for
 
 	queue     []udpgw.Message // waiting notifications, oldest first, at most ObserverQueue
 	seq       uint32          // last Observe value sent (24 bits, RFC 7641 §4.4)
@@ -33,6 +34,17 @@ type observation struct {
 	lastCON   time.Time       // last acknowledged Confirmable notification
 	recent    [4]sentKey      // the last notifications sent, for matching a RST (§3.6)
 	recentPos int
+
+	// With a store (persist.go): the sequence base of its last committed
+	// record (no notification goes more than seqWindow above it), the
+	// address its last record was taken for, whether its record is marked
+	// dirty and not yet snapshot, and whether one was ever committed (then
+	// saved, which its registration response waits for, is closed).
+	durable   uint32
+	savedTo   netip.AddrPort
+	marked    bool
+	committed bool
+	saved     chan struct{}
 }
 
 // sentKey names a notification on the wire: a message id is unique per remote
@@ -62,6 +74,7 @@ const (
 	endUnanswered endReason = "unanswered" // the registration response was not sent (RFC 7967, or held)
 	endUnproven   endReason = "unproven"   // notifications held: the address never proved it receives
 	endConnLost   endReason = "connection" // transparent mode: the broker dropped the device's connection
+	endStore      endReason = "store"      // its record was not committed in time: the registration was refused
 )
 
 // sequence values are 24 bits (RFC 7641 §4.4).
@@ -100,11 +113,15 @@ func (l *Listener) register(ctx context.Context, d *device, token []byte, filter
 	l.perTopic[filter]++
 	l.mu.Unlock()
 
-	o = &observation{token: bytes.Clone(token), filter: filter, seq: rand.Uint32() & seqMask, lastCON: l.env.Now()}
+	o = &observation{token: bytes.Clone(token), filter: filter, qos: qos, seq: rand.Uint32() & seqMask, lastCON: l.env.Now()}
+	if l.ps != nil {
+		o.durable, o.saved = o.seq, make(chan struct{})
+	}
 	d.mu.Lock()
 	d.obs[string(token)] = o
 	n, subscribed := d.subs[filter]
 	d.subs[filter] = n + 1
+	l.saveLocked(d, o)
 	d.mu.Unlock()
 	if subscribed {
 		return o, false, nil
@@ -149,6 +166,7 @@ func (l *Listener) endObservation(d *device, o *observation, why endReason, sync
 	if d.obs[string(o.token)] == o {
 		delete(d.obs, string(o.token))
 	}
+	l.saveLocked(d, o) // its record goes
 	last := false
 	if n, ok := d.subs[o.filter]; ok {
 		d.subs[o.filter] = n - 1
@@ -225,7 +243,7 @@ func (l *Listener) shouldPumpLocked(d *device) bool {
 		return false
 	}
 	for _, o := range d.obs {
-		if o.armed && len(o.queue) > 0 {
+		if l.sendableLocked(o) {
 			d.pumping = true
 			return true
 		}
@@ -241,15 +259,15 @@ func (l *Listener) startPump(d *device) {
 	}
 }
 
-// nextLocked picks the next observation with a waiting notification, round
-// robin, so one busy topic does not starve another; d.mu must be held.
-func (d *device) nextLocked() *observation {
+// nextLocked picks the next observation with a notification that may go,
+// round robin, so one busy topic does not starve another; d.mu must be held.
+func (l *Listener) nextLocked(d *device) *observation {
 	if len(d.obs) == 0 {
 		return nil
 	}
 	keys := make([]string, 0, len(d.obs))
 	for k, o := range d.obs {
-		if o.armed && len(o.queue) > 0 {
+		if l.sendableLocked(o) {
 			keys = append(keys, k)
 		}
 	}
@@ -269,7 +287,7 @@ func (d *device) nextLocked() *observation {
 func (l *Listener) pump(d *device) {
 	for {
 		d.mu.Lock()
-		o := d.nextLocked()
+		o := l.nextLocked(d)
 		if o == nil || d.gone || l.ctx.Err() != nil {
 			d.pumping = false
 			d.mu.Unlock()
@@ -304,6 +322,7 @@ func (l *Listener) pump(d *device) {
 		copy(o.queue, o.queue[1:])
 		o.queue = o.queue[:len(o.queue)-1]
 		o.seq = (o.seq + 1) & seqMask
+		l.sentLocked(d, o, addr)
 		con := l.opts.NotifyCON || l.env.Now().Sub(o.lastCON) >= conNotifyEvery
 		// The key is where the notification goes, and whence its ACK or RST
 		// comes: the connection's address, or addr itself. To an unproven

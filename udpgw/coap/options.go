@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"net/netip"
 	"time"
+
+	"github.com/mqttgw/mqttgw/store"
 )
 
 // Options configures a Listener; what every engine shares (name, logger,
@@ -54,8 +56,18 @@ type Options struct {
 	Keepalive time.Duration
 	// RetryAfter (5 s) is the Max-Age of 5.03 answers when the broker is away.
 	RetryAfter time.Duration
-	// PublishTimeout (30 s) bounds one Broker call made for a request.
+	// PublishTimeout (30 s) bounds one Broker call made for a request, and
+	// the wait of a registration for its record's commit.
 	PublishTimeout time.Duration
+
+	// State, when set, keeps the listener's observations across a restart
+	// (persist.go): a restarted gateway goes on notifying them, with the
+	// same token, at the device's address, with rising Observe numbers.
+	// Ignored in transparent mode. nil: they live in memory only.
+	State store.State
+	// DrainTimeout (10 s) bounds the last write of observation records when
+	// Serve ends.
+	DrainTimeout time.Duration
 
 	// ConnIdle bounds how long go-coap keeps its per-peer connection (message
 	// deduplication, block-wise state) without traffic. Default: EXCHANGE_LIFETIME
@@ -136,6 +148,7 @@ func (o *Options) applyDefaults() {
 	setDur(&o.Keepalive, 24*time.Hour)
 	setDur(&o.RetryAfter, 5*time.Second)
 	setDur(&o.PublishTimeout, 30*time.Second)
+	setDur(&o.DrainTimeout, 10*time.Second)
 	setDur(&o.AckTimeout, 2*time.Second)
 	setInt(&o.Amplification, 3)
 	setInt(&o.MaxUnproven, 10000)

@@ -464,6 +464,7 @@ type proofWaiter struct {
 // prove records that addr proved it receives, and wakes whoever waits for it.
 func (l *Listener) prove(addr netip.AddrPort, now time.Time) {
 	l.sources.Prove(addr, now)
+	l.provenSave(addr)
 	l.proofMu.Lock()
 	if w := l.proofWait[addr]; w != nil {
 		close(w.ch)
