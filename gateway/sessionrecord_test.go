@@ -2,15 +2,14 @@ package gateway
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"net/netip"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/mqttgw/mqttgw/internal/fuzzcorpus"
+	"github.com/mqttgw/mqttgw/internal/recordtest"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/store"
 )
@@ -101,37 +100,20 @@ var deviceRecordDecodeErrors = []struct {
 	{"address_garbage", bytes.Join([][]byte{devBare[:6], {0x00, 0x01, 'x'}, devBare[8:]}, nil), store.ErrBadValue},
 }
 
-func TestDeviceRecordEncode(t *testing.T) {
+func TestDeviceRecordFixtures(t *testing.T) {
 	for _, fx := range deviceRecordFixtures {
-		got, err := appendDeviceRecord(nil, &fx.rec)
-		if err != nil {
-			t.Fatalf("%s: %v", fx.name, err)
-		}
-		if !bytes.Equal(got, fx.raw) {
-			t.Errorf("%s:\n got % x\nwant % x", fx.name, got, fx.raw)
-		}
+		deviceCodec.Fixture(t, fx.name, fx.rec, fx.raw)
 	}
 }
 
-func TestDeviceRecordDecode(t *testing.T) {
-	for _, fx := range deviceRecordFixtures {
-		got, err := decodeDeviceRecord(fx.raw)
-		if err != nil {
-			t.Fatalf("%s: %v", fx.name, err)
-		}
-		if !reflect.DeepEqual(got, fx.rec) {
-			t.Errorf("%s:\n got %+v\nwant %+v", fx.name, got, fx.rec)
-		}
-	}
+func TestDeviceRecordRefused(t *testing.T) {
 	for _, tc := range deviceRecordDecodeErrors {
-		if _, err := decodeDeviceRecord(tc.raw); !errors.Is(err, tc.want) {
-			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
-		}
+		deviceCodec.Refused(t, tc.name, tc.raw, tc.want)
 	}
 }
 
-// recordSentinels are the errors every decode failure must wrap.
-var recordSentinels = []error{store.ErrTruncated, store.ErrTrailing, store.ErrRecordVersion, store.ErrBadValue}
+// deviceCodec is the record's codec for the shared checks.
+var deviceCodec = recordtest.Codec[deviceRecord]{Append: appendDeviceRecord, Decode: decodeDeviceRecord}
 
 // FuzzDecodeDeviceRecord checks that decodeDeviceRecord, which reads a file
 // that may be damaged or written by another version, never panics, fails
@@ -149,29 +131,7 @@ func FuzzDecodeDeviceRecord(f *testing.F) {
 	for _, tc := range deviceRecordDecodeErrors {
 		f.Add(tc.raw)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodeDeviceRecord(b)
-		if err != nil {
-			for _, s := range recordSentinels {
-				if errors.Is(err, s) {
-					return
-				}
-			}
-			t.Fatalf("error %v wraps no sentinel", err)
-		}
-		enc, err := appendDeviceRecord(nil, &r)
-		if err != nil {
-			t.Fatalf("appendDeviceRecord(%+v): %v", r, err)
-		}
-		if !bytes.Equal(enc, b) {
-			t.Fatalf("round trip changed the record\n got % x\nwant % x", enc, b)
-		}
-		for i := range len(b) {
-			if _, err := decodeDeviceRecord(b[:i]); err == nil {
-				t.Fatalf("prefix % x of % x decoded", b[:i], b)
-			}
-		}
-	})
+	f.Fuzz(deviceCodec.Check)
 }
 
 // TestFuzzCorpusMatchesRecords keeps testdata/fuzz/FuzzDecodeDeviceRecord in

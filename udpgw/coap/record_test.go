@@ -2,14 +2,13 @@ package coap
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"net/netip"
 	"path/filepath"
-	"reflect"
 	"testing"
 
 	"github.com/mqttgw/mqttgw/internal/fuzzcorpus"
+	"github.com/mqttgw/mqttgw/internal/recordtest"
 	"github.com/mqttgw/mqttgw/store"
 )
 
@@ -89,37 +88,20 @@ var obsRecordDecodeErrors = []struct {
 	{"address_not_canonical", concat(obsBare[:28], []byte{0x00, 0x0A, '1', '.', '2', '.', '3', '.', '4', ':', '0', '5'}), store.ErrBadValue},
 }
 
-func TestObservationRecordEncode(t *testing.T) {
+func TestObservationRecordFixtures(t *testing.T) {
 	for _, fx := range obsRecordFixtures {
-		got, err := appendObservationRecord(nil, &fx.rec)
-		if err != nil {
-			t.Fatalf("%s: %v", fx.name, err)
-		}
-		if !bytes.Equal(got, fx.raw) {
-			t.Errorf("%s:\n got % x\nwant % x", fx.name, got, fx.raw)
-		}
+		observationCodec.Fixture(t, fx.name, fx.rec, fx.raw)
 	}
 }
 
-func TestObservationRecordDecode(t *testing.T) {
-	for _, fx := range obsRecordFixtures {
-		got, err := decodeObservationRecord(fx.raw)
-		if err != nil {
-			t.Fatalf("%s: %v", fx.name, err)
-		}
-		if !reflect.DeepEqual(got, fx.rec) {
-			t.Errorf("%s:\n got %+v\nwant %+v", fx.name, got, fx.rec)
-		}
-	}
+func TestObservationRecordRefused(t *testing.T) {
 	for _, tc := range obsRecordDecodeErrors {
-		if _, err := decodeObservationRecord(tc.raw); !errors.Is(err, tc.want) {
-			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
-		}
+		observationCodec.Refused(t, tc.name, tc.raw, tc.want)
 	}
 }
 
-// recordSentinels are the errors every decode failure must wrap.
-var recordSentinels = []error{store.ErrTruncated, store.ErrTrailing, store.ErrRecordVersion, store.ErrBadValue}
+// observationCodec is the record's codec for the shared checks.
+var observationCodec = recordtest.Codec[observationRecord]{Append: appendObservationRecord, Decode: decodeObservationRecord}
 
 // FuzzDecodeObservationRecord checks that decodeObservationRecord, which
 // reads a file that may be damaged or written by another version, never
@@ -137,29 +119,7 @@ func FuzzDecodeObservationRecord(f *testing.F) {
 	for _, tc := range obsRecordDecodeErrors {
 		f.Add(tc.raw)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodeObservationRecord(b)
-		if err != nil {
-			for _, s := range recordSentinels {
-				if errors.Is(err, s) {
-					return
-				}
-			}
-			t.Fatalf("error %v wraps no sentinel", err)
-		}
-		enc, err := appendObservationRecord(nil, &r)
-		if err != nil {
-			t.Fatalf("appendObservationRecord(%+v): %v", r, err)
-		}
-		if !bytes.Equal(enc, b) {
-			t.Fatalf("round trip changed the record\n got % x\nwant % x", enc, b)
-		}
-		for i := range len(b) {
-			if _, err := decodeObservationRecord(b[:i]); err == nil {
-				t.Fatalf("prefix % x of % x decoded", b[:i], b)
-			}
-		}
-	})
+	f.Fuzz(observationCodec.Check)
 }
 
 // TestFuzzCorpusMatchesRecords keeps testdata/fuzz/FuzzDecodeObservationRecord

@@ -2,15 +2,14 @@ package mqttsn
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"net/netip"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/mqttgw/mqttgw/internal/fuzzcorpus"
+	"github.com/mqttgw/mqttgw/internal/recordtest"
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/store"
@@ -175,37 +174,20 @@ var recordDecodeErrors = []struct {
 	{"count_huge", append(bytes.Clone(bare[:42]), 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0), store.ErrBadValue},
 }
 
-func TestSessionRecordEncode(t *testing.T) {
+func TestSessionRecordFixtures(t *testing.T) {
 	for _, fx := range recordFixtures {
-		got, err := appendSessionRecord(nil, &fx.rec)
-		if err != nil {
-			t.Fatalf("%s: %v", fx.name, err)
-		}
-		if !bytes.Equal(got, fx.raw) {
-			t.Errorf("%s:\n got % x\nwant % x", fx.name, got, fx.raw)
-		}
+		sessionCodec.Fixture(t, fx.name, fx.rec, fx.raw)
 	}
 }
 
-func TestSessionRecordDecode(t *testing.T) {
-	for _, fx := range recordFixtures {
-		got, err := decodeSessionRecord(fx.raw)
-		if err != nil {
-			t.Fatalf("%s: %v", fx.name, err)
-		}
-		if !reflect.DeepEqual(got, fx.rec) {
-			t.Errorf("%s:\n got %+v\nwant %+v", fx.name, got, fx.rec)
-		}
-	}
+func TestSessionRecordRefused(t *testing.T) {
 	for _, tc := range recordDecodeErrors {
-		if _, err := decodeSessionRecord(tc.raw); !errors.Is(err, tc.want) {
-			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
-		}
+		sessionCodec.Refused(t, tc.name, tc.raw, tc.want)
 	}
 }
 
-// recordSentinels are the errors every decode failure must wrap.
-var recordSentinels = []error{store.ErrTruncated, store.ErrTrailing, store.ErrRecordVersion, store.ErrBadValue}
+// sessionCodec is the record's codec for the shared checks.
+var sessionCodec = recordtest.Codec[sessionRecord]{Append: appendSessionRecord, Decode: decodeSessionRecord}
 
 // FuzzDecodeSessionRecord checks that decodeSessionRecord, which reads a file
 // that may be damaged or written by another version, never panics, fails only
@@ -223,29 +205,7 @@ func FuzzDecodeSessionRecord(f *testing.F) {
 	for _, tc := range recordDecodeErrors {
 		f.Add(tc.raw)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := decodeSessionRecord(b)
-		if err != nil {
-			for _, s := range recordSentinels {
-				if errors.Is(err, s) {
-					return
-				}
-			}
-			t.Fatalf("error %v wraps no sentinel", err)
-		}
-		enc, err := appendSessionRecord(nil, &r)
-		if err != nil {
-			t.Fatalf("appendSessionRecord(%+v): %v", r, err)
-		}
-		if !bytes.Equal(enc, b) {
-			t.Fatalf("round trip changed the record\n got % x\nwant % x", enc, b)
-		}
-		for i := range len(b) {
-			if _, err := decodeSessionRecord(b[:i]); err == nil {
-				t.Fatalf("prefix % x of % x decoded", b[:i], b)
-			}
-		}
-	})
+	f.Fuzz(sessionCodec.Check)
 }
 
 // TestFuzzCorpusMatchesRecords keeps testdata/fuzz/FuzzDecodeSessionRecord in
