@@ -300,7 +300,12 @@ func (s *Store) applyOneOwned(ctx context.Context, fenced func(int) (*nats.Msg, 
 		if attempt == takeAttempts {
 			return false, err
 		}
-		time.Sleep(wait) // a write of the owner key under way: it settles within a round trip
+		// A write of the owner key under way: it settles within a round
+		// trip. Nothing of op i was written yet, so ctx and Close may end
+		// the wait.
+		if err := s.pause(ctx, wait); err != nil {
+			return false, err
+		}
 		wait *= 2
 	}
 }

@@ -142,14 +142,25 @@ func (s *Store) retry(ctx context.Context, write bool, attempt func(ctx context.
 			}
 			return err
 		}
-		select {
-		case <-time.After(wait):
-		case <-parent.Done():
-			return parent.Err()
-		case <-s.connDone:
-			return store.ErrClosed
+		if err := s.pause(parent, wait); err != nil {
+			return err
 		}
 		wait = min(2*wait, time.Second)
+	}
+}
+
+// pause waits d between two attempts, or until ctx ends (its error) or the
+// connection closes (store.ErrClosed).
+func (s *Store) pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.connDone:
+		return store.ErrClosed
 	}
 }
 
