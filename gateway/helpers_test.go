@@ -14,6 +14,7 @@ import (
 
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+	"github.com/mqttgw/mqttgw/internal/wait"
 	"github.com/mqttgw/mqttgw/session"
 )
 
@@ -73,17 +74,8 @@ func (rg *runningGateway) stop(t *testing.T) {
 	})
 }
 
-// waitFor polls cond until it holds or the bound passes.
-func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", bound, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds, failing the test after bound.
+var waitFor = wait.For
 
 // sendUDP sends one datagram to the named listener from a fresh socket.
 func sendUDP(t *testing.T, g *Gateway, listener string, payload []byte) {

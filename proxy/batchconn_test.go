@@ -60,7 +60,7 @@ func TestBatchedConnection(t *testing.T) {
 			if err := p.Start(); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, 10*time.Second, "connected to "+url, p.online)
+			waitFor(t, 10*time.Second, "connected to "+url, p.online)
 			const n = 400
 			errs := make(chan error, n)
 			for i := range n {
@@ -95,7 +95,7 @@ func TestBatchedConnection(t *testing.T) {
 					break
 				}
 			}
-			waitUntil(t, 10*time.Second, "the broker to log the gateway's DISCONNECT", func() bool {
+			waitFor(t, 10*time.Second, "the broker to log the gateway's DISCONNECT", func() bool {
 				return strings.Contains(b.Log(), "Received DISCONNECT from batch-"+scheme)
 			})
 			if log := b.Log(); strings.Contains(log, "Sending will") {
@@ -134,7 +134,7 @@ func BenchmarkBrokerWrites(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer p.Close(context.Background())
-				waitUntil(b, 10*time.Second, "connected", p.online)
+				waitFor(b, 10*time.Second, "connected", p.online)
 				payload := make([]byte, 64)
 				b.SetParallelism(64) // 128 publishers on 2 cores
 				cpu0 := cpuTime()

@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/mqttgw/mqttgw/internal/mosquittotest"
+	"github.com/mqttgw/mqttgw/internal/wait"
 	"github.com/mqttgw/mqttgw/metrics"
 )
 
@@ -82,16 +83,7 @@ func (in inbox) expect(t *testing.T, topic, payload string) {
 }
 
 // waitFor polls cond until it holds, failing the test after bound.
-func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within %v", what, bound)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = wait.For
 
 // checkGoroutines fails the test when, after every later cleanup (the broker's
 // included), more goroutines run than when it was called.

@@ -83,7 +83,7 @@ func BenchmarkPublishQoS1(b *testing.B) {
 			p.Close(ctx)
 		}()
 		if url == broker.URL {
-			waitUntil(b, 10*time.Second, "connected", p.Connected)
+			waitFor(b, 10*time.Second, "connected", p.Connected)
 		}
 		defer func() { b.ReportMetric(reg.Get("mqttgw_upstream_stored_total")/float64(b.N), "stored/op") }()
 		payload := make([]byte, 64)

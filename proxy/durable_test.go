@@ -59,18 +59,6 @@ func startDurable(t testing.TB, o Options, q store.Queue) *Proxy {
 	return p
 }
 
-// waitUntil polls cond until it holds, failing the test after bound.
-func waitUntil(t testing.TB, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", bound, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func storeEmpty(q store.Queue) func() bool {
 	return func() bool { n, _ := q.Len(); return n == 0 }
 }
@@ -190,7 +178,7 @@ func TestDurablePublishWhileBrokerAway(t *testing.T) {
 	}
 
 	b.Restart()
-	waitUntil(t, 20*time.Second, "the store to be replayed", storeEmpty(st.Queue()))
+	waitFor(t, 20*time.Second, "the store to be replayed", storeEmpty(st.Queue()))
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +193,7 @@ func TestDurableDirectWhileConnected(t *testing.T) {
 	reg := metrics.New()
 	st := openStore(t, t.TempDir(), store.Options{NoSync: true})
 	p := startDurable(t, Options{URL: b.URL, Username: "gw", Password: "pw", Metrics: reg}, st.Queue())
-	waitUntil(t, 10*time.Second, "connected", p.Connected)
+	waitFor(t, 10*time.Second, "connected", p.Connected)
 	sub := b.Subscribe(t, mosquittotest.SubOptions{Username: "gw", Password: "pw", QoS: 1, Topics: []string{"d/#"}})
 	if err := p.Publish(context.Background(), Message{Topic: "d/1", Payload: []byte("x"), QoS: 1}); err != nil {
 		t.Fatal(err)
@@ -241,7 +229,7 @@ func TestDurableStoreFull(t *testing.T) {
 	if err := p.Enqueue(Message{Topic: "q/b", QoS: 1}); err != nil {
 		t.Fatalf("Enqueue: %v (it drops later, counted)", err)
 	}
-	waitUntil(t, 5*time.Second, "the enqueued message to be dropped and counted", func() bool {
+	waitFor(t, 5*time.Second, "the enqueued message to be dropped and counted", func() bool {
 		return reg.Get("mqttgw_store_refused_total", "source", "enqueue", "reason", "full") == 1
 	})
 	if n, _ := st.Queue().Len(); n != 3 {
@@ -308,7 +296,7 @@ func TestDurableReplayAfterRestart(t *testing.T) {
 	st2 := openStore(t, dir, store.Options{})
 	b.Restart()
 	p2 := startDurable(t, Options{URL: b.URL, Username: "gw", Password: "pw", StatusTopic: "gw/status", ClientID: "durable2"}, st2.Queue())
-	waitUntil(t, 20*time.Second, "the store to be replayed", storeEmpty(st2.Queue()))
+	waitFor(t, 20*time.Second, "the store to be replayed", storeEmpty(st2.Queue()))
 	if err := p2.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -329,18 +317,18 @@ func TestDurableFailedPublishRetried(t *testing.T) {
 	st := openStore(t, t.TempDir(), store.Options{NoSync: true})
 	p := startDurable(t, Options{URL: "tcp://" + relay.addr, Username: "gw", Password: "pw", StatusTopic: "gw/status",
 		Metrics: reg, PublishTimeout: 300 * time.Millisecond, Keepalive: time.Minute}, st.Queue())
-	waitUntil(t, 10*time.Second, "connected", p.Connected)
+	waitFor(t, 10*time.Second, "connected", p.Connected)
 	relay.hold(true)
 	const devices, per = 3, 5
 	publishDevices(t, p, devices, per) // not acknowledged in time: the store takes them
-	waitUntil(t, 10*time.Second, "a replayed publish to fail and be retried", func() bool {
+	waitFor(t, 10*time.Second, "a replayed publish to fail and be retried", func() bool {
 		return reg.Get("mqttgw_upstream_queue_retried_total") > 0
 	})
 	if n, _ := st.Queue().Len(); n != devices*per {
 		t.Fatalf("store holds %d while the broker does not answer, want %d", n, devices*per)
 	}
 	relay.hold(false)
-	waitUntil(t, 20*time.Second, "the store to be replayed", storeEmpty(st.Queue()))
+	waitFor(t, 20*time.Second, "the store to be replayed", storeEmpty(st.Queue()))
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -453,13 +441,13 @@ func TestDurableAcrossReconnect(t *testing.T) {
 	b := startPersistent(t)
 	st := openStore(t, t.TempDir(), store.Options{NoSync: true})
 	p := startDurable(t, Options{URL: b.URL, Username: "gw", Password: "pw", StatusTopic: "gw/status", PublishTimeout: time.Second}, st.Queue())
-	waitUntil(t, 10*time.Second, "connected", p.Connected)
+	waitFor(t, 10*time.Second, "connected", p.Connected)
 	b.Stop()
-	waitUntil(t, 10*time.Second, "the loss to be noticed", func() bool { return !p.Connected() })
+	waitFor(t, 10*time.Second, "the loss to be noticed", func() bool { return !p.Connected() })
 	const devices, per = 4, 10
 	publishDevices(t, p, devices, per)
 	b.Restart()
-	waitUntil(t, 20*time.Second, "the store to be replayed", storeEmpty(st.Queue()))
+	waitFor(t, 20*time.Second, "the store to be replayed", storeEmpty(st.Queue()))
 	if err := p.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -155,7 +155,7 @@ func TestQoS0BurstNotQueued(t *testing.T) {
 	b := mosquittotest.Start(t, mosquittotest.Options{Users: map[string]string{"gw": "pw"}})
 	reg := metrics.New()
 	p := startDurable(t, Options{URL: b.URL, ClientID: "burst0", Username: "gw", Password: "pw", QueueSize: 10, Metrics: reg}, nil)
-	waitUntil(t, 10*time.Second, "the proxy to connect", p.online)
+	waitFor(t, 10*time.Second, "the proxy to connect", p.online)
 	const burst = 5000
 	for i := range burst {
 		if err := p.Enqueue(Message{Topic: "q0/burst", Payload: fmt.Appendf(nil, "%d", i)}); err != nil {
@@ -165,5 +165,5 @@ func TestQoS0BurstNotQueued(t *testing.T) {
 	if got := reg.Get("mqttgw_upstream_queue_dropped_total"); got != 0 {
 		t.Errorf("%v QoS 0 messages dropped by the queue while the broker was connected", got)
 	}
-	waitUntil(t, 10*time.Second, "every message published", func() bool { return reg.Get("mqttgw_upstream_published_total") >= burst })
+	waitFor(t, 10*time.Second, "every message published", func() bool { return reg.Get("mqttgw_upstream_published_total") >= burst })
 }

@@ -38,7 +38,7 @@ func TestQoS2BurstAllDelivered(t *testing.T) {
 			} else {
 				p = startDurable(t, o, nil)
 			}
-			waitUntil(t, 10*time.Second, "the proxy to connect", p.online)
+			waitFor(t, 10*time.Second, "the proxy to connect", p.online)
 			msg := func(i int) Message {
 				return Message{Topic: fmt.Sprintf("q2/%d", i%10), Payload: fmt.Appendf(nil, "m%03d", i), QoS: 2, Device: fmt.Sprint(i % 10)}
 			}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/mqttgw/mqttgw/internal/wait"
 )
 
 // testOptions are the options of most tests: no fsync (the tests check
@@ -59,15 +61,5 @@ func all(t testing.TB, q Queue) []Message {
 	return ms
 }
 
-// waitFor polls cond until it holds or the bound passes (no fixed sleeps:
-// STYLE.md).
-func waitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", bound, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds, failing the test after bound.
+var waitFor = wait.For

@@ -18,6 +18,7 @@ import (
 
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/gateway"
+	"github.com/mqttgw/mqttgw/internal/wait"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -68,9 +69,7 @@ func runGateway(t *testing.T, cfgText string) *gateway.Gateway {
 // waitCond polls cond for at most 15 s.
 func waitCond(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	if err := poll(15*time.Second, func() (bool, error) { return cond(), nil }); err != nil {
-		t.Fatalf("timed out waiting for %s", what)
-	}
+	wait.For(t, 15*time.Second, what, cond)
 }
 
 // errPollTimeout is poll's answer when bound passed before check was done.

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mqttgw/mqttgw/internal/wait"
 )
 
 // bound is how long a test polls for a condition before it fails.
@@ -18,13 +20,7 @@ const bound = 10 * time.Second
 // waitFor polls cond until it holds, failing t after bound.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", bound, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, bound, what, cond)
 }
 
 // collector is a UDP socket on 127.0.0.1 whose reader goroutine records what

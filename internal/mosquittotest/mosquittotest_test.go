@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	waitpkg "github.com/mqttgw/mqttgw/internal/wait"
 )
 
 // wait is how long the tests wait for a message that should arrive.
@@ -147,17 +149,9 @@ func TestRestartWaitsForPort(t *testing.T) {
 	}
 	freed := make(chan bool, 1)
 	go func() {
-		deadline := time.Now().Add(wait)
-		for !strings.Contains(b.Log(), "Address already in use") {
-			if time.Now().After(deadline) {
-				l.Close()
-				freed <- false
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		refused := waitpkg.Until(wait, func() bool { return strings.Contains(b.Log(), "Address already in use") })
 		l.Close()
-		freed <- true
+		freed <- refused
 	}()
 	b.Restart()
 	if !<-freed {
@@ -218,13 +212,7 @@ func TestKillSavesNothing(t *testing.T) {
 					db, _ := os.ReadFile(filepath.Join(dir, "mosquitto.db"))
 					return bytes.Contains(db, []byte("queued"))
 				}
-				deadline := time.Now().Add(wait)
-				for !saved() {
-					if time.Now().After(deadline) {
-						t.Fatalf("the message not saved within %v", wait)
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
+				waitpkg.For(t, wait, "the message saved", saved)
 			}
 			tc.stop(b)
 			b.Restart()

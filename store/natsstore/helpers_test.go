@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mqttgw/mqttgw/internal/natstest"
+	"github.com/mqttgw/mqttgw/internal/wait"
 )
 
 // openT opens a store on cluster c and closes it when the test ends.
@@ -55,14 +56,5 @@ func clusterOptions(c *natstest.Cluster, name string) Options {
 	return Options{URLs: c.URLs(), Name: name, Instance: "gw1", Replicas: 3}
 }
 
-// waitFor polls cond until it holds or the bound passes (no fixed sleeps).
-func waitFor(t testing.TB, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", bound, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds, failing the test after bound.
+var waitFor = wait.For

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mqttgw/mqttgw/internal/wait"
 	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
@@ -200,14 +201,5 @@ func startListener(t testing.TB, env udpgw.Env, opts Options) *testListener {
 // denyAnonymous lists tests whose listener refuses anonymous requests.
 var denyAnonymous = map[string]bool{}
 
-// waitFor polls cond until it holds or the bound passes.
-func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", bound, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds, failing the test after bound.
+var waitFor = wait.For

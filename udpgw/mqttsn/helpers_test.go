@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mqttgw/mqttgw/internal/wait"
 	"github.com/mqttgw/mqttgw/metrics"
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
 	"github.com/mqttgw/mqttgw/session"
@@ -307,13 +308,8 @@ func (d *device) subscribe(filter string, qos mqttsn.QoS) *mqttsn.Suback {
 	return sa
 }
 
+// waitUntil polls cond for at most 5 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, what, cond)
 }
