@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,68 +9,6 @@ import (
 	"testing"
 	"time"
 )
-
-func TestQueueAppendRangeAck(t *testing.T) {
-	b := openT(t, t.TempDir(), testOptions)
-	q := b.Queue()
-	ctx := context.Background()
-	var want []Message
-	var size int64
-	for i := range 5 {
-		m := testMessage("d1", i)
-		seq, err := q.Append(ctx, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seq != uint64(i+1) {
-			t.Fatalf("append %d: seq %d, want %d", i, seq, i+1)
-		}
-		m.Seq = seq
-		want = append(want, m)
-		size += recordSize(t, m)
-	}
-	if n, bytes := q.Len(); n != 5 || bytes != size {
-		t.Fatalf("Len = %d, %d; want 5, %d", n, bytes, size)
-	}
-	got := all(t, q)
-	if len(got) != len(want) {
-		t.Fatalf("Range gave %d messages, want %d", len(got), len(want))
-	}
-	for i := range got {
-		if !sameMessage(got[i], want[i]) {
-			t.Fatalf("message %d: got %+v, want %+v", i, got[i], want[i])
-		}
-	}
-
-	// Range after a sequence number, and stopping early.
-	var seqs []uint64
-	if err := q.Range(2, func(m Message) bool { seqs = append(seqs, m.Seq); return len(seqs) < 2 }); err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(seqs) != "[3 4]" {
-		t.Fatalf("Range(2) stopped after 2 = %v, want [3 4]", seqs)
-	}
-
-	// Ack removes; unknown and repeated numbers are ignored.
-	if err := q.Ack(ctx, 1, 3, 3, 99); err != nil {
-		t.Fatal(err)
-	}
-	if err := q.Ack(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	got = all(t, q)
-	if len(got) != 3 || got[0].Seq != 2 || got[1].Seq != 4 || got[2].Seq != 5 {
-		t.Fatalf("after ack: %v", seqsOf(got))
-	}
-	if n, bytes := q.Len(); n != 3 || bytes != size-recordSize(t, want[0])-recordSize(t, want[2]) {
-		t.Fatalf("Len after ack = %d, %d", n, bytes)
-	}
-}
-
-func sameMessage(a, b Message) bool {
-	return a.Seq == b.Seq && a.Device == b.Device && a.Listener == b.Listener && a.Topic == b.Topic &&
-		bytes.Equal(a.Payload, b.Payload) && a.QoS == b.QoS && a.Retain == b.Retain && a.Enqueued.Equal(b.Enqueued)
-}
 
 func seqsOf(ms []Message) []uint64 {
 	s := make([]uint64, len(ms))
@@ -144,57 +81,6 @@ func TestQueueNoLimit(t *testing.T) {
 		if _, err := q.Append(context.Background(), testMessage("d", i)); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func TestQueueBadMessage(t *testing.T) {
-	q := openT(t, t.TempDir(), testOptions).Queue()
-	if _, err := q.Append(context.Background(), Message{QoS: 3}); !errors.Is(err, ErrBadValue) {
-		t.Fatalf("QoS 3: %v", err)
-	}
-	if n, bytes := q.Len(); n != 0 || bytes != 0 {
-		t.Fatalf("Len = %d, %d after a refused append", n, bytes)
-	}
-}
-
-// TestQueueRangeWhileAcking replays more than one read chunk and acks each
-// message from inside the callback, as the proxy will: Range holds no
-// transaction while calling back, so the write does not wait on it.
-func TestQueueRangeWhileAcking(t *testing.T) {
-	q := openT(t, t.TempDir(), testOptions).Queue()
-	ctx := context.Background()
-	const n = rangeChunk*2 + 17
-	for i := range n {
-		if _, err := q.Append(ctx, testMessage("d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	next := uint64(1)
-	err := q.Range(0, func(m Message) bool {
-		if m.Seq != next {
-			t.Fatalf("seq %d, want %d", m.Seq, next)
-		}
-		next++
-		if err := q.Ack(ctx, m.Seq); err != nil {
-			t.Fatal(err)
-		}
-		// Appending from the callback works too; the new message is replayed
-		// in its turn.
-		if m.Seq == n {
-			if _, err := q.Append(ctx, testMessage("d", n)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return true
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if next != n+2 {
-		t.Fatalf("replayed up to %d, want %d", next-1, n+1)
-	}
-	if l, bytes := q.Len(); l != 0 || bytes != 0 {
-		t.Fatalf("Len = %d, %d after acking all", l, bytes)
 	}
 }
 
@@ -271,35 +157,6 @@ func TestCloseFlushes(t *testing.T) {
 	b2 := openT(t, dir, testOptions)
 	if got := all(t, b2.Queue()); len(got) != n {
 		t.Fatalf("%d messages after reopening, want %d", len(got), n)
-	}
-}
-
-func TestClosed(t *testing.T) {
-	b, err := Open(t.TempDir(), testOptions)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	ctx := context.Background()
-	q, s := b.Queue(), b.State()
-	for name, err := range map[string]error{
-		"Append": func() error { _, err := q.Append(ctx, Message{}); return err }(),
-		"Ack":    q.Ack(ctx, 1),
-		"Range":  q.Range(0, func(Message) bool { return true }),
-		"Put":    s.Put(ctx, KindSession, "k", nil),
-		"Delete": s.Delete(ctx, KindSession, "k"),
-		"Apply":  s.Apply(ctx, Op{Kind: KindSession, Key: "k"}),
-		"Get":    func() error { _, _, err := s.Get(KindSession, "k"); return err }(),
-		"RangeS": s.Range(KindSession, func(string, []byte) bool { return true }),
-	} {
-		if !errors.Is(err, ErrClosed) {
-			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
-		}
 	}
 }
 
