@@ -70,8 +70,7 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		Predefined:        predefined,
 		DTLS:              dtls,
 		State:             state,
-		SharedState:       g.cfg.Clustered(), // [cluster]: other instances write the same records
-		Owners:            g.owners(),        // [cluster]: one instance serves a client at a time
+		Owners:            g.owners(), // [cluster]: one instance serves a client at a time
 		DrainTimeout:      g.cfg.Gateway.DrainTimeout.D(),
 	})
 	if err != nil {

@@ -97,7 +97,7 @@
 // Serve runs the reader on its caller's goroutine and starts, for its own
 // lifetime, a fixed pool of Options.Workers workers and, with Options.State,
 // a few writers, which commit changed session records; Serve restores the
-// records before it starts them. With Options.SharedState (a fleet), a
+// records before it starts them. With Options.Owners (a fleet), a
 // persistent CONNECT for a client not held here starts one loader goroutine
 // that reads the client's record (at most 64 at once, fleet.go); Serve's
 // drain waits for them. With Options.Owners the owner keys' watch calls the

@@ -38,7 +38,7 @@ type Engine struct {
 	badLog    limiter
 	seed      maphash.Seed // of publish digests (duplicate detection)
 	ps        *persister   // the store's side (persist.go); nil without Options.State
-	fl        *loader      // the fleet's side (fleet.go); nil without Options.SharedState
+	fl        *loader      // the fleet's side (fleet.go); nil without Options.Owners
 	// sources records every source address (plain UDP; nil over DTLS): its
 	// proof that it receives, its budget and rate (unproven.go).
 	sources *udpgw.Sources[srcState]
@@ -124,7 +124,7 @@ func New(env udpgw.Env, o Options) (*Engine, error) {
 	switch {
 	case o.State != nil && e.connector == nil:
 		e.ps = newPersister(o.State, env)
-		if o.SharedState {
+		if o.Owners != nil {
 			e.fl = newLoader(e)
 		}
 	case o.State != nil:

@@ -15,16 +15,16 @@ import (
 	"github.com/mqttgw/mqttgw/store"
 )
 
-// Sessions across a fleet (issue 13). With Options.SharedState the engine's
+// Sessions across a fleet (issue 13). With Options.Owners the engine's
 // State is shared by several gateways (the NATS JetStream store), any of
 // which may receive a device's CONNECT: another instance (alive, or killed)
 // may have written the client's record since this one last saw it.
 //
 // # Load on CONNECT
 //
-// A CONNECT with CleanSession false (MQTT-SN 1.2 §6.2) for a client the
-// engine does not hold makes it read the client's record from State before
-// the CONNECT is handled: its registrations, subscriptions, QoS 2 MsgIds
+// A CONNECT for a client the engine does not hold makes it take the
+// client's ownership and, for CleanSession false (MQTT-SN 1.2 §6.2), read
+// the client's record from State before the CONNECT is handled: its registrations, subscriptions, QoS 2 MsgIds
 // awaiting PUBREL and buffered messages come back, the subscriptions are made
 // again at the broker (no SUBACK: the client has had it), and the CONNECT then
 // resumes the session as if it had never left this instance. The read is not
@@ -90,14 +90,13 @@ type Owners interface {
 }
 
 // loader is the engine's side of the fleet's shared State, nil without
-// Options.SharedState; Engine.mu guards its maps.
+// Options.Owners; Engine.mu guards its maps.
 type loader struct {
 	loading map[string]*pendingLoad // client id → the CONNECT to handle after the read
 	wg      sync.WaitGroup          // loader goroutines
 
-	// With Options.Owners (nil without): owned maps each client id taken
-	// here to the revision taken, the fence of its writes; stopWatch ends
-	// the watch of the owner keys.
+	// owned maps each client id taken here to the revision taken, the
+	// fence of its writes; stopWatch ends the watch of the owner keys.
 	owners    Owners
 	owned     map[string]uint64
 	stopWatch func()
@@ -142,8 +141,8 @@ func newLoader(e *Engine) *loader {
 	return l
 }
 
-// loadFirst reports whether m must wait for its client's record: a
-// persistent CONNECT for a client not held here. It then starts (or joins)
+// loadFirst reports whether m must wait for its client's ownership (and,
+// when persistent, its record): a CONNECT for a client not held here. It then starts (or joins)
 // the client's load, which handles m once the record is in. e.mu is held.
 func (e *Engine) loadFirst(p session.Peer, m *mqttsn.Connect, now time.Time) bool {
 	if e.fl == nil {
@@ -154,9 +153,6 @@ func (e *Engine) loadFirst(p session.Peer, m *mqttsn.Connect, now time.Time) boo
 		// so that CONNECTs take effect in the order they came.
 		pl.p, pl.m = p, m
 		return true
-	}
-	if m.Flags.CleanSession && e.fl.owners == nil {
-		return false // without ownership a clean session needs nothing of the fleet
 	}
 	if c := e.byID[m.ClientID]; c != nil && c.state != stateGone {
 		return false
@@ -252,14 +248,11 @@ func (e *Engine) waitLoads() {
 	}
 }
 
-// take makes this instance id's owner, without Options.Owners nothing (rev
-// 0). When the fleet's store does not answer, the CONNECT waiting is
+// take makes this instance id's owner, returning the revision taken (the fence
+// of its writes). When the fleet's store does not answer, the CONNECT waiting is
 // answered with congestion (the client retries) and ok is false.
 func (e *Engine) take(id string) (rev uint64, ok bool) {
 	o := e.fl.owners
-	if o == nil {
-		return 0, true
-	}
 	ctx, cancel := context.WithTimeout(e.opCtx, e.o.OpTimeout)
 	rev, prev, err := o.Take(ctx, e.ps.prefix+id)
 	cancel()
@@ -294,7 +287,7 @@ func (e *Engine) take(id string) (rev uint64, ok bool) {
 // owns reports whether the engine may write id's record: always without
 // Options.Owners, else while it holds id's ownership. e.mu is held.
 func (e *Engine) owns(id string) bool {
-	if e.fl == nil || e.fl.owners == nil {
+	if e.fl == nil {
 		return true
 	}
 	_, ok := e.fl.owned[id]
@@ -305,7 +298,7 @@ func (e *Engine) owns(id string) bool {
 // its record is due (the commit calls it again when one was); its next
 // CONNECT takes it again. e.mu is held.
 func (e *Engine) forgetOwned(id string) {
-	if e.fl == nil || e.fl.owners == nil || e.byID[id] != nil {
+	if e.fl == nil || e.byID[id] != nil {
 		return
 	}
 	_, dirty := e.ps.dirty[id]
@@ -318,7 +311,7 @@ func (e *Engine) forgetOwned(id string) {
 // watchOwners starts the watch of the owner keys (Serve, before the first
 // datagram).
 func (e *Engine) watchOwners() error {
-	if e.fl == nil || e.fl.owners == nil {
+	if e.fl == nil {
 		return nil
 	}
 	me := e.fl.owners.Instance()

@@ -19,9 +19,9 @@ import (
 // restored nothing at start.
 func TestFleetLoadOnConnect(t *testing.T) {
 	st := openTestStore(t)
-	shared := func(o *Options) { o.SharedState = true }
-	a := startStored(t, st, shared)
-	b := startStored(t, st, shared) // before A has written anything: nothing to restore
+	tbl := newOwnerTable(st)
+	a := startStored(t, st, withOwners(tbl, "A"))
+	b := startStored(t, st, withOwners(tbl, "B")) // before A has written anything: nothing to restore
 	da := a.device(t)
 	da.connect("dev", 60, false)
 	id := da.register("t/up")
@@ -54,6 +54,11 @@ func TestFleetLoadOnConnect(t *testing.T) {
 	if n := b.reg.Get("mqttgw_mqttsn_session_loads_total", "listener", "sn", "result", "missing"); n != 1 {
 		t.Errorf("missing %v, want 1 (the clean CONNECT reads nothing)", n)
 	}
+}
+
+// withOwners makes an engine instance inst of a fleet whose ownership is tbl.
+func withOwners(tbl *ownerTable, inst string) func(*Options) {
+	return func(o *Options) { o.Owners = &memOwners{tbl, inst} }
 }
 
 // memOwners is the fleet's ownership in memory, shared by the engines of a
@@ -130,11 +135,8 @@ func (o *memOwners) WatchOwners(fn func(key, instance string, rev uint64)) (func
 func TestFleetOwnership(t *testing.T) {
 	st := openTestStore(t)
 	tbl := newOwnerTable(st)
-	fleet := func(inst string) func(*Options) {
-		return func(o *Options) { o.SharedState, o.Owners = true, &memOwners{tbl, inst} }
-	}
-	a := startStored(t, st, fleet("A"))
-	b := startStored(t, st, fleet("B"))
+	a := startStored(t, st, withOwners(tbl, "A"))
+	b := startStored(t, st, withOwners(tbl, "B"))
 	da := a.device(t)
 	da.connect("dev", 60, false)
 	id1 := da.register("t/up")

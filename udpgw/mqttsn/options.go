@@ -77,15 +77,12 @@ type Options struct {
 	// (persist.go); nil: in memory only. Ignored in transparent mode, where
 	// each device's own broker connection holds its session.
 	State store.State
-	// SharedState says State is shared by a fleet of gateways (the NATS
-	// JetStream store, [cluster]): a persistent CONNECT for a client not
-	// held here reads its record first, and nothing is restored at start
-	// (fleet.go).
-	SharedState bool
-	// Owners, with SharedState, makes one instance of the fleet serve each
-	// client at a time: a CONNECT takes the client's ownership, record
-	// writes are fenced by it, and a client another instance took is let go
-	// (fleet.go). nil: any instance may serve a client that connects there.
+	// Owners says State is shared by a fleet of gateways (the NATS
+	// JetStream store, [cluster]) and makes one instance serve each client
+	// at a time: a CONNECT for a client not held here takes its ownership
+	// and reads its record first, record writes are fenced by the
+	// ownership, a client another instance took is let go, and nothing is
+	// restored at start (fleet.go). nil: one gateway alone.
 	Owners Owners
 
 	Workers      int           // goroutines running broker operations; default 64

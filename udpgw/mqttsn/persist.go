@@ -303,7 +303,7 @@ func (e *Engine) takeDirty() []pendingWrite {
 			continue // its commit's writer takes it after (commit kicks)
 		}
 		var rev uint64
-		if e.fl != nil && e.fl.owners != nil {
+		if e.fl != nil {
 			var ok bool
 			if rev, ok = e.fl.owned[id]; !ok {
 				delete(e.ps.dirty, id) // let go: another instance writes it now
@@ -355,7 +355,7 @@ func (e *Engine) commit(ctx context.Context, batch []pendingWrite) bool {
 		lost []int
 		err  error
 	)
-	if e.fl != nil && e.fl.owners != nil {
+	if e.fl != nil {
 		revs := make([]uint64, len(batch))
 		for i := range batch {
 			revs[i] = batch[i].rev
