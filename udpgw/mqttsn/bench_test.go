@@ -18,16 +18,9 @@ import (
 // clients, each with one message in flight.
 func BenchmarkPublishQoS1(b *testing.B) {
 	te := startEngine(b, nil)
-	const clients = 50
-	devs := make([]*device, clients)
-	ids := make([]uint16, clients)
-	for i := range devs {
-		devs[i] = te.device(b)
-		devs[i].connect(fmt.Sprintf("b%d", i), 600, true)
-		ids[i] = devs[i].register(fmt.Sprintf("bench/%d", i))
-	}
+	devs, ids := benchClients(b, te, true)
 	var wg sync.WaitGroup
-	per := b.N/clients + 1
+	per := b.N/len(devs) + 1
 	b.ResetTimer()
 	for i, d := range devs {
 		wg.Add(1)
@@ -47,7 +40,7 @@ func BenchmarkPublishQoS1(b *testing.B) {
 	}
 	wg.Wait()
 	b.StopTimer()
-	b.ReportMetric(float64(per*clients)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(per*len(devs))/b.Elapsed().Seconds(), "msgs/s")
 }
 
 // BenchmarkConnectedClientMemory reports the Go heap a connected client costs:
@@ -131,4 +124,18 @@ func BenchmarkSpoofedConnectMemory(b *testing.B) {
 		b.Fatalf("%d clients kept, want at most max_unproven %d", kept, maxUnproven)
 	}
 	b.ReportMetric(float64(after.heap-before.heap)/float64(kept), "heap-B/kept-client")
+}
+
+// benchClients connects the benchmarks' 50 clients to te, each with a topic
+// registered, and returns them with their topic ids.
+func benchClients(b *testing.B, te *testEngine, clean bool) ([]*device, []uint16) {
+	const clients = 50
+	devs := make([]*device, clients)
+	ids := make([]uint16, clients)
+	for i := range devs {
+		devs[i] = te.device(b)
+		devs[i].connect(fmt.Sprintf("b%d", i), 600, clean)
+		ids[i] = devs[i].register(fmt.Sprintf("bench/%d", i))
+	}
+	return devs, ids
 }

@@ -1,7 +1,6 @@
 package mqttsn
 
 import (
-	"fmt"
 	"sync"
 	"testing"
 
@@ -32,16 +31,9 @@ func BenchmarkPublishQoS2(b *testing.B) {
 				tune = func(o *Options) { o.State = st.State() }
 			}
 			te := startEngine(b, tune)
-			const clients = 50
-			devs := make([]*device, clients)
-			ids := make([]uint16, clients)
-			for i := range devs {
-				devs[i] = te.device(b)
-				devs[i].connect(fmt.Sprintf("b%d", i), 600, false)
-				ids[i] = devs[i].register(fmt.Sprintf("bench/%d", i))
-			}
+			devs, ids := benchClients(b, te, false)
 			var wg sync.WaitGroup
-			per := b.N/clients + 1
+			per := b.N/len(devs) + 1
 			b.ResetTimer()
 			for i, d := range devs {
 				wg.Add(1)
@@ -65,7 +57,7 @@ func BenchmarkPublishQoS2(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			b.ReportMetric(float64(per*clients)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportMetric(float64(per*len(devs))/b.Elapsed().Seconds(), "msgs/s")
 		})
 	}
 }
