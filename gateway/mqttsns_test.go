@@ -143,10 +143,17 @@ func TestMQTTSNSPublish(t *testing.T) {
 	if _, err := dialSNS(t, env.addr, "intruder", snsKeys["node7"], 2*time.Second); err == nil {
 		t.Fatal("handshake with an unknown identity succeeded")
 	}
-	waitFor(t, 10*time.Second, "two failed handshakes counted", func() bool {
-		return env.metric("mqttgw_mqttsn_dtls_handshakes_total", "listener", "sns", "result", "failed") == 2
+	reasons := []string{"wrong PSK key (no valid Finished)", "unknown PSK identity"}
+	// The handshake's end and its refusal are counted by different
+	// goroutines: wait for both counts before reading either.
+	waitFor(t, 10*time.Second, "two failed handshakes and two refusals counted", func() bool {
+		refused := 0.0
+		for _, reason := range reasons {
+			refused += env.metric("mqttgw_auth_failures_total", "listener", "sns", "reason", reason)
+		}
+		return env.metric("mqttgw_mqttsn_dtls_handshakes_total", "listener", "sns", "result", "failed") == 2 && refused >= 2
 	})
-	for _, reason := range []string{"wrong PSK key (no valid Finished)", "unknown PSK identity"} {
+	for _, reason := range reasons {
 		if v := env.metric("mqttgw_auth_failures_total", "listener", "sns", "reason", reason); v != 1 {
 			t.Errorf("auth failures %q = %v, want 1", reason, v)
 		}
