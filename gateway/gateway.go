@@ -20,7 +20,8 @@
 // (store/natsstore; its connection's goroutines), and hands its queue to the
 // proxy; Run closes it after
 // the proxy's Close, so the messages the broker has not taken stay there for
-// the next start. With [store] dir, CoAP and plain-UDP sessions are restored
+// the next start. With [cluster], Run also drains the queues of dead
+// instances of the fleet (drain.go), on one goroutine. With [store] dir, CoAP and plain-UDP sessions are restored
 // by New and kept by one writer goroutine that Run starts and stops after the
 // listeners (sessionstore.go).
 package gateway
@@ -348,6 +349,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer wg.Done()
 		g.drive(ctx)
 	}()
+	if st, ok := g.store.(*natsstore.Store); ok {
+		wg.Go(func() { g.drainer(ctx, st) }) // dead instances' queues (drain.go)
+	}
 	var srv *http.Server
 	if g.metricsLn != nil {
 		srv = g.metricsServer()

@@ -97,9 +97,21 @@ retry_interval = "300ms"
 	if m := sub.Next(t, 10*time.Second); m.Topic != "mqttgw/k9s/status" || string(m.Payload) != "online" {
 		t.Fatalf("first message %v, want the gateway's online", m)
 	}
+	expectAcked(t, sub, devices, &acked)
+}
+
+// expectAcked reads sub until every message of acked (publishSN's) has
+// arrived, and fails the test unless each device's came in the order
+// acknowledged. QoS 1 duplicates are skipped.
+func expectAcked(t *testing.T, sub *mosquittotest.Sub, devices int, acked *[3][]string) {
+	t.Helper()
+	want := 0
+	for d := range devices {
+		want += len(acked[d])
+	}
 	got := map[string][]string{}
 	seen := map[string]bool{}
-	for n := 0; n < devices*2*per; {
+	for n := 0; n < want; {
 		m := sub.Next(t, 15*time.Second)
 		key := m.Topic + " " + string(m.Payload)
 		if !strings.HasPrefix(m.Topic, "k9s/") || seen[key] {

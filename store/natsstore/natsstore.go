@@ -99,6 +99,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	s.nc = nc
 	fail := func(err error) (*Store, error) {
+		if s.liveStop != nil {
+			close(s.liveStop)
+			s.liveWG.Wait()
+		}
 		s.closeConn()
 		return nil, fmt.Errorf("store: %s: open: %w", s.label, err)
 	}
@@ -116,6 +120,16 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	if err := s.startLive(ctx); err != nil {
 		return fail(err)
+	}
+	if s.opts.OwnerLease > 0 {
+		// Another instance may be draining this queue (drain.go): it
+		// stops now that the live key is out; then count what it left.
+		if err := s.waitDrained(ctx); err != nil {
+			return fail(err)
+		}
+		if err := s.q.refresh(); err != nil {
+			return fail(err)
+		}
 	}
 	return s, nil
 }

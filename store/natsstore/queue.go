@@ -56,6 +56,14 @@ type appended struct {
 	size int64
 }
 
+// newQueue is the queue of instance's stream, without the stream.
+func newQueue(s *Store, instance string) *queue {
+	q := &queue{s: s, name: QueueStream(s.opts.Name, instance), subject: QueueSubject(s.opts.Name, instance)}
+	q.hdrLen = int64(headerLen(nats.Header{hdrMsgID: {newID()}}))
+	q.overhead = int64(len(q.subject)) + q.hdrLen + fileStoreFraming
+	return q
+}
+
 func (s *Store) openQueue(ctx context.Context) (*queue, error) {
 	o := s.opts
 	maxMsgs, maxBytes := int64(o.MaxMessages), o.MaxBytes
@@ -65,9 +73,7 @@ func (s *Store) openQueue(ctx context.Context) (*queue, error) {
 	if maxBytes < 0 {
 		maxBytes = -1
 	}
-	q := &queue{s: s, name: QueueStream(o.Name, o.Instance), subject: QueueSubject(o.Name, o.Instance)}
-	q.hdrLen = int64(headerLen(nats.Header{hdrMsgID: {newID()}}))
-	q.overhead = int64(len(q.subject)) + q.hdrLen + fileStoreFraming
+	q := newQueue(s, o.Instance)
 	var err error
 	q.stream, err = s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        q.name,
