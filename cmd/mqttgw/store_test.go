@@ -134,13 +134,22 @@ func expectAcked(t *testing.T, sub *mosquittotest.Sub, devices int, acked *[3][]
 // the test unless all are acknowledged.
 func publishSN(t *testing.T, gw string, devices, from, to int, acked *[3][]string) {
 	t.Helper()
+	if err := publishSNErr(gw, devices, from, to, acked); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// publishSNErr is publishSN for any goroutine: it returns the first
+// failure; acked holds what was acknowledged.
+func publishSNErr(gw string, devices, from, to int, acked *[3][]string) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, devices)
 	for d := range devices {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			c, err := mqttsn.Dial(ctx, gw, mqttsn.ClientOptions{ClientID: fmt.Sprintf("dev%d", d), CleanSession: true, RetryInterval: 500 * time.Millisecond, MaxRetries: 10})
+			// Retries for 15 s: long enough for a JetStream leader election.
+			c, err := mqttsn.Dial(ctx, gw, mqttsn.ClientOptions{ClientID: fmt.Sprintf("dev%d", d), CleanSession: true, RetryInterval: 500 * time.Millisecond, MaxRetries: 30})
 			if err != nil {
 				errs <- err
 				return
@@ -161,10 +170,5 @@ func publishSN(t *testing.T, gw string, devices, from, to int, acked *[3][]strin
 	}
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
+	return <-errs
 }
