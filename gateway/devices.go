@@ -108,28 +108,40 @@ func (g *Gateway) sessionGauges() {
 	}
 }
 
-// Device is one entry of GET /devices.
+// Device is one entry of GET /devices. A device of another instance of the
+// fleet (State "remote", fleetview.go) has no address, times or class: its
+// session is in that instance.
 type Device struct {
 	Listener        string    `json:"listener"`
 	Protocol        string    `json:"protocol"`
 	Device          string    `json:"device"`
 	Class           string    `json:"class,omitempty"`
-	Addr            string    `json:"addr"`
-	FirstSeen       time.Time `json:"first_seen"`
-	LastSeen        time.Time `json:"last_seen"`
+	Addr            string    `json:"addr,omitempty"`
+	FirstSeen       time.Time `json:"first_seen,omitzero"`
+	LastSeen        time.Time `json:"last_seen,omitzero"`
 	State           string    `json:"state"`
 	QueuedDownlinks int       `json:"queued_downlinks"`
+	// With [cluster]: the instance (gateway.id) serving the device, and
+	// whether its live key is there (absent when not read: ?scope=local).
+	Owner      string `json:"owner,omitempty"`
+	OwnerAlive *bool  `json:"owner_alive,omitempty"`
 }
 
-// Devices lists the sessions, sorted by listener and device; empty listener or
-// state filters nothing.
+// Devices lists this instance's sessions, sorted by listener and device;
+// empty listener or state filters nothing. With [cluster] each is owned by
+// this instance; GET /devices adds the fleet's view (fleetview.go).
 func (g *Gateway) Devices(listener, state string) []Device {
 	out := []Device{}
+	owner := ""
+	if g.fleetStore() != nil {
+		owner = g.cfg.Gateway.ID
+	}
 	g.sessions.Range(func(s *session.Session) bool {
 		in := s.Info()
 		if (listener == "" || in.Listener == listener) && (state == "" || in.State.String() == state) {
 			out = append(out, Device{Listener: in.Listener, Protocol: in.Protocol, Device: in.Device, Class: in.Class,
-				Addr: in.Addr.String(), FirstSeen: in.FirstSeen.UTC(), LastSeen: in.LastSeen.UTC(), State: in.State.String(), QueuedDownlinks: in.Queued})
+				Addr: in.Addr.String(), FirstSeen: in.FirstSeen.UTC(), LastSeen: in.LastSeen.UTC(), State: in.State.String(), QueuedDownlinks: in.Queued,
+				Owner: owner})
 		}
 		return true
 	})
@@ -142,18 +154,43 @@ func (g *Gateway) Devices(listener, state string) []Device {
 	return out
 }
 
-// serveDevices is GET /devices[?listener=NAME][&state=active|asleep|lost].
+// serveDevices is GET /devices[?listener=NAME][&state=STATE], and with
+// [cluster] [&owner=ID][&scope=local|fleet]: STATE is active, asleep or
+// lost, and with [cluster] also remote or idle. When the fleet's owner keys
+// cannot be read, the answer is this instance's devices, with the reason in
+// the header Mqttgw-Fleet-Error.
 func (g *Gateway) serveDevices(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	state := q.Get("state")
-	if _, ok := session.ParseState(state); state != "" && !ok {
-		http.Error(w, "state: want active, asleep or lost", http.StatusBadRequest)
+	dq := deviceQuery{listener: q.Get("listener"), state: q.Get("state"), owner: q.Get("owner")}
+	clustered := g.fleetStore() != nil
+	if _, ok := session.ParseState(dq.state); dq.state != "" && !ok {
+		if !clustered {
+			http.Error(w, "state: want active, asleep or lost", http.StatusBadRequest)
+			return
+		}
+		if dq.state != stateRemote && dq.state != stateIdle {
+			http.Error(w, "state: want active, asleep, lost, remote or idle", http.StatusBadRequest)
+			return
+		}
+	}
+	switch scope := q.Get("scope"); {
+	case !clustered && dq.owner != "":
+		http.Error(w, "owner: this gateway has no [cluster]", http.StatusBadRequest)
 		return
+	case scope == "local":
+		dq.local = true
+	case scope != "" && scope != "fleet":
+		http.Error(w, "scope: want local or fleet", http.StatusBadRequest)
+		return
+	}
+	devs, _, err := g.deviceList(r.Context(), dq)
+	if err != nil {
+		w.Header().Set("Mqttgw-Fleet-Error", err.Error())
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(g.Devices(q.Get("listener"), state))
+	_ = enc.Encode(devs)
 }
 
 func zapListener(name string) zap.Field { return zap.String("listener", name) }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"embed"
 	"encoding/json"
 	"html/template"
@@ -43,6 +44,9 @@ type Status struct {
 	Listeners []ListenerStatus `json:"listeners"`
 	// Rates are messages per second, oldest first, one point per rateEvery.
 	Rates []RatePoint `json:"rates"`
+	// Fleet is the fleet's instances and their devices, with [cluster]
+	// (fleetview.go).
+	Fleet *FleetStatus `json:"fleet,omitempty"`
 }
 
 // UpstreamStatus is the broker connection as the status page shows it.
@@ -86,6 +90,8 @@ type statusState struct {
 	lastDown     uint64
 	lastSampleAt time.Time
 	rates        []RatePoint // at most ratePoints, oldest first
+
+	fleet fleetCache // the last pass over the fleet's owner keys; its own lock
 }
 
 // sampleStatus is the driver's status step at now: every rateEvery, one rate
@@ -121,8 +127,27 @@ func (g *Gateway) messageTotals() (up, down uint64) {
 	return up, down
 }
 
-// Status is the gateway's state for the status page.
+// Status is the gateway's state for the status page. With [cluster] it
+// reads the fleet's owner keys (cached, bounded by fleetWait).
 func (g *Gateway) Status() Status {
+	if g.fleetStore() == nil {
+		return g.localStatus()
+	}
+	s, _ := g.statusAndDevices(context.Background())
+	return s
+}
+
+// statusAndDevices is Status with GET /devices's list, whose devices the
+// fleet section counts.
+func (g *Gateway) statusAndDevices(ctx context.Context) (Status, []Device) {
+	s := g.localStatus()
+	devs, snap, err := g.deviceList(ctx, deviceQuery{})
+	s.Fleet = g.fleetStatus(devs, snap, err)
+	return s, devs
+}
+
+// localStatus is Status without the fleet section.
+func (g *Gateway) localStatus() Status {
 	s := Status{Gateway: g.cfg.Gateway.ID, Now: time.Now().UTC()}
 	st := &g.status
 	st.mu.Lock()
@@ -152,7 +177,7 @@ func (g *Gateway) Status() Status {
 const maxPageDevices = 500
 
 func (g *Gateway) serveStatusPage(w http.ResponseWriter, r *http.Request) {
-	devices := g.Devices("", "")
+	st, devices := g.statusAndDevices(r.Context()) // with [cluster], the fleet's devices
 	more := 0
 	if len(devices) > maxPageDevices {
 		more, devices = len(devices)-maxPageDevices, devices[:maxPageDevices]
@@ -163,14 +188,20 @@ func (g *Gateway) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		Status
 		Devices []Device
 		More    int
-	}{g.Status(), devices, more}); err != nil {
+	}{st, devices, more}); err != nil {
 		g.log.Debug("status page", zap.Error(err))
 	}
 }
 
-func (g *Gateway) serveStatusJSON(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) serveStatusJSON(w http.ResponseWriter, r *http.Request) {
+	var st Status
+	if g.fleetStore() != nil {
+		st, _ = g.statusAndDevices(r.Context())
+	} else {
+		st = g.localStatus()
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(g.Status())
+	_ = json.NewEncoder(w).Encode(st)
 }
 
 // statusAssets serves status.js and status.css.

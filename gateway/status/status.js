@@ -36,6 +36,25 @@
       body.appendChild(tr);
     }
     renderChart(s.rates || []);
+    renderFleet(s.fleet);
+  }
+
+  // The fleet section is there when the gateway has [cluster].
+  function renderFleet(f) {
+    const table = $("fleet");
+    if (!table || !f) return;
+    $("fleet-problem").textContent = f.error || "";
+    const body = table.tBodies[0];
+    body.replaceChildren();
+    for (const i of f.instances || []) {
+      const tr = document.createElement("tr");
+      tr.dataset.instance = i.id;
+      tr.className = i.alive ? "alive" : "dead";
+      cell(tr, i.id + (i.self ? " (this one)" : ""));
+      cell(tr, i.alive ? "alive" : "not alive");
+      cell(tr, i.devices, true);
+      body.appendChild(tr);
+    }
   }
 
   function renderChart(rates) {
@@ -53,17 +72,21 @@
   }
 
   let devices = null;
+  // A fleet's table has an owner column; its other instances' devices have
+  // no address or last seen here.
+  const fleet = "fleet" in $("devices").dataset;
   function renderDevices() {
     if (devices === null) return;
     const q = $("search").value.trim().toLowerCase();
     const body = $("devices").tBodies[0];
     body.replaceChildren();
     for (const d of devices) {
-      if (q && !(d.device + " " + d.listener + " " + d.addr + " " + (d.class || "")).toLowerCase().includes(q)) continue;
+      if (q && !(d.device + " " + d.listener + " " + (d.addr || "") + " " + (d.class || "") + " " + (d.owner || "")).toLowerCase().includes(q)) continue;
       const tr = document.createElement("tr");
       tr.className = d.state;
       cell(tr, d.listener); cell(tr, d.device); cell(tr, d.protocol); cell(tr, d.class || "");
-      cell(tr, d.addr); cell(tr, d.state); cell(tr, ago(d.last_seen));
+      cell(tr, d.addr || ""); cell(tr, d.state); cell(tr, d.last_seen ? ago(d.last_seen) : "");
+      if (fleet) cell(tr, d.owner || "");
       body.appendChild(tr);
     }
     const more = $("more");
