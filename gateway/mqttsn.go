@@ -70,7 +70,8 @@ func (g *Gateway) newMQTTSNListener(lc config.Listener) (udpgw.Listener, error) 
 		Predefined:        predefined,
 		DTLS:              dtls,
 		State:             state,
-		Owners:            g.owners(), // [cluster]: one instance serves a client at a time
+		Owners:            g.owners(),                       // [cluster]: one instance serves a client at a time
+		AdoptEvery:        g.cfg.Cluster.OwnerLease.D() / 2, // [cluster]: dead instances' clients are adopted
 		DrainTimeout:      g.cfg.Gateway.DrainTimeout.D(),
 	})
 	if err != nil {

@@ -199,6 +199,54 @@ func (s *Store) Take(ctx context.Context, key string) (rev uint64, prev string, 
 	}
 }
 
+// TakeFrom makes this instance the owner of key only while the owner key is
+// still at revision rev (0: no instance ever took it), with one
+// compare-and-swap: the adoption of an orphan (a device whose owner's live key
+// expired), decided on what was read at rev, must not take a device another
+// instance took since. ok is false, with no error, when the owner key moved
+// on; newRev is the revision written, the fence of the record's writes.
+func (s *Store) TakeFrom(ctx context.Context, key string, rev uint64) (newRev uint64, ok bool, err error) {
+	if len(key) == 0 || len(key) > store.MaxKeyLen {
+		return 0, false, fmt.Errorf("store: %s: take from: %d-byte key: %w", s.label, len(key), store.ErrBadKey)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, false, fmt.Errorf("store: %s: take from: %w", s.label, err)
+	}
+	release, err := s.enter()
+	if err != nil {
+		return 0, false, fmt.Errorf("store: %s: take from: %w", s.label, err)
+	}
+	defer release()
+	val, err := appendEnvelope(nil, key, []byte(s.opts.Instance))
+	if err != nil {
+		return 0, false, fmt.Errorf("store: %s: take from: %w", s.label, err)
+	}
+	subj := s.st.ownerSubject(key)
+	var ack *pubAck
+	err = s.retry(ctx, true, func(actx context.Context) error {
+		m := &nats.Msg{Subject: subj, Header: nats.Header{hdrExpLastSubjSeq: {strconv.FormatUint(rev, 10)}}, Data: val}
+		var err error
+		ack, err = s.publish(actx, m)
+		return err
+	})
+	switch {
+	case err == nil:
+		return ack.Seq, true, nil
+	case !wrongLast(err):
+		return 0, false, fmt.Errorf("store: %s: take from: %w", s.label, err)
+	}
+	// Refused: another write came first, unless it was this call's own
+	// attempt whose answer was lost (the retry's swap then finds it).
+	owner, cur, err := s.owner(key)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: %s: take from: %w", s.label, err)
+	}
+	if owner == s.opts.Instance && cur > rev {
+		return cur, true, nil
+	}
+	return 0, false, nil
+}
+
 // ApplyOwned is State.Apply for records of owned devices: ops[i] is written
 // only while the owner key of ops[i].Key (the device's record key is its
 // owner key) is at revision revs[i], the one this instance's Take returned; 0

@@ -3,6 +3,7 @@ package natsstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
@@ -76,6 +77,41 @@ func TestOwnership(t *testing.T) {
 		winner := slices.Max(append(slices.Clone(revs[0]), revs[1]...))
 		if rev != winner || inst != map[bool]string{true: "gwA", false: "gwB"}[slices.Contains(revs[0], winner)] {
 			t.Fatalf("after concurrent takes: owner %q at %d; A took %v, B took %v", inst, rev, revs[0], revs[1])
+		}
+	})
+
+	// TakeFrom swaps only from the revision read: of two instances adopting
+	// one orphan on the same read, one wins; a key never taken is taken
+	// from 0.
+	t.Run("take from", func(t *testing.T) {
+		a, b := pair(t, 0)
+		const key, fresh = "raw\x00dev1", "raw\x00dev2"
+		r1, _, err := a.Take(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, ok, err := b.TakeFrom(ctx, key, r1)
+		if err != nil || !ok || r2 <= r1 {
+			t.Fatalf("B takes from A's revision: rev %d, %v, %v; want > %d, true", r2, ok, err, r1)
+		}
+		if r, ok, err := a.TakeFrom(ctx, key, r1); err != nil || ok || r != 0 {
+			t.Fatalf("A takes from a stale revision: rev %d, %v, %v; want 0, false", r, ok, err)
+		}
+		if inst, rev, err := a.Owner(key); inst != "gwB" || rev != r2 || err != nil {
+			t.Fatalf("Owner: %q, %d, %v; want gwB, %d", inst, rev, err, r2)
+		}
+		if r, ok, err := a.TakeFrom(ctx, fresh, r2); err != nil || ok {
+			t.Fatalf("take of a key never taken from revision %d: rev %d, %v, %v; want not ok", r2, r, ok, err)
+		}
+		r3, ok, err := a.TakeFrom(ctx, fresh, 0)
+		if err != nil || !ok || r3 == 0 {
+			t.Fatalf("take of a key never taken from 0: rev %d, %v, %v", r3, ok, err)
+		}
+		if inst, rev, err := b.Owner(fresh); inst != "gwA" || rev != r3 || err != nil {
+			t.Fatalf("Owner: %q, %d, %v; want gwA, %d", inst, rev, err, r3)
+		}
+		if _, _, err := a.TakeFrom(ctx, "", 0); !errors.Is(err, store.ErrBadKey) {
+			t.Fatalf("empty key: %v; want ErrBadKey", err)
 		}
 	})
 

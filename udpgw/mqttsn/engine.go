@@ -242,6 +242,8 @@ func (e *Engine) Serve(ctx context.Context) error {
 		} else if err := e.watchOwners(); err != nil {
 			_ = e.tr.close()
 			return fmt.Errorf("mqttsn: %s: watch the fleet's owner keys: %w", e.env.Name, err)
+		} else {
+			e.startAdopter() // dead instances' clients (adopt.go)
 		}
 		for range writers {
 			writer.Add(1)

@@ -87,6 +87,14 @@ type Owners interface {
 	// WatchOwners calls fn for every owner key written from now on until
 	// stop; fn must not block.
 	WatchOwners(fn func(key, instance string, rev uint64)) (stop func(), err error)
+	// Instances lists the instances alive now (adopt.go).
+	Instances() ([]string, error)
+	// RangeOwners calls fn with every owner key, its instance and
+	// revision, until fn returns false.
+	RangeOwners(fn func(key, instance string, rev uint64) bool) error
+	// TakeFrom makes this instance the owner of key only while its owner
+	// key is at revision rev; ok false when it moved on.
+	TakeFrom(ctx context.Context, key string, rev uint64) (newRev uint64, ok bool, err error)
 }
 
 // loader is the engine's side of the fleet's shared State, nil without
@@ -100,9 +108,10 @@ type loader struct {
 	owners    Owners
 	owned     map[string]uint64
 	stopWatch func()
+	adoptStop chan struct{} // closed to stop the adopter (adopt.go)
 
-	loaded, missing, failed *metrics.Counter
-	letGo                   [letGoReasons]*metrics.Counter
+	loaded, missing, failed, adopted *metrics.Counter
+	letGo                            [letGoReasons]*metrics.Counter
 }
 
 // letGoReason says how the engine learnt that another instance took a
@@ -132,7 +141,10 @@ func newLoader(e *Engine) *loader {
 			"listener", e.env.Name, "result", result)
 	}
 	l := &loader{loading: map[string]*pendingLoad{}, loaded: c("loaded"), missing: c("missing"), failed: c("failed"),
-		owners: e.o.Owners, owned: map[string]uint64{}}
+		owners: e.o.Owners, owned: map[string]uint64{},
+		adopted: e.env.Metrics.Counter("mqttgw_mqttsn_clients_adopted_total",
+			"Persistent MQTT-SN clients of dead instances of the fleet this instance took over and restored (their wills go out here if they stay silent).",
+			"listener", e.env.Name)}
 	for r := range letGoReasons {
 		l.letGo[r] = e.env.Metrics.Counter("mqttgw_mqttsn_clients_let_go_total",
 			"MQTT-SN clients this instance stopped serving because another instance of the fleet took them over (taken: seen on the owner key; fenced: a record write was refused).",
@@ -237,10 +249,13 @@ func (e *Engine) adopt(r *sessionRecord, now time.Time) bool {
 	return n.disconnected == 1
 }
 
-// waitLoads waits for the loads under way (Serve's drain), then ends the
-// watch of the owner keys.
+// waitLoads stops the adopter and waits for it and the loads under way
+// (Serve's drain), then ends the watch of the owner keys.
 func (e *Engine) waitLoads() {
 	if e.fl != nil {
+		if e.fl.adoptStop != nil {
+			close(e.fl.adoptStop)
+		}
 		e.fl.wg.Wait()
 		if e.fl.stopWatch != nil {
 			e.fl.stopWatch()

@@ -1,6 +1,7 @@
 package mqttsn
 
 import (
+	"maps"
 	"context"
 	"slices"
 	"sync"
@@ -77,11 +78,63 @@ type ownerTable struct {
 	owner    map[string]string
 	revs     map[string]uint64
 	watchers []func(key, instance string, rev uint64)
-	applies  map[string]int // ApplyOwned calls per instance
+	applies  map[string]int  // ApplyOwned calls per instance
+	dead     map[string]bool // instances not alive (all others are)
+	ranges   int             // RangeOwners calls
 }
 
 func newOwnerTable(st store.State) *ownerTable {
-	return &ownerTable{st: st, owner: map[string]string{}, revs: map[string]uint64{}, applies: map[string]int{}}
+	return &ownerTable{st: st, owner: map[string]string{}, revs: map[string]uint64{}, applies: map[string]int{}, dead: map[string]bool{}}
+}
+
+// kill makes instance dead for Instances.
+func (o *ownerTable) kill(instance string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.dead[instance] = true
+}
+
+// Instances is the instances that own a key, but for the dead ones.
+func (o *memOwners) Instances() ([]string, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	alive := []string{o.instance}
+	for _, inst := range o.owner {
+		if !o.dead[inst] && !slices.Contains(alive, inst) {
+			alive = append(alive, inst)
+		}
+	}
+	return alive, nil
+}
+
+func (o *memOwners) RangeOwners(fn func(key, instance string, rev uint64) bool) error {
+	o.mu.Lock()
+	o.ranges++
+	owners, revs := maps.Clone(o.owner), maps.Clone(o.revs)
+	o.mu.Unlock()
+	for k, inst := range owners {
+		if !fn(k, inst, revs[k]) {
+			break
+		}
+	}
+	return nil
+}
+
+func (o *memOwners) TakeFrom(_ context.Context, key string, rev uint64) (uint64, bool, error) {
+	o.mu.Lock()
+	if o.revs[key] != rev {
+		o.mu.Unlock()
+		return 0, false, nil
+	}
+	o.rev++
+	rev = o.rev
+	o.owner[key], o.revs[key] = o.instance, rev
+	ws := slices.Clone(o.watchers)
+	o.mu.Unlock()
+	for _, w := range ws {
+		w(key, o.instance, rev)
+	}
+	return rev, true, nil
 }
 
 func (o *memOwners) Instance() string { return o.instance }
@@ -173,5 +226,68 @@ func TestFleetOwnership(t *testing.T) {
 	}
 	if a.reg.Get("mqttgw_mqttsn_clients_let_go_total", "listener", "sn", "reason", "fenced") != 0 {
 		t.Error("A's writes were fenced: it should not have tried")
+	}
+}
+
+// TestFleetAdoptsDeadInstancesClients: a persistent client of instance A,
+// which dies (its lease runs out) while the client is silent, is adopted by
+// B: B takes its owner key, makes its subscription again at its broker and
+// holds its session, which B's registry loses (the will goes out there) once
+// 1.5 keepalives have passed since the client was last heard. A client A
+// still serves, alive, is not taken.
+func TestFleetAdoptsDeadInstancesClients(t *testing.T) {
+	st := openTestStore(t)
+	tbl := newOwnerTable(st)
+	fast := func(inst string) func(*Options) {
+		return func(o *Options) {
+			withOwners(tbl, inst)(o)
+			o.AdoptEvery = 20 * time.Millisecond
+		}
+	}
+	a := startStored(t, st, fast("A"))
+	b := startStored(t, st, fast("B"))
+	da := a.device(t)
+	da.connect("dev", 60, false)
+	da.subscribe("t/cmd", 1)
+	waitUntil(t, "A's record of the client", func() bool {
+		_, ok, err := st.Get(store.KindMQTTSNSession, "sn\x00dev")
+		return err == nil && ok
+	})
+	tbl.mu.Lock()
+	before := tbl.ranges
+	tbl.mu.Unlock()
+	waitUntil(t, "two full passes of the adopters with A alive", func() bool {
+		tbl.mu.Lock()
+		defer tbl.mu.Unlock()
+		return tbl.ranges >= before+2
+	})
+	if n := b.reg.Get("mqttgw_mqttsn_clients_adopted_total", "listener", "sn"); n != 0 {
+		t.Fatalf("B adopted %v clients of a live instance", n)
+	}
+	tbl.mu.Lock()
+	owner := tbl.owner["sn\x00dev"]
+	tbl.mu.Unlock()
+	if owner != "A" {
+		t.Fatalf("owner %q, want A", owner)
+	}
+
+	a.Close() // A's record stays; A is gone
+	tbl.kill("A")
+	waitUntil(t, "B adopts the client", func() bool {
+		return b.reg.Get("mqttgw_mqttsn_clients_adopted_total", "listener", "sn") == 1
+	})
+	waitUntil(t, "B subscribes again", func() bool { return slices.Contains(b.b.callList(), "sub t/cmd") })
+	tbl.mu.Lock()
+	owner = tbl.owner["sn\x00dev"]
+	tbl.mu.Unlock()
+	if owner != "B" {
+		t.Errorf("owner after the adoption %q, want B", owner)
+	}
+	if lost := b.expire(30 * time.Second); len(lost) != 0 {
+		t.Fatalf("B lost %d sessions before 1.5 keepalives", len(lost))
+	}
+	lost := b.expire(91 * time.Second)
+	if len(lost) != 1 || lost[0].Key.Device != "dev" {
+		t.Fatalf("B lost %v after 1.5 keepalives, want the client's session", lost)
 	}
 }

@@ -84,6 +84,10 @@ type Options struct {
 	// ownership, a client another instance took is let go, and nothing is
 	// restored at start (fleet.go). nil: one gateway alone.
 	Owners Owners
+	// AdoptEvery, with Owners: how often the engine looks for instances
+	// that died, whose persistent clients it adopts (adopt.go). Default 5s;
+	// the gateway sets half the owner lease.
+	AdoptEvery time.Duration
 
 	Workers      int           // goroutines running broker operations; default 64
 	MaxClientOps int           // operations queued per client; default 64
@@ -118,6 +122,7 @@ func (o *Options) defaults(name string) error {
 	setDur(&o.SessionExpiry, time.Hour)
 	setDur(&o.DrainTimeout, 10*time.Second)
 	setDur(&o.OpTimeout, 30*time.Second)
+	setDur(&o.AdoptEvery, 5*time.Second)
 	setInt(&o.Amplification, 3)
 	setInt(&o.MaxUnproven, 10000)
 	setInt(&o.MaxUnprovenBytes, 64<<20)
