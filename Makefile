@@ -9,7 +9,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian versions start with a digit: tag v1.2.3 is 1.2.3, an untagged tree 0.0.0~git<hash>.
 PKG_VERSION ?= $(or $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed -e 's/^v//' -e 's/-/+/g'),0.0.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo dev))
 
-.PHONY: run build test soak deps lint fuzz bench clean package package-test
+.PHONY: run build test soak deps lint fuzz bench bench-micro clean package package-test
 
 run: build
 	./$(BIN) run --config config.toml.example
@@ -63,7 +63,18 @@ fuzz:
 	  done; \
 	done
 
-bench:
+# The standard matrix (issue 11): its own Mosquitto and gateway on free loopback
+# ports, every path beside its direct baseline, a Markdown table on standard
+# output and in bin/bench.md; about 5 minutes on a quiet machine. BENCH_SCALE
+# scales the message counts (0.05: a smoke run); BENCH_FLAGS adds bench flags
+# (--pin=false, --max-clients N).
+BENCH_SCALE ?= 1
+BENCH_FLAGS ?=
+bench: build
+	./$(BIN) bench --matrix --scale $(BENCH_SCALE) --out bin/bench.md $(BENCH_FLAGS)
+
+# The Go micro-benchmarks.
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./mapping/ ./mqttsn/
 
 clean:

@@ -97,11 +97,6 @@ func (d *deviceFlags) coapQuery(t deviceTarget, retain bool) message.Options {
 	return opts
 }
 
-// dialCoAP connects to a gateway's plain CoAP listener at hostport.
-func dialCoAP(hostport string) (*udpclient.Conn, error) {
-	return udp.Dial(hostport, options.WithErrors(func(error) {}))
-}
-
 // dialCoAPDevice connects to t, over DTLS with the PSK for coaps (RFC 7252
 // §9.1.3.1); with -d through a hop that prints every message (debug.go).
 // closeConn closes the connection and waits for what it started.

@@ -11,17 +11,17 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/udp"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 )
 
@@ -51,6 +51,7 @@ type coapBenchConfig struct {
 	topic, mountpoint            string
 	gatewayPID, brokerPID        int
 	run                          string
+	progress                     io.Writer // a line each second; nil: none
 }
 
 // runBenchCoAP is bench --coap.
@@ -61,9 +62,7 @@ func runBenchCoAP(cmd *command, c coapBenchConfig, stdout, stderr io.Writer) int
 	if err := c.check(); err != nil {
 		return cmd.usageError(stderr, "%v", err)
 	}
-	var rb [3]byte
-	_, _ = rand.Read(rb[:])
-	c.run = hex.EncodeToString(rb[:])
+	c.newRun()
 	per := max(1, c.requests/c.devices)
 	fmt.Fprintf(stdout, "mqttgw bench --coap run %s: %d devices × %d publishes per mode, %d-octet payloads; %d observers × %d messages; %d CPUs (GOMAXPROCS %d)\n\n",
 		c.run, c.devices, per, c.size, c.observers, c.notifications, runtime.NumCPU(), runtime.GOMAXPROCS(0))
@@ -118,6 +117,13 @@ func runBenchCoAP(cmd *command, c coapBenchConfig, stdout, stderr io.Writer) int
 		}
 	}
 	return code
+}
+
+// newRun gives c a fresh run id: the topics and client ids of one run.
+func (c *coapBenchConfig) newRun() {
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	c.run = hex.EncodeToString(rb[:])
 }
 
 func (c *coapBenchConfig) check() error {
@@ -183,9 +189,12 @@ type coapBenchPhase struct {
 	expected            int
 	sent, failed        atomic.Int64
 	firstSend, lastAns  time.Time
-	rssBefore, rssAfter int64 // kB; 0 unknown
-	cpu                 map[string]float64
+	rssBefore, rssAfter int64 // kB; 0 unknown: before connecting, connected
+	rssEnd              int64 // kB after closing; 0 unknown
+	cpu                 map[string]cpuTime
 	connect             time.Duration
+	acks                bool  // answered requests are acknowledged publishes (not for observers)
+	kernelDrops         int64 // the gateway's CoAP socket; -1 unknown
 
 	mu        sync.Mutex // guards the fields below (the subscriber or observers write them)
 	received  int
@@ -199,7 +208,7 @@ type coapBenchPhase struct {
 }
 
 func newCoAPBenchPhase(name string, devices, per int) *coapBenchPhase {
-	return &coapBenchPhase{name: name, expected: devices * per, devices: devices, per: per,
+	return &coapBenchPhase{name: name, expected: devices * per, devices: devices, per: per, kernelDrops: -1,
 		seen: make([]bool, devices*per), done: make(chan struct{}), latencies: make([]time.Duration, 0, devices*per)}
 }
 
@@ -290,8 +299,22 @@ func parallel(n int, f func(i int) error) error {
 }
 
 // publishPhase measures per publishes from each of D devices (gateway) or D
-// MQTT clients (direct).
+// MQTT clients (direct), and the server's RSS before and after.
 func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gateway bool) (*coapBenchPhase, error) {
+	pid := c.brokerPID
+	if gateway {
+		pid = c.gatewayPID
+	}
+	start := rssKB(pid)
+	p, err := c.publishes(sub, con, per, gateway)
+	if err != nil {
+		return nil, err
+	}
+	p.rssBefore, p.rssEnd = start, rssKB(pid)
+	return p, nil
+}
+
+func (c *coapBenchConfig) publishes(sub *coapBenchSub, con bool, per int, gateway bool) (*coapBenchPhase, error) {
 	mode, qos := "NON", byte(0)
 	if con {
 		mode, qos = "CON", 1
@@ -305,6 +328,7 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		kind = "mqtt" + kind
 	}
 	p := newCoAPBenchPhase(name, c.devices, per)
+	p.acks = gateway || con // the gateway answers NON requests too; MQTT QoS 0 has no ack
 	ctx, cancel := context.WithTimeout(context.Background(), c.limit)
 	defer cancel()
 
@@ -312,16 +336,17 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 	start := time.Now()
 	if gateway {
 		conns := make([]*udpclient.Conn, c.devices)
+		closers := make([]func(), c.devices)
 		defer func() {
-			for _, cc := range conns {
-				if cc != nil {
-					cc.Close()
+			for _, f := range closers {
+				if f != nil {
+					f()
 				}
 			}
 		}()
 		if err := parallel(c.devices, func(i int) error {
-			cc, err := dialCoAP(c.host)
-			conns[i] = cc
+			cc, closeConn, err := dialBenchCoAP(c.host)
+			conns[i], closers[i] = cc, closeConn
 			return err
 		}); err != nil {
 			return nil, err
@@ -352,6 +377,11 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		}
 	}
 	p.connect = time.Since(start)
+	if gateway {
+		p.rssAfter = rssKB(c.gatewayPID)
+	} else {
+		p.rssAfter = rssKB(c.brokerPID)
+	}
 	sub.mu.Lock()
 	sub.phase = p
 	sub.mu.Unlock()
@@ -360,7 +390,13 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 		sub.phase = nil
 		sub.mu.Unlock()
 	}()
+	stop := startProgress(c.progress, name, p.expected, func() int64 { return p.sent.Load() + p.failed.Load() }, p.count)
+	defer stop()
 
+	dropsBefore := int64(-1)
+	if gateway {
+		dropsBefore = udpDrops(c.host)
+	}
 	cpuBefore := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.firstSend = time.Now()
 	var wg sync.WaitGroup
@@ -394,12 +430,55 @@ func (c *coapBenchConfig) publishPhase(sub *coapBenchSub, con bool, per int, gat
 	// Non-confirmable QoS 0 messages may be lost on the way; wait a bounded
 	// moment for stragglers, then report what arrived.
 	p.finish(ctx, min(c.limit, 5*time.Second), cpuBefore, c)
+	if dropsBefore >= 0 {
+		if after := udpDrops(c.host); after >= 0 {
+			p.kernelDrops = after - dropsBefore
+		}
+	}
 	return p, nil
 }
 
+// dialBenchCoAP is one simulated device's connection; closeConn closes it and
+// returns once the goroutines it started ended (go-coap's own periodic runner
+// would outlive it by up to 4 s).
+func dialBenchCoAP(hostport string) (cc *udpclient.Conn, closeConn func(), err error) {
+	r := newCoAPRunner()
+	cc, err = udp.Dial(hostport, options.WithErrors(func(error) {}), options.WithPeriodicRunner(r.run))
+	if err != nil {
+		r.stop()
+		return nil, nil, err
+	}
+	return cc, func() {
+		cc.Close()
+		<-cc.Done()
+		r.stop()
+	}, nil
+}
+
+// count is how many messages arrived so far.
+func (p *coapBenchPhase) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received
+}
+
 // observePhase registers K observers (gateway) or K MQTT subscribers (direct)
-// on one topic, publishes M messages to it and measures the fan-out.
+// on one topic, publishes M messages to it and measures the fan-out, and the
+// server's RSS after the observers are gone.
 func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
+	p, err := c.observe(gateway)
+	if err != nil {
+		return nil, err
+	}
+	if gateway {
+		p.rssEnd = rssKB(c.gatewayPID)
+	} else {
+		p.rssEnd = rssKB(c.brokerPID)
+	}
+	return p, nil
+}
+
+func (c *coapBenchConfig) observe(gateway bool) (*coapBenchPhase, error) {
 	k, m := c.observers, c.notifications
 	name, pid := "gateway CoAP observers", c.gatewayPID
 	sub := "obs"
@@ -431,7 +510,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 	var mu sync.Mutex
 	if gateway {
 		if err := parallel(k, func(i int) error {
-			cc, err := dialCoAP(c.host)
+			cc, closeConn, err := dialBenchCoAP(c.host)
 			if err != nil {
 				return err
 			}
@@ -448,7 +527,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 			}, opts...)
 			if err != nil {
 				// A refused registration leaves no observation to cancel.
-				cc.Close()
+				closeConn()
 				return fmt.Errorf("observer %d: %w (a listener that checks passwords needs --device-user and --device-pass)", i, err)
 			}
 			mu.Lock()
@@ -456,7 +535,7 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 				dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
 				_ = obs.Cancel(dctx, opts...)
 				dcancel()
-				cc.Close()
+				closeConn()
 			})
 			mu.Unlock()
 			return nil
@@ -486,6 +565,12 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 		return nil, err
 	}
 	defer pub.Disconnect(0)
+	stop := startProgress(c.progress, name, p.expected, p.sent.Load, p.count)
+	defer stop()
+	dropsBefore := int64(-1)
+	if gateway {
+		dropsBefore = udpDrops(c.host)
+	}
 	cpuBefore := cpuTimes(c.gatewayPID, c.brokerPID)
 	p.firstSend = time.Now()
 	for seq := range m {
@@ -496,12 +581,17 @@ func (c *coapBenchConfig) observePhase(gateway bool) (*coapBenchPhase, error) {
 		p.sent.Add(1)
 	}
 	p.finish(ctx, min(c.limit, 10*time.Second), cpuBefore, c)
+	if dropsBefore >= 0 {
+		if after := udpDrops(c.host); after >= 0 {
+			p.kernelDrops = after - dropsBefore
+		}
+	}
 	return p, nil
 }
 
 // finish waits a bounded moment for the last arrivals (or the phase's end), then
 // records the CPU each process spent since cpuBefore and sorts the latencies.
-func (p *coapBenchPhase) finish(ctx context.Context, grace time.Duration, cpuBefore map[string]float64, c *coapBenchConfig) {
+func (p *coapBenchPhase) finish(ctx context.Context, grace time.Duration, cpuBefore map[string]cpuTime, c *coapBenchConfig) {
 	wait := time.NewTimer(grace)
 	select {
 	case <-p.done:
@@ -509,10 +599,7 @@ func (p *coapBenchPhase) finish(ctx context.Context, grace time.Duration, cpuBef
 	case <-wait.C:
 	}
 	wait.Stop()
-	p.cpu = map[string]float64{}
-	for k, v := range cpuTimes(c.gatewayPID, c.brokerPID) {
-		p.cpu[k] = v - cpuBefore[k]
-	}
+	p.cpu = cpuSince(cpuBefore, c.gatewayPID, c.brokerPID)
 	p.mu.Lock()
 	slices.Sort(p.latencies)
 	p.mu.Unlock()
@@ -520,21 +607,19 @@ func (p *coapBenchPhase) finish(ctx context.Context, grace time.Duration, cpuBef
 
 // --- report ---
 
-func (p *coapBenchPhase) pct(q float64) time.Duration {
-	return percentile(p.latencies, q)
-}
-
-// rate is messages per second from the first send to the last arrival.
-func (p *coapBenchPhase) rate() float64 {
-	end := p.lastRecv
-	if end.IsZero() {
-		return 0
+// figures are p's figures for the report and the matrix, once p ended.
+func (p *coapBenchPhase) figures() *benchFigures {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sent, failed := int(p.sent.Load()), int(p.failed.Load())
+	f := &benchFigures{name: p.name, expected: p.expected, sent: sent + failed, failed: failed, acked: sent, acks: p.acks,
+		delivered: p.received, dups: p.dups, cpu: p.cpu, rssStart: p.rssBefore, rssConnected: p.rssAfter, rssEnd: p.rssEnd,
+		kernelDrops: p.kernelDrops}
+	if !p.lastRecv.IsZero() {
+		f.wall = p.lastRecv.Sub(p.firstSend)
 	}
-	d := end.Sub(p.firstSend).Seconds()
-	if d <= 0 {
-		return 0
-	}
-	return float64(p.received) / d
+	latencies(p.latencies, f)
+	return f
 }
 
 // answered is requests per second from the first send to the last answer.
@@ -546,66 +631,44 @@ func (p *coapBenchPhase) answered() float64 {
 	return float64(p.sent.Load()) / d
 }
 
-func cpuCell(p *coapBenchPhase, who string, per int) string {
-	v, ok := p.cpu[who]
-	if !ok || v < 0 {
-		return "-"
-	}
-	if per > 0 {
-		return fmt.Sprintf("%.2f s (%.0f µs/msg)", v, v*1e6/float64(per))
-	}
-	return fmt.Sprintf("%.2f s", v)
-}
-
 func printCoAPPublishes(w io.Writer, cols []*coapBenchPhase) {
 	if len(cols) == 0 {
 		return
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	row := func(label string, f func(p *coapBenchPhase) string) {
-		fmt.Fprintf(tw, "%s\t", label)
-		for _, p := range cols {
-			fmt.Fprintf(tw, "%s\t", f(p))
-		}
-		fmt.Fprintln(tw)
+	figs := make([]*benchFigures, len(cols))
+	for i, p := range cols {
+		figs[i] = p.figures()
 	}
-	row("publishes", func(p *coapBenchPhase) string { return p.name })
-	row("answered/s (device side)", func(p *coapBenchPhase) string { return fmt.Sprintf("%.0f", p.answered()) })
-	row("delivered/s (subscriber)", func(p *coapBenchPhase) string { return fmt.Sprintf("%.0f", p.rate()) })
-	row("delivered", func(p *coapBenchPhase) string { return fmt.Sprintf("%d/%d", p.received, p.expected) })
-	row("failed requests", func(p *coapBenchPhase) string { return strconv.FormatInt(p.failed.Load(), 10) })
-	row("latency p50 (send→subscriber)", func(p *coapBenchPhase) string { return p.pct(0.5).Round(time.Microsecond).String() })
-	row("latency p99", func(p *coapBenchPhase) string { return p.pct(0.99).Round(time.Microsecond).String() })
-	row("gateway CPU", func(p *coapBenchPhase) string { return cpuCell(p, "gateway", p.received) })
-	row("broker CPU", func(p *coapBenchPhase) string { return cpuCell(p, "broker", p.received) })
-	row("bench CPU", func(p *coapBenchPhase) string { return cpuCell(p, "bench", 0) })
-	tw.Flush()
+	byName := func(f *benchFigures) *coapBenchPhase {
+		for _, p := range cols {
+			if p.name == f.name {
+				return p
+			}
+		}
+		return cols[0]
+	}
+	fmt.Fprintln(w, "publishes (acknowledged: answered requests; latency: send → subscriber)")
+	printFigures(w, figs, true,
+		benchRow{"answered/s (device side)", func(f *benchFigures) string { return fmt.Sprintf("%.0f", byName(f).answered()) }})
 	fmt.Fprintln(w)
 }
 
 func printCoAPObservers(w io.Writer, c coapBenchConfig, gw, direct *coapBenchPhase) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	cols := []*coapBenchPhase{gw, direct}
-	row := func(label string, f func(p *coapBenchPhase) string) {
-		fmt.Fprintf(tw, "%s\t", label)
-		for _, p := range cols {
-			fmt.Fprintf(tw, "%s\t", f(p))
+	figs := []*benchFigures{gw.figures(), direct.figures()}
+	byName := func(f *benchFigures) *coapBenchPhase {
+		if f.name == gw.name {
+			return gw
 		}
-		fmt.Fprintln(tw)
+		return direct
 	}
-	row(fmt.Sprintf("%d observers × %d messages", c.observers, c.notifications), func(p *coapBenchPhase) string { return p.name })
-	row("register/subscribe all", func(p *coapBenchPhase) string { return p.connect.Round(time.Millisecond).String() })
-	row("notifications/s", func(p *coapBenchPhase) string { return fmt.Sprintf("%.0f", p.rate()) })
-	row("received", func(p *coapBenchPhase) string { return fmt.Sprintf("%d/%d", p.received, p.expected) })
-	row("latency p50 (publish→observer)", func(p *coapBenchPhase) string { return p.pct(0.5).Round(time.Microsecond).String() })
-	row("latency p99", func(p *coapBenchPhase) string { return p.pct(0.99).Round(time.Microsecond).String() })
-	row("server RSS per observer", func(p *coapBenchPhase) string {
-		if p.rssBefore == 0 || p.rssAfter == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.1f KiB", float64(p.rssAfter-p.rssBefore)/float64(c.observers))
-	})
-	row("gateway CPU", func(p *coapBenchPhase) string { return cpuCell(p, "gateway", p.received) })
-	row("broker CPU", func(p *coapBenchPhase) string { return cpuCell(p, "broker", p.received) })
-	tw.Flush()
+	fmt.Fprintf(w, "%d observers × %d messages (sent: messages published; latency: publish → observer)\n", c.observers, c.notifications)
+	printFigures(w, figs, true,
+		benchRow{"register/subscribe all", func(f *benchFigures) string { return byName(f).connect.Round(time.Millisecond).String() }},
+		benchRow{"server RSS per observer", func(f *benchFigures) string {
+			p := byName(f)
+			if p.rssBefore == 0 || p.rssAfter == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f KiB", float64(p.rssAfter-p.rssBefore)/float64(c.observers))
+		}})
 }

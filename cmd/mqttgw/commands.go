@@ -129,7 +129,7 @@ device, class, address, state, first and last seen, queued downlinks.`,
 		},
 		{
 			name:     "bench",
-			line:     "bench [--mqttsn ADDR | --coap [URL]] ...",
+			line:     "bench [--mqttsn ADDR | --coap [URL] | --udp ADDR | --matrix] ...",
 			summary:  "the load tool",
 			synopsis: benchSynopsis,
 			about:    benchAbout,

@@ -11,10 +11,8 @@ import (
 	"net/url"
 	"runtime"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -35,48 +33,54 @@ const (
 
 type benchConfig struct {
 	snAddr, mqttURL, user, pass string
+	udpAddr                     string // the plain-UDP listener (--udp); "" loads MQTT-SN
 	clients, messages, qos      int
 	size                        int
+	rate                        float64 // messages/s from all clients together; 0: unpaced
 	limit                       time.Duration
 	topic, mountpoint           string
 	gatewayPID, brokerPID       int
 	connectParallel             int
 	skipDirect                  bool
 	run                         string
+	progress                    io.Writer // a line each second; nil: none
 }
 
-// runBenchMQTTSN is bench over MQTT-SN (the default).
+// gatewayName is the gateway column's name.
+func (c *benchConfig) gatewayName() string {
+	if c.udpAddr != "" {
+		return "gateway (plain UDP)"
+	}
+	return "gateway (MQTT-SN)"
+}
+
+// newRun gives c a fresh run id: the topics and client ids of one run.
+func (c *benchConfig) newRun() {
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	c.run = hex.EncodeToString(rb[:])
+}
+
+// runBenchMQTTSN is bench over MQTT-SN (the default) or plain UDP (--udp).
 func runBenchMQTTSN(cmd *command, c benchConfig, stdout, stderr io.Writer) int {
 	if err := c.check(); err != nil {
 		return cmd.usageError(stderr, "%v", err)
 	}
-	var rb [3]byte
-	_, _ = rand.Read(rb[:])
-	c.run = hex.EncodeToString(rb[:])
-
-	fmt.Fprintf(stdout, "mqttgw bench run %s: %d clients × %d messages, QoS %d, %d-octet payloads; %d CPUs (GOMAXPROCS %d)\n",
-		c.run, c.clients, c.messages, c.qos, c.size, runtime.NumCPU(), runtime.GOMAXPROCS(0))
-	sub, err := newBenchSub(c)
-	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw bench: subscriber: %v\n", err)
-		return 1
+	c.newRun()
+	pace := ""
+	if c.rate > 0 {
+		pace = fmt.Sprintf(" at %.0f messages/s", c.rate)
 	}
-	defer sub.close()
-
-	results := []*phaseResult{}
-	gw, err := runPhase(c, sub, "gateway (MQTT-SN)", c.gatewayPID, snPublishers(c))
-	if err != nil {
-		fmt.Fprintf(stderr, "mqttgw bench: gateway phase: %v\n", err)
-		return 1
+	target := "MQTT-SN " + c.snAddr
+	if c.udpAddr != "" {
+		target = "plain UDP " + c.udpAddr
 	}
-	results = append(results, gw)
-	if !c.skipDirect {
-		direct, err := runPhase(c, sub, "direct (MQTT)", c.brokerPID, mqttPublishers(c))
-		if err != nil {
-			fmt.Fprintf(stderr, "mqttgw bench: direct phase: %v\n", err)
-			return 1
-		}
-		results = append(results, direct)
+	fmt.Fprintf(stdout, "mqttgw bench run %s: %s, %d clients × %d messages, QoS %d%s, %d-octet payloads; %d CPUs (GOMAXPROCS %d)\n",
+		c.run, target, c.clients, c.messages, c.qos, pace, c.size, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	results, err := benchLoad(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "mqttgw bench: %v\n", err)
+		return 1
 	}
 	printBench(stdout, c, results)
 	for _, r := range results {
@@ -87,6 +91,33 @@ func runBenchMQTTSN(cmd *command, c benchConfig, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// benchLoad runs the gateway phase and, unless skipped, the direct one, with
+// one measuring subscriber; c has its run id.
+func benchLoad(c benchConfig) ([]*phaseResult, error) {
+	sub, err := newBenchSub(c)
+	if err != nil {
+		return nil, fmt.Errorf("subscriber: %w", err)
+	}
+	defer sub.close()
+	gwSet := snPublishers(c)
+	if c.udpAddr != "" {
+		gwSet = rawPublishers(c)
+	}
+	gw, err := runPhase(c, sub, c.gatewayName(), c.gatewayPID, gwSet)
+	if err != nil {
+		return nil, fmt.Errorf("gateway phase: %w", err)
+	}
+	results := []*phaseResult{gw}
+	if !c.skipDirect {
+		direct, err := runPhase(c, sub, "direct (MQTT)", c.brokerPID, mqttPublishers(c))
+		if err != nil {
+			return nil, fmt.Errorf("direct phase: %w", err)
+		}
+		results = append(results, direct)
+	}
+	return results, nil
+}
+
 func (c *benchConfig) check() error {
 	switch {
 	case c.clients < 1 || c.clients > benchMaxClients:
@@ -95,14 +126,24 @@ func (c *benchConfig) check() error {
 		return fmt.Errorf("--messages %d: want at least 1 and at most %d in total", c.messages, benchMaxMessages)
 	case c.qos < 0 || c.qos > 2:
 		return fmt.Errorf("--qos %d: want 0, 1 or 2", c.qos)
+	case c.udpAddr != "" && c.qos > 1:
+		return fmt.Errorf("--qos %d: a plain-UDP device sends QoS 0 or, acknowledged, 1", c.qos)
 	case c.size < benchHeader || c.size > 60000:
 		return fmt.Errorf("--size %d: want %d..60000", c.size, benchHeader)
+	case c.udpAddr != "" && c.size < rawBenchHeader:
+		return fmt.Errorf("--size %d: a plain-UDP datagram carries the run id too: want at least %d", c.size, rawBenchHeader)
+	case c.rate < 0 || c.rate > 1e7:
+		return fmt.Errorf("--rate %v: want 0 (unpaced) up to 10000000 messages/s", c.rate)
 	case c.limit <= 0 || c.limit > time.Hour:
 		return fmt.Errorf("--duration-limit %v: want up to 1h", c.limit)
 	case c.connectParallel < 1:
 		return errors.New("--connect-parallel: want at least 1")
 	}
-	if err := loopbackOnly(c.snAddr); err != nil {
+	if c.udpAddr != "" {
+		if err := loopbackOnly(c.udpAddr); err != nil {
+			return fmt.Errorf("--udp: %w", err)
+		}
+	} else if err := loopbackOnly(c.snAddr); err != nil {
 		return fmt.Errorf("--mqttsn: %w", err)
 	}
 	u, err := url.Parse(c.mqttURL)
@@ -174,22 +215,27 @@ func (s *benchSub) close() { s.client.Disconnect(250) }
 // --- a phase: connect N publishers, publish, measure ---
 
 // publisherSet is one kind of publisher: connect makes client i ready, publish
-// sends one message, close ends them all.
+// sends one message (and, at QoS >= 1, returns once it is acknowledged), close
+// ends them all. udpTarget, when set, is the gateway's UDP listener, whose
+// kernel drops the phase reports.
 type publisherSet struct {
-	connect func(ctx context.Context, i int) error
-	publish func(ctx context.Context, i int, payload []byte) error
-	close   func()
+	connect   func(ctx context.Context, i int) error
+	publish   func(ctx context.Context, i int, payload []byte) error
+	close     func()
+	udpTarget string
 }
 
 type phaseResult struct {
 	name                        string
 	clients, messages, expected int
+	qos                         int
 	connectTime                 time.Duration
-	rssBefore, rssAfter         int64 // kB; 0 when unknown
-	cpu                         map[string]float64
+	rssStart, rssAfter, rssEnd  int64 // kB; 0 when unknown: before connecting, connected, after closing
+	cpu                         map[string]cpuTime
 	wall                        time.Duration
-	sent, failed                atomic.Int64
+	sent, acked, failed         atomic.Int64
 	firstSend                   time.Time
+	kernelDrops                 int64 // -1 unknown
 
 	received, duplicates int
 	latencies            []time.Duration
@@ -199,14 +245,22 @@ type phaseResult struct {
 }
 
 func runPhase(c benchConfig, sub *benchSub, name string, pid int, ps publisherSet) (*phaseResult, error) {
-	defer ps.close()
-	r := &phaseResult{name: name, clients: c.clients, messages: c.messages, expected: c.clients * c.messages,
-		seen: make([]bool, c.clients*c.messages), done: make(chan struct{}), latencies: make([]time.Duration, 0, c.clients*c.messages)}
+	closed := false
+	closeAll := func() {
+		if !closed {
+			closed = true
+			ps.close()
+		}
+	}
+	defer closeAll()
+	r := &phaseResult{name: name, clients: c.clients, messages: c.messages, expected: c.clients * c.messages, qos: c.qos,
+		seen: make([]bool, c.clients*c.messages), done: make(chan struct{}), latencies: make([]time.Duration, 0, c.clients*c.messages),
+		kernelDrops: -1}
 	ctx, cancel := context.WithTimeout(context.Background(), c.limit)
 	defer cancel()
 
 	// Connect every client, a few at a time.
-	r.rssBefore = rssKB(pid)
+	r.rssStart = rssKB(pid)
 	start := time.Now()
 	sem := make(chan struct{}, c.connectParallel)
 	var wg sync.WaitGroup
@@ -237,9 +291,26 @@ func runPhase(c benchConfig, sub *benchSub, name string, pid int, ps publisherSe
 		sub.phase = nil
 		sub.mu.Unlock()
 	}()
+	delivered := func() int {
+		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		return r.received
+	}
+	stopProgress := startProgress(c.progress, name, r.expected, r.sent.Load, delivered)
+	defer stopProgress()
 
+	dropsBefore := int64(-1)
+	if ps.udpTarget != "" {
+		dropsBefore = udpDrops(ps.udpTarget)
+	}
 	cpuBefore := cpuTimes(c.gatewayPID, c.brokerPID)
 	r.firstSend = time.Now()
+	// At a fixed rate each client sends every interval, client i offset by
+	// i/clients of it, so that the sends of all are evenly spread.
+	var interval time.Duration
+	if c.rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(c.clients) / c.rate)
+	}
 	payloadBase := make([]byte, c.size)
 	for i := range c.clients {
 		wg.Add(1)
@@ -247,9 +318,14 @@ func runPhase(c benchConfig, sub *benchSub, name string, pid int, ps publisherSe
 			defer wg.Done()
 			p := slices.Clone(payloadBase)
 			binary.BigEndian.PutUint32(p[8:], uint32(i))
+			offset := interval * time.Duration(i) / time.Duration(c.clients)
 			for seq := range c.messages {
+				if interval > 0 && !sleepUntil(ctx, r.firstSend.Add(offset+time.Duration(seq)*interval)) {
+					return
+				}
 				binary.BigEndian.PutUint32(p[12:], uint32(seq))
 				binary.BigEndian.PutUint64(p, uint64(time.Now().UnixNano()))
+				r.sent.Add(1)
 				if err := ps.publish(ctx, i, p); err != nil {
 					r.failed.Add(1)
 					if ctx.Err() != nil {
@@ -257,29 +333,48 @@ func runPhase(c benchConfig, sub *benchSub, name string, pid int, ps publisherSe
 					}
 					continue
 				}
-				r.sent.Add(1)
+				if c.qos > 0 {
+					r.acked.Add(1)
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-	}
+	waitDelivered(ctx, r.done, delivered, 2*time.Second)
 	end := time.Now()
-	cpuAfter := cpuTimes(c.gatewayPID, c.brokerPID)
+	r.cpu = cpuSince(cpuBefore, c.gatewayPID, c.brokerPID)
+	if dropsBefore >= 0 {
+		if after := udpDrops(ps.udpTarget); after >= 0 {
+			r.kernelDrops = after - dropsBefore
+		}
+	}
+	stopProgress()
+	closeAll()
+	r.rssEnd = rssKB(pid)
 	sub.mu.Lock()
 	r.wall = end.Sub(r.firstSend)
 	if r.received > 0 {
 		r.wall = r.lastRecv.Sub(r.firstSend)
 	}
-	r.cpu = map[string]float64{}
-	for k, v := range cpuAfter {
-		r.cpu[k] = v - cpuBefore[k]
-	}
 	slices.Sort(r.latencies)
 	sub.mu.Unlock()
 	return r, nil
+}
+
+// sleepUntil waits until t or the end of ctx; false: ctx ended.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // snPublishers are MQTT-SN clients, each with its own UDP socket, like devices.
@@ -287,6 +382,7 @@ func snPublishers(c benchConfig) publisherSet {
 	clients := make([]*mqttsn.Client, c.clients)
 	topics := make([]string, c.clients)
 	return publisherSet{
+		udpTarget: c.snAddr,
 		connect: func(ctx context.Context, i int) error {
 			cl, err := mqttsn.Dial(ctx, c.snAddr, mqttsn.ClientOptions{
 				ClientID: fmt.Sprintf("b%s-%d", c.run, i), CleanSession: true,
@@ -354,89 +450,41 @@ func mqttPublishers(c benchConfig) publisherSet {
 
 // --- report ---
 
-func (r *phaseResult) rate() float64 {
-	if r.wall <= 0 {
-		return 0
-	}
-	return float64(r.received) / r.wall.Seconds()
+// figures are r's figures for the report and the matrix; sub's lock must not
+// be held, nor the phase be running.
+func (r *phaseResult) figures() *benchFigures {
+	f := &benchFigures{name: r.name, expected: r.expected, sent: int(r.sent.Load()), failed: int(r.failed.Load()),
+		acked: int(r.acked.Load()), acks: r.qos > 0, delivered: r.received, dups: r.duplicates, wall: r.wall,
+		cpu: r.cpu, rssStart: r.rssStart, rssConnected: r.rssAfter, rssEnd: r.rssEnd, kernelDrops: r.kernelDrops}
+	latencies(r.latencies, f)
+	return f
 }
 
 func printBench(w io.Writer, c benchConfig, rs []*phaseResult) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	row := func(label string, f func(r *phaseResult) string, ratio func(a, b *phaseResult) string) {
-		fmt.Fprintf(tw, "%s\t", label)
-		for _, r := range rs {
-			fmt.Fprintf(tw, "%s\t", f(r))
-		}
-		if len(rs) == 2 && ratio != nil {
-			fmt.Fprintf(tw, "%s\t", ratio(rs[0], rs[1]))
-		} else if len(rs) == 2 {
-			fmt.Fprint(tw, "\t")
-		}
-		fmt.Fprintln(tw)
+	cols := make([]*benchFigures, len(rs))
+	for i, r := range rs {
+		cols[i] = r.figures()
 	}
-	ratio := func(a, b float64) string {
-		if b == 0 {
+	perClient := func(r *phaseResult) string {
+		if r.rssAfter == 0 || r.rssStart == 0 {
 			return "-"
 		}
-		return fmt.Sprintf("%.2f×", a/b)
+		return fmt.Sprintf("%.0f B", float64(r.rssAfter-r.rssStart)*1024/float64(r.clients))
 	}
-	fmt.Fprintf(tw, "\t")
-	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t", r.name)
+	byName := func(f *benchFigures) *phaseResult {
+		for _, r := range rs {
+			if r.name == f.name {
+				return r
+			}
+		}
+		return rs[0]
 	}
+	printFigures(w, cols, len(cols) == 2,
+		benchRow{"connect all clients", func(f *benchFigures) string {
+			return byName(f).connectTime.Round(time.Millisecond).String()
+		}},
+		benchRow{"server memory per connected client", func(f *benchFigures) string { return perClient(byName(f)) }})
 	if len(rs) == 2 {
-		fmt.Fprint(tw, "gateway/direct\t")
-	}
-	fmt.Fprintln(tw)
-	row("connect all clients", func(r *phaseResult) string { return r.connectTime.Round(time.Millisecond).String() },
-		func(a, b *phaseResult) string { return ratio(float64(a.connectTime), float64(b.connectTime)) })
-	row("messages received", func(r *phaseResult) string { return fmt.Sprintf("%d/%d", r.received, r.expected) }, nil)
-	row("publish errors", func(r *phaseResult) string { return strconv.FormatInt(r.failed.Load(), 10) }, nil)
-	row("duplicates", func(r *phaseResult) string { return strconv.Itoa(r.duplicates) }, nil)
-	row("first send → last receipt", func(r *phaseResult) string { return r.wall.Round(time.Millisecond).String() }, nil)
-	row("messages/s", func(r *phaseResult) string { return fmt.Sprintf("%.0f", r.rate()) },
-		func(a, b *phaseResult) string { return ratio(a.rate(), b.rate()) })
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"latency p50", 0.50}, {"latency p99", 0.99}, {"latency max", 1}} {
-		row(p.name, func(r *phaseResult) string { return percentile(r.latencies, p.q).Round(time.Microsecond).String() },
-			func(a, b *phaseResult) string {
-				return ratio(float64(percentile(a.latencies, p.q)), float64(percentile(b.latencies, p.q)))
-			})
-	}
-	if c.gatewayPID > 0 || c.brokerPID > 0 {
-		row("server RSS before → after connect", func(r *phaseResult) string {
-			if r.rssAfter == 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%d → %d kB", r.rssBefore, r.rssAfter)
-		}, nil)
-		perClient := func(r *phaseResult) float64 { return float64(r.rssAfter-r.rssBefore) * 1024 / float64(r.clients) }
-		row("server memory per connected client", func(r *phaseResult) string {
-			if r.rssAfter == 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%.0f B", perClient(r))
-		}, func(a, b *phaseResult) string {
-			if a.rssAfter == 0 || b.rssAfter == 0 {
-				return "-"
-			}
-			return ratio(perClient(a), perClient(b))
-		})
-	}
-	for _, proc := range []string{"gateway", "broker", "bench"} {
-		row("CPU "+proc+" (share of 1 core)", func(r *phaseResult) string {
-			v, ok := r.cpu[proc]
-			if !ok || v < 0 || r.wall <= 0 {
-				return "-"
-			}
-			return fmt.Sprintf("%.2fs (%.0f%%)", v, 100*v/r.wall.Seconds())
-		}, nil)
-	}
-	tw.Flush()
-	if len(rs) == 2 {
-		fmt.Fprintln(w, "server = the gateway process (MQTT-SN column) and the broker process (MQTT column).")
+		fmt.Fprintln(w, "server = the gateway process (gateway column) and the broker process (direct column); CPU and RSS need --gateway-pid and --broker-pid.")
 	}
 }
