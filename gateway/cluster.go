@@ -15,3 +15,12 @@ func (g *Gateway) owners() mqttsn.Owners {
 	}
 	return nil
 }
+
+// sessionOwners is the fleet's device ownership for the synthetic sessions of
+// CoAP and plain-UDP devices (fleetsessions.go), nil without [cluster].
+func (g *Gateway) sessionOwners() sessionOwners {
+	if st, ok := g.store.(*natsstore.Store); ok {
+		return st
+	}
+	return nil
+}

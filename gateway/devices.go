@@ -20,6 +20,9 @@ import (
 // fallback will) and publishes the class's birth. It runs on the engine's
 // goroutine that touched the session, and only enqueues.
 func (g *Gateway) sessionCreated(s *session.Session) {
+	if g.fleetCreated(s) {
+		return // in a fleet the birth waits for the device's record (fleetsessions.go)
+	}
 	c, vars := g.applyClass(s)
 	if c == nil {
 		return

@@ -38,14 +38,23 @@ func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
 	}
 	// With a store, the synthetic sessions of CoAP and plain-UDP devices
 	// survive a restart (sessionstore.go): restored here, before anything is
-	// served.
-	k := g.keeper()
+	// served. In a fleet they are the fleet's (fleetsessions.go): nothing is
+	// restored, and the devices' owner keys are watched from here on.
+	k := g.sessionsKeeper()
 	if k != nil && keepsSessions(lc) {
 		sl.Saver = k
 	}
 	g.sessions.AddListener(lc.Name, sl)
 	if sl.Saver != nil {
-		if err := k.restore(lc); err != nil {
+		var err error
+		if k.fl != nil {
+			if err = k.fl.addListener(lc.Name, sl.Keepalive); err != nil {
+				err = fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
+			}
+		} else {
+			err = k.restore(lc)
+		}
+		if err != nil {
 			_ = l.Close()
 			return nil, err
 		}

@@ -65,7 +65,8 @@ import (
 // longer than it; a crash within the grace publishes the will twice (the
 // restored session is lost again at start). A device heard between its last
 // save and a crash may show an older last-seen time after the restart, within
-// the precision above. With [cluster] nothing is kept here yet (keeper).
+// the precision above. With [cluster] the records are the fleet's:
+// fleetsessions.go says what differs (ownership, fenced writes, no restore).
 
 // saveBatch bounds the records of one commit (at most 1000: one atomic batch
 // of the JetStream backend); keeperRetry is how long a failed commit waits
@@ -83,9 +84,9 @@ type sessionKeeper struct {
 	log  *zap.Logger
 	kick chan struct{} // capacity 1: the writer has work
 
-	// mu guards dirty, inflight, gone and lastLog. It is taken alone, or
-	// before the registry's locks (take looks sessions up); the registry
-	// calls SessionDirty with none of its own held.
+	// mu guards dirty, inflight, gone and lastLog, and the maps of fl. It
+	// is taken alone, or before the registry's locks (take looks sessions
+	// up); the registry calls SessionDirty with none of its own held.
 	mu       sync.Mutex
 	dirty    map[session.Key]struct{}
 	inflight map[session.Key]struct{}
@@ -95,20 +96,35 @@ type sessionKeeper struct {
 	stop chan struct{} // closed by close
 	done chan struct{} // closed when the writer returned
 
+	fl *fleetKeeper // with [cluster]: ownership of the devices; nil otherwise
+
 	puts, deletes, failed *metrics.Counter
 }
 
-// keeper returns the gateway's session keeper, made on first use; nil without
-// a store, and with [cluster]: the fleet's bucket holds every instance's
-// devices, which no instance may restore as its own at start (ownership is
-// not there yet, issue 13).
+// keeper returns the session keeper of one machine's store (restored at
+// start); nil without a store, and with [cluster], whose keeper
+// (sessionsKeeper) restores nothing: CoAP observations, kept with their
+// devices' sessions on one machine (coap.go), are not in a fleet yet.
 func (g *Gateway) keeper() *sessionKeeper {
-	if g.store == nil || g.cfg.Clustered() {
+	if g.cfg.Clustered() {
+		return nil
+	}
+	return g.sessionsKeeper()
+}
+
+// sessionsKeeper returns the gateway's session keeper, made on first use; nil
+// without a store. With [cluster] it writes to the fleet's store, for the
+// devices this instance holds (fleetsessions.go).
+func (g *Gateway) sessionsKeeper() *sessionKeeper {
+	if g.store == nil {
 		return nil
 	}
 	if g.sessionKeeper == nil {
 		k := &sessionKeeper{g: g, st: g.store.State(), log: g.log.Named("sessions"), kick: make(chan struct{}, 1),
 			dirty: map[session.Key]struct{}{}, inflight: map[session.Key]struct{}{}, gone: map[session.Key]time.Time{}}
+		if o := g.sessionOwners(); o != nil {
+			k.fl = newFleetKeeper(k, o, g.cfg.Cluster.OwnerLease.D())
+		}
 		c := func(result string) *metrics.Counter {
 			return g.metrics.Counter("mqttgw_session_writes_total",
 				"CoAP and plain-UDP device session records written to the store (put, delete) or whose commit failed (failed, retried).", "result", result)
@@ -132,9 +148,12 @@ func keepsSessions(lc config.Listener) bool {
 }
 
 // SessionDirty implements session.Saver: it only marks the key.
-func (k *sessionKeeper) SessionDirty(s *session.Session) {
+func (k *sessionKeeper) SessionDirty(s *session.Session) { k.markDirty(s.Key) }
+
+// markDirty marks key for the writer.
+func (k *sessionKeeper) markDirty(key session.Key) {
 	k.mu.Lock()
-	k.dirty[s.Key] = struct{}{}
+	k.dirty[key] = struct{}{}
 	k.mu.Unlock()
 	select {
 	case k.kick <- struct{}{}:
@@ -168,17 +187,23 @@ func (k *sessionKeeper) start() {
 		return
 	}
 	k.stop, k.done = make(chan struct{}), make(chan struct{})
+	if k.fl != nil {
+		k.fl.running.Store(true)
+	}
 	go k.run()
 }
 
 // close stops the writer after a last write of what is dirty, bounded by the
-// gateway's drain timeout.
+// gateway's drain timeout (in a fleet, after the device takes under way).
 func (k *sessionKeeper) close() {
 	if k == nil || k.stop == nil {
 		return
 	}
 	close(k.stop)
 	<-k.done
+	if k.fl != nil {
+		k.fl.stopWatch()
+	}
 }
 
 func (k *sessionKeeper) run() {
@@ -186,11 +211,17 @@ func (k *sessionKeeper) run() {
 	retry := time.NewTimer(keeperRetry)
 	retry.Stop()
 	defer retry.Stop()
+	if k.fl != nil {
+		retry.Reset(k.fl.lease) // the first scan for orphans
+	}
 	for {
 		select {
 		case <-k.kick:
 		case <-retry.C:
 		case <-k.stop:
+			if k.fl != nil {
+				k.fl.close() // the takes under way, whose records are due
+			}
 			// No grace now: the wills handed to the proxy are written to
 			// the store's queue by its Close, which Run calls next.
 			ctx, cancel := context.WithTimeout(context.Background(), k.g.cfg.Gateway.DrainTimeout.D())
@@ -199,7 +230,10 @@ func (k *sessionKeeper) run() {
 			return
 		}
 		ok := k.write(context.Background(), false)
-		switch next := k.nextGone(); {
+		if now := time.Now(); k.fl != nil && k.fl.scanDue(now) {
+			k.fl.scan(context.Background(), now)
+		}
+		switch next := k.nextDue(); {
 		case !ok:
 			retry.Reset(keeperRetry)
 		case !next.IsZero():
@@ -208,14 +242,22 @@ func (k *sessionKeeper) run() {
 	}
 }
 
-// nextGone is when the next deferred deletion is due; zero when none waits.
-func (k *sessionKeeper) nextGone() time.Time {
+// nextDue is when the next deferred deletion is due (in a fleet, also the
+// next retake or scan for orphans); zero when none waits.
+func (k *sessionKeeper) nextDue() time.Time {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var next time.Time
 	for _, at := range k.gone {
 		if next.IsZero() || at.Before(next) {
 			next = at
+		}
+	}
+	if k.fl != nil {
+		for _, at := range []time.Time{k.fl.nextRetakeLocked(), k.fl.nextScan} {
+			if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
 		}
 	}
 	return next
@@ -226,11 +268,11 @@ func (k *sessionKeeper) nextGone() time.Time {
 // keys stay dirty).
 func (k *sessionKeeper) write(ctx context.Context, final bool) bool {
 	for {
-		keys := k.take(time.Now(), final)
+		keys, revs := k.take(time.Now(), final)
 		if len(keys) == 0 {
 			return true
 		}
-		if !k.commit(ctx, keys) {
+		if !k.commit(ctx, keys, revs) {
 			return false
 		}
 	}
@@ -239,12 +281,13 @@ func (k *sessionKeeper) write(ctx context.Context, final bool) bool {
 // take moves up to saveBatch keys that are in no commit into flight: dirty
 // keys of live sessions, and the deletions whose grace has passed (all of
 // them when final). A dirty key whose session is no longer live waits in
-// gone for deleteGrace first; one that came back meanwhile is written.
-func (k *sessionKeeper) take(now time.Time, final bool) []session.Key {
+// gone for deleteGrace first; one that came back meanwhile is written. In a
+// fleet, revs are the revisions that fence their writes: a key waiting for
+// its device's take stays dirty, one not held here is dropped.
+func (k *sessionKeeper) take(now time.Time, final bool) (keys []session.Key, revs []uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	var keys []session.Key
-	add := func(key session.Key) bool {
+	add := func(key session.Key, rev uint64) bool {
 		if len(keys) == saveBatch {
 			return false
 		}
@@ -253,10 +296,31 @@ func (k *sessionKeeper) take(now time.Time, final bool) []session.Key {
 		}
 		k.inflight[key] = struct{}{}
 		keys = append(keys, key)
+		if k.fl != nil {
+			revs = append(revs, rev)
+		}
 		return true
+	}
+	// fenced is key's fence in a fleet; wait: not yet known, drop: not
+	// held here.
+	fenced := func(key session.Key) (rev uint64, wait, drop bool) {
+		if k.fl == nil {
+			return 0, false, false
+		}
+		rev, wait = k.fl.writableLocked(key, now)
+		return rev, wait, !wait && rev == 0
 	}
 	for key := range k.dirty {
 		if _, busy := k.inflight[key]; busy {
+			continue
+		}
+		rev, wait, drop := fenced(key)
+		switch {
+		case wait:
+			continue
+		case drop:
+			delete(k.dirty, key)
+			delete(k.gone, key)
 			continue
 		}
 		if k.g.sessions.Lookup(key) == nil {
@@ -267,7 +331,7 @@ func (k *sessionKeeper) take(now time.Time, final bool) []session.Key {
 			continue
 		}
 		delete(k.gone, key) // it came back: a record, not a deletion
-		if !add(key) {
+		if !add(key, rev) {
 			break
 		}
 		delete(k.dirty, key)
@@ -279,17 +343,26 @@ func (k *sessionKeeper) take(now time.Time, final bool) []session.Key {
 		if _, busy := k.inflight[key]; busy {
 			continue
 		}
-		if !add(key) {
+		rev, wait, drop := fenced(key)
+		switch {
+		case wait:
+			continue
+		case drop:
+			delete(k.gone, key)
+			continue
+		}
+		if !add(key, rev) {
 			break
 		}
 		delete(k.gone, key)
 	}
-	return keys
+	return keys, revs
 }
 
 // commit writes the records of keys as the registry has them now (no lock
-// held): the live session's record, or a deletion.
-func (k *sessionKeeper) commit(ctx context.Context, keys []session.Key) bool {
+// held): the live session's record, or a deletion; in a fleet fenced by revs,
+// and the devices whose write was refused are let go.
+func (k *sessionKeeper) commit(ctx context.Context, keys []session.Key, revs []uint64) bool {
 	ops := make([]store.Op, 0, len(keys))
 	puts := 0
 	for _, key := range keys {
@@ -309,13 +382,36 @@ func (k *sessionKeeper) commit(ctx context.Context, keys []session.Key) bool {
 		}
 		ops = append(ops, op)
 	}
-	err := k.st.Apply(ctx, ops...)
-	k.mu.Lock()
-	for _, key := range keys {
-		delete(k.inflight, key)
-		if err != nil {
-			k.dirty[key] = struct{}{}
+	var (
+		err  error
+		lost []int
+	)
+	if k.fl != nil {
+		lost, err = k.fl.owners.ApplyOwned(ctx, ops, revs)
+	} else {
+		err = k.st.Apply(ctx, ops...)
+	}
+	refused := make(map[int]bool, len(lost))
+	for _, i := range lost {
+		refused[i] = true
+		if !ops[i].Delete {
+			puts--
 		}
+	}
+	var deleted []session.Key
+	k.mu.Lock()
+	for i, key := range keys {
+		delete(k.inflight, key)
+		switch {
+		case refused[i]:
+		case err != nil:
+			k.dirty[key] = struct{}{}
+		case ops[i].Delete:
+			deleted = append(deleted, key)
+		}
+	}
+	if k.fl != nil && err == nil {
+		k.fl.committedLocked(deleted)
 	}
 	more := err == nil && len(k.dirty) > 0
 	logIt := err != nil && !errors.Is(err, store.ErrClosed) && time.Since(k.lastLog) >= time.Second
@@ -323,15 +419,18 @@ func (k *sessionKeeper) commit(ctx context.Context, keys []session.Key) bool {
 		k.lastLog = time.Now()
 	}
 	k.mu.Unlock()
+	for _, i := range lost {
+		k.fl.letGoOf(keys[i], revs[i], letGoFenced) // another instance took it: the record is its
+	}
 	if err != nil {
-		k.failed.Add(uint64(len(ops)))
+		k.failed.Add(uint64(len(ops) - len(lost)))
 		if logIt {
 			k.log.Error("device sessions not written to the store: retrying", zap.Int("records", len(ops)), zap.Error(err))
 		}
 		return false
 	}
 	k.puts.Add(uint64(puts))
-	k.deletes.Add(uint64(len(ops) - puts))
+	k.deletes.Add(uint64(len(ops) - len(lost) - puts))
 	if more {
 		select {
 		case k.kick <- struct{}{}:

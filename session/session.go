@@ -174,9 +174,11 @@ type Options struct {
 type Session struct {
 	Key      Key
 	Protocol string
-	Created  time.Time
+	// Created is the device's first contact. Read it under mu (Info, Save):
+	// SetCreated may move it back once the session exists.
+	Created time.Time
 
-	mu        sync.Mutex // guards the fields below
+	mu        sync.Mutex // guards the fields below, and Created
 	peer      Peer
 	lastSeen  time.Time
 	keepalive time.Duration // 0: never lost
@@ -198,6 +200,17 @@ type Session struct {
 type Queued struct {
 	Data    []byte
 	Expires time.Time
+}
+
+// SetCreated moves the session's first contact to t, when t is earlier: a
+// session another gateway instance served before (Touch created it here, the
+// fleet's record of it says since when the device is in contact).
+func (s *Session) SetCreated(t time.Time) {
+	s.mu.Lock()
+	if !t.IsZero() && t.Before(s.Created) {
+		s.Created = t
+	}
+	s.mu.Unlock()
 }
 
 // Peer is the device's last source (NAT rebinding moves it).
