@@ -18,12 +18,17 @@
 // With [store] dir, New opens the durable store (package store; its one
 // committer goroutine), or with [cluster] the fleet's NATS JetStream store
 // (store/natsstore; its connection's goroutines), and hands its queue to the
-// proxy; Run closes it after
-// the proxy's Close, so the messages the broker has not taken stay there for
-// the next start. With [cluster], Run also drains the queues of dead
-// instances of the fleet (drain.go), on one goroutine. With [store] dir, CoAP and plain-UDP sessions are restored
-// by New and kept by one writer goroutine that Run starts and stops after the
-// listeners (sessionstore.go).
+// proxy; Run closes it after the proxy's Close, so the messages the broker
+// has not taken stay there for the next start.
+//
+// With [store] dir, CoAP and plain-UDP sessions are restored by New and kept
+// by one writer goroutine that Run starts and stops after the listeners
+// (sessionstore.go). With [cluster] they are kept in the fleet's bucket and
+// not restored: a device's first datagram at this instance takes it on a
+// loader goroutine (at most 64), a watch of the owner keys lets go of those
+// another instance took, and the writer adopts dead instances' expired
+// sessions (fleetsessions.go). Run also drains the queues of dead instances,
+// on one goroutine (drain.go).
 package gateway
 
 import (
