@@ -38,6 +38,11 @@ func (g *Gateway) sessionCreated(s *session.Session) {
 	}
 }
 
+// sessionRestored is the registry's Restored hook: a session kept before (a
+// restart, another instance of the fleet) gets its class again from the
+// rules in force, and no birth.
+func (g *Gateway) sessionRestored(s *session.Session) { g.applyClass(s) }
+
 // applyClass gives s its class from the rules in force: its name, fallback
 // will and keepalive (a session no class matches has none). It is the part of
 // the Created hook a restored session gets again (sessionstore.go): not the

@@ -612,11 +612,10 @@ func (f *fleetKeeper) adopt(key session.Key, r deviceRecord, rev uint64) bool {
 		f.owned[key] = rev
 	}
 	k.mu.Unlock()
-	s := k.g.sessions.Restore(key, r.Saved)
+	s := k.g.sessions.Restore(key, r.Saved) // its class again: the Restored hook
 	if s == nil {
 		return false
 	}
-	k.g.applyClass(s)
 	f.adopted[key.Listener].Inc()
 	k.log.Info("orphaned device session adopted: its will follows", zapListener(key.Listener), zap.String("device", key.Device),
 		zap.Time("last_seen", r.LastSeen))

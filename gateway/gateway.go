@@ -116,7 +116,7 @@ func New(cfg *config.Config, log *zap.Logger) (_ *Gateway, err error) {
 		brokers: map[string]*listenerBroker{}, raws: map[string]*raw.Listener{}}
 	g.table.Store(table)
 	g.authFiles.Store(files)
-	g.sessions = session.New(session.Options{Created: g.sessionCreated})
+	g.sessions = session.New(session.Options{Created: g.sessionCreated, Restored: g.sessionRestored})
 	g.expiredDownlinks = g.metrics.Counter("mqttgw_downlinks_expired_total", "Queued downlinks dropped unsent after their ttl.")
 	g.acks = newAcker(g)
 	g.downs = newDownlinks(g)

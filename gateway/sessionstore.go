@@ -485,8 +485,7 @@ func (k *sessionKeeper) restore(lc config.Listener) error {
 		if s == nil {
 			continue
 		}
-		restored++
-		k.g.applyClass(s)
+		restored++ // its class again: the Restored hook
 		if c := s.Class(); c != r.Class {
 			k.log.Info("device's class changed since it was saved: the config's applies", zapListener(lc.Name),
 				zap.String("device", r.Device), zap.String("saved", r.Class), zap.String("class", c))

@@ -124,14 +124,14 @@ func TestSaverNeverToldWithoutKeepalive(t *testing.T) {
 // the gateway was down.
 func TestRestore(t *testing.T) {
 	var log saverLog
-	created := 0
-	r := New(Options{Created: func(*Session) { created++ }})
+	created, restored := 0, 0
+	r := New(Options{Created: func(*Session) { created++ }, Restored: func(*Session) { restored++ }})
 	r.AddListener("coap", Listener{Protocol: "coap", Keepalive: 10 * time.Second, Saver: &log})
 	now := t0.Add(time.Hour)
 	alive := r.Restore(Key{"coap", "alive"}, Saved{Peer: a1, Created: t0, LastSeen: now.Add(-5 * time.Second), Class: "c", User: "u"})
 	gone := r.Restore(Key{"coap", "gone"}, Saved{Peer: a2, Created: t0, LastSeen: now.Add(-16 * time.Second)})
-	if alive == nil || gone == nil || created != 0 {
-		t.Fatalf("Restore: %v %v, Created hook called %d times", alive, gone, created)
+	if alive == nil || gone == nil || created != 0 || restored != 2 {
+		t.Fatalf("Restore: %v %v, Created hook called %d times, Restored %d, want 0 and 2", alive, gone, created, restored)
 	}
 	if r.Restore(Key{"coap", "alive"}, Saved{}) != nil {
 		t.Fatal("Restore replaced a session")
@@ -157,5 +157,13 @@ func TestRestore(t *testing.T) {
 	}
 	if _, isNew := r.Touch(Key{"coap", "gone"}, a2, now.Add(time.Second)); !isNew || created != 1 {
 		t.Fatalf("a device lost while the gateway was down comes back: new=%v Created %d", isNew, created)
+	}
+	// A lost session is replaced by a restored one (another instance of a
+	// fleet served the device since), without a birth.
+	k := Key{"coap", "moved"}
+	old := r.Restore(k, Saved{Peer: a1, Created: t0, LastSeen: now.Add(-time.Minute)})
+	r.Expire(now, func(*Session) {})
+	if back := r.Restore(k, Saved{Peer: a1, Created: t0, LastSeen: now}); back == nil || back == old || created != 1 || restored != 4 {
+		t.Fatalf("Restore over a lost session: %v (lost one %v), Created %d, Restored %d", back, old, created, restored)
 	}
 }

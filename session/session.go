@@ -168,6 +168,10 @@ type Options struct {
 	// (first contact, or a lost device come back), before Touch returns: the
 	// gateway sets the device's class there and publishes its birth.
 	Created func(s *Session)
+	// Restored is called, with no lock held, for each session Restore puts
+	// back, before Restore returns: the gateway gives the device its class
+	// again, and no birth (the device had its first contact before).
+	Restored func(s *Session)
 }
 
 // Session is one device's record.
@@ -590,11 +594,13 @@ func (r *Registry) Touch(k Key, p Peer, now time.Time) (s *Session, created bool
 	return s, created
 }
 
-// Restore puts back a session its listener's Saver kept before the gateway
-// restarted, as it was at v.LastSeen, and returns it; nil when k has a session
-// already. Unlike Touch it does not call Options.Created: the device had its
+// Restore puts back a session kept before (by its listener's Saver, or an
+// engine's own record: a gateway restarted, or another instance of a fleet
+// served the device), as it was at v.LastSeen, and returns it; nil when k has
+// a live session already (a lost one is replaced, as Touch replaces it).
+// Unlike Touch it calls Options.Restored, not Created: the device had its
 // first contact (and its birth) before. Its keepalive is the listener's until
-// the caller sets one (its class's). Restore the sessions before the listeners
+// Restored or the caller sets one. Restore the sessions before the listeners
 // serve, then run Expire once: a session whose keepalive ran out while the
 // gateway was down is lost there, its will published, rather than continued by
 // the device's next datagram.
@@ -602,15 +608,23 @@ func (r *Registry) Restore(k Key, v Saved) *Session {
 	l, sv := r.listenerSaver(k.Listener)
 	sh := r.shard(k)
 	sh.mu.Lock()
-	if sh.m[k] != nil {
-		sh.mu.Unlock()
-		return nil
+	if old := sh.m[k]; old != nil {
+		if old.State() != StateLost {
+			sh.mu.Unlock()
+			return nil
+		}
+		old.mu.Lock()
+		old.ended = true
+		old.mu.Unlock()
 	}
 	s := &Session{Key: k, Protocol: l.Protocol, Created: v.Created, keepalive: l.Keepalive, lastSeen: v.LastSeen, peer: v.Peer,
 		class: v.Class, user: v.User, saver: sv}
 	sh.m[k] = s
 	sh.mu.Unlock()
 	r.index(k.Listener, v.Peer, s)
+	if r.o.Restored != nil {
+		r.o.Restored(s)
+	}
 	return s
 }
 

@@ -1,8 +1,8 @@
 package mqttsn
 
 import (
-	"maps"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"testing"

@@ -157,8 +157,14 @@ func (c *testClock) advance(d time.Duration) time.Time {
 // gateway's has; nothing drives Tick: tests call tick.
 func startEngine(t testing.TB, tune func(*Options)) *testEngine {
 	t.Helper()
+	return startEngineWith(t, session.Options{}, tune)
+}
+
+// startEngineWith is startEngine with a registry made with so (its hooks).
+func startEngineWith(t testing.TB, so session.Options, tune func(*Options)) *testEngine {
+	t.Helper()
 	b := newFakeBroker()
-	te := &testEngine{b: b, sessions: session.New(session.Options{}), reg: metrics.New(), clock: &testClock{t: time.Now()}}
+	te := &testEngine{b: b, sessions: session.New(so), reg: metrics.New(), clock: &testClock{t: time.Now()}}
 	env := udpgw.Env{Name: "sn", Logger: zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), Metrics: te.reg,
 		Now: te.clock.Now, Broker: b, Sessions: te.sessions}
 	o := Options{Bind: "127.0.0.1:0", RetryInterval: 50 * time.Millisecond, MaxRetries: 2, DrainTimeout: time.Second}

@@ -575,8 +575,13 @@ func (e *Engine) restoreClient(r *sessionRecord, now time.Time, n *restoreCounts
 		n.disconnected++
 	default:
 		// Its session again, at its last-seen time: the registry's clock
-		// runs on from there (Created gives it its class, as on contact).
-		s, _ := e.env.Sessions.Touch(c.key(e.env.Name), session.Peer{Addr: r.Addr, Node: r.Node}, r.LastSeen)
+		// runs on from there. Restore, not Touch: the gateway's Restored
+		// hook gives it its class, without a second birth.
+		k, p := c.key(e.env.Name), session.Peer{Addr: r.Addr, Node: r.Node}
+		s := e.env.Sessions.Restore(k, session.Saved{Peer: p, Created: r.LastSeen, LastSeen: r.LastSeen})
+		if s == nil { // a live session of the client's is there already
+			s, _ = e.env.Sessions.Touch(k, p, r.LastSeen)
+		}
 		if e.dtls != nil {
 			s.SetUser(c.id) // mqttsns: the PSK identity it proved, its client id
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mqttsn "github.com/mqttgw/mqttgw/mqttsn"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/store"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
@@ -420,5 +421,31 @@ func TestPersistRetriesFailedCommit(t *testing.T) {
 	}
 	if r, _ := st.record(t, "rt"); len(r.AwaitRel) != 1 {
 		t.Fatalf("record %+v", r)
+	}
+}
+
+// TestPersistRestoreIsNoBirth: a client restored at start gets its session
+// through the registry's Restore, so the gateway's Restored hook gives it its
+// class and the Created hook (the birth) is not called again.
+func TestPersistRestoreIsNoBirth(t *testing.T) {
+	st := openTestStore(t)
+	a := startStored(t, st, nil)
+	d := a.device(t)
+	d.connect("dev", 60, false)
+	waitUntil(t, "the client's record", func() bool {
+		_, ok, err := st.Get(store.KindMQTTSNSession, "sn\x00dev")
+		return err == nil && ok
+	})
+	a.Close()
+	var created, restored atomic.Int32
+	b := startEngineWith(t, session.Options{
+		Created:  func(*session.Session) { created.Add(1) },
+		Restored: func(*session.Session) { restored.Add(1) },
+	}, func(o *Options) { o.State = st })
+	waitUntil(t, "the client's session restored", func() bool {
+		return b.sessions.Lookup(session.Key{Listener: "sn", Device: "dev"}) != nil
+	})
+	if created.Load() != 0 || restored.Load() != 1 {
+		t.Fatalf("hooks: Created %d, Restored %d; want 0 and 1", created.Load(), restored.Load())
 	}
 }
