@@ -23,12 +23,18 @@ const longLengthMark = 0x01
 // short message. Byte slices in the result (Publish.Data, WillMsg.WillMsg,
 // WillMsgUpd.WillMsg, GWInfo.GwAdd, Encapsulated.WirelessNodeID) alias b and
 // are nil when empty; strings are copies. Decode never panics, and allocates
-// at most the message struct plus its strings.
+// at most the message struct plus its strings (a Decoder decodes the same
+// without allocating for the per-datagram types).
 //
 // Errors wrap one of the sentinels of errors.go:
 // "mqttsn: decode PUBLISH: truncated message".
 func Decode(b []byte) (Message, error) {
-	m, t, known, err := decode(b, true)
+	return decodeWith(nil, b)
+}
+
+// decodeWith is Decode, or Decoder.Decode when d is not nil.
+func decodeWith(d *Decoder, b []byte) (Message, error) {
+	m, t, known, err := decode(d, b, true)
 	if err != nil {
 		if !known {
 			return nil, fmt.Errorf("mqttsn: decode: %w", err)
@@ -54,8 +60,9 @@ func header(b []byte) (length, hdr int, t MsgType, known bool) {
 }
 
 // decode is Decode without the error prefix. outer is false for the message
-// inside an encapsulation, which may not be encapsulated again.
-func decode(b []byte, outer bool) (m Message, t MsgType, known bool, err error) {
+// inside an encapsulation, which may not be encapsulated again. d is nil for
+// Decode, which allocates every message.
+func decode(d *Decoder, b []byte, outer bool) (m Message, t MsgType, known bool, err error) {
 	length, hdr, t, known := header(b)
 	if !known {
 		return nil, 0, false, ErrTruncated
@@ -67,7 +74,7 @@ func decode(b []byte, outer bool) (m Message, t MsgType, known bool, err error) 
 		if !outer {
 			return nil, t, true, ErrNestedEncapsulation
 		}
-		m, err := decodeEncapsulated(b, length, hdr)
+		m, err := decodeEncapsulated(d, b, length, hdr)
 		return m, t, true, err
 	}
 	switch {
@@ -76,21 +83,21 @@ func decode(b []byte, outer bool) (m Message, t MsgType, known bool, err error) 
 	case length < len(b):
 		return nil, t, true, ErrLengthMismatch
 	}
-	m, err = decodeBody(t, b[hdr:])
+	m, err = decodeBody(d, t, b[hdr:])
 	return m, t, true, err
 }
 
 // decodeEncapsulated decodes a forwarder encapsulation. MQTT-SN 1.2 §5.5:
 // Length counts Length, MsgType, Ctrl and WirelessNodeId; the inner message
 // follows.
-func decodeEncapsulated(b []byte, length, hdr int) (Message, error) {
+func decodeEncapsulated(d *Decoder, b []byte, length, hdr int) (Message, error) {
 	switch {
 	case length < hdr+1: // no room for Ctrl
 		return nil, ErrLengthMismatch
 	case length >= len(b): // no inner message
 		return nil, ErrTruncated
 	}
-	inner, it, known, err := decode(b[length:], false)
+	inner, it, known, err := decode(d, b[length:], false)
 	if err != nil {
 		if !known {
 			return nil, fmt.Errorf("inner message: %w", err)
@@ -128,8 +135,10 @@ func u16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
 // decodeBody decodes the body after MsgType of every type but the
 // encapsulation. Section numbers and layouts are beside the types in
-// messages.go.
-func decodeBody(t MsgType, body []byte) (Message, error) {
+// messages.go. The per-datagram types go into d's storage (see Decoder),
+// which d.reuse* returns, or a new struct when d is nil; d.str copies a
+// string.
+func decodeBody(d *Decoder, t MsgType, body []byte) (Message, error) {
 	switch t {
 	case MsgAdvertise: // §5.4.1 GwId(1) Duration(2)
 		if err := exact(body, 3); err != nil {
@@ -160,7 +169,7 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 			Flags:      parseFlags(body[0]),
 			ProtocolID: body[1],
 			Duration:   u16(body[2:]),
-			ClientID:   string(body[4:]),
+			ClientID:   d.str(body[4:]),
 		}, nil
 
 	case MsgConnack: // §5.4.5 ReturnCode(1)
@@ -179,7 +188,7 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 		if len(body) == 0 {
 			return &WillTopic{}, nil
 		}
-		return &WillTopic{Flags: parseFlags(body[0]), Topic: string(body[1:])}, nil
+		return &WillTopic{Flags: parseFlags(body[0]), Topic: d.str(body[1:])}, nil
 
 	case MsgWillMsgReq: // §5.4.8 empty
 		if err := exact(body, 0); err != nil {
@@ -194,13 +203,17 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 		if len(body) < 4 {
 			return nil, ErrTruncated
 		}
-		return &Register{TopicID: u16(body), MsgID: u16(body[2:]), TopicName: string(body[4:])}, nil
+		m := d.reuseRegister()
+		*m = Register{TopicID: u16(body), MsgID: u16(body[2:]), TopicName: d.str(body[4:])}
+		return m, nil
 
 	case MsgRegack: // §5.4.11 TopicId(2) MsgId(2) ReturnCode(1)
 		if err := exact(body, 5); err != nil {
 			return nil, err
 		}
-		return &Regack{TopicID: u16(body), MsgID: u16(body[2:]), ReturnCode: ReturnCode(body[4])}, nil
+		m := d.reuseRegack()
+		*m = Regack{TopicID: u16(body), MsgID: u16(body[2:]), ReturnCode: ReturnCode(body[4])}
+		return m, nil
 
 	case MsgPublish: // §5.4.12 Flags(1) TopicId(2) MsgId(2) Data(n)
 		if len(body) < 5 {
@@ -210,13 +223,17 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 		if f.TopicIDType == TopicReserved {
 			return nil, ErrReservedTopicIDType
 		}
-		return &Publish{Flags: f, TopicID: u16(body[1:]), MsgID: u16(body[3:]), Data: orNil(body[5:])}, nil
+		m := d.reusePublish()
+		*m = Publish{Flags: f, TopicID: u16(body[1:]), MsgID: u16(body[3:]), Data: orNil(body[5:])}
+		return m, nil
 
 	case MsgPuback: // §5.4.13 TopicId(2) MsgId(2) ReturnCode(1)
 		if err := exact(body, 5); err != nil {
 			return nil, err
 		}
-		return &Puback{TopicID: u16(body), MsgID: u16(body[2:]), ReturnCode: ReturnCode(body[4])}, nil
+		m := d.reusePuback()
+		*m = Puback{TopicID: u16(body), MsgID: u16(body[2:]), ReturnCode: ReturnCode(body[4])}
+		return m, nil
 
 	case MsgPubcomp, MsgPubrec, MsgPubrel, MsgUnsuback: // §5.4.14, §5.4.18 MsgId(2)
 		if err := exact(body, 2); err != nil {
@@ -225,17 +242,23 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 		id := u16(body)
 		switch t {
 		case MsgPubcomp:
-			return &Pubcomp{MsgID: id}, nil
+			m := d.reusePubcomp()
+			*m = Pubcomp{MsgID: id}
+			return m, nil
 		case MsgPubrec:
-			return &Pubrec{MsgID: id}, nil
+			m := d.reusePubrec()
+			*m = Pubrec{MsgID: id}
+			return m, nil
 		case MsgPubrel:
-			return &Pubrel{MsgID: id}, nil
+			m := d.reusePubrel()
+			*m = Pubrel{MsgID: id}
+			return m, nil
 		default:
 			return &Unsuback{MsgID: id}, nil
 		}
 
 	case MsgSubscribe, MsgUnsubscribe: // §5.4.15, §5.4.17 Flags(1) MsgId(2) TopicName(n) | TopicId(2)
-		f, id, name, topicID, err := decodeTopicRequest(body)
+		f, id, name, topicID, err := decodeTopicRequest(d, body)
 		if err != nil {
 			return nil, err
 		}
@@ -256,13 +279,17 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 		}, nil
 
 	case MsgPingreq: // §5.4.19 [ClientId(n)]
-		return &Pingreq{ClientID: string(body)}, nil
+		m := d.reusePingreq()
+		*m = Pingreq{ClientID: d.str(body)}
+		return m, nil
 
 	case MsgPingresp: // §5.4.20 empty
 		if err := exact(body, 0); err != nil {
 			return nil, err
 		}
-		return &Pingresp{}, nil
+		m := d.reusePingresp()
+		*m = Pingresp{}
+		return m, nil
 
 	case MsgDisconnect: // §5.4.21 [Duration(2)]
 		switch len(body) {
@@ -279,7 +306,7 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 		if len(body) == 0 {
 			return &WillTopicUpd{}, nil
 		}
-		return &WillTopicUpd{Flags: parseFlags(body[0]), Topic: string(body[1:])}, nil
+		return &WillTopicUpd{Flags: parseFlags(body[0]), Topic: d.str(body[1:])}, nil
 
 	case MsgWillTopicResp: // §5.4.24 ReturnCode(1)
 		if err := exact(body, 1); err != nil {
@@ -301,7 +328,7 @@ func decodeBody(t MsgType, body []byte) (Message, error) {
 
 // decodeTopicRequest decodes the common body of SUBSCRIBE and UNSUBSCRIBE
 // (§5.4.15, §5.4.17): a topic name for TopicNormal, two octets otherwise.
-func decodeTopicRequest(body []byte) (f Flags, msgID uint16, name string, topicID uint16, err error) {
+func decodeTopicRequest(d *Decoder, body []byte) (f Flags, msgID uint16, name string, topicID uint16, err error) {
 	if len(body) < 3 {
 		return f, 0, "", 0, ErrTruncated
 	}
@@ -309,7 +336,7 @@ func decodeTopicRequest(body []byte) (f Flags, msgID uint16, name string, topicI
 	msgID = u16(body[1:])
 	switch f.TopicIDType {
 	case TopicNormal:
-		return f, msgID, string(body[3:]), 0, nil
+		return f, msgID, d.str(body[3:]), 0, nil
 	case TopicPredefined, TopicShort:
 		if err := exact(body[3:], 2); err != nil {
 			return f, 0, "", 0, err
@@ -323,22 +350,30 @@ func decodeTopicRequest(body []byte) (f Flags, msgID uint16, name string, topicI
 // when the whole message fits in 255 octets, else the 3-octet form; a message
 // longer than MaxLength fails with ErrTooLong. On error dst is returned
 // unchanged (same length). m must be one of this package's message pointers,
-// not nil. Errors read "mqttsn: encode PUBLISH: invalid QoS".
+// not nil (another type fails with ErrUnknownType). Errors read
+// "mqttsn: encode PUBLISH: invalid QoS".
+//
+// Append allocates nothing when dst has room, and m does not escape: a
+// caller may pass &Puback{...} built on its stack. (Append never calls a
+// method through the Message interface, which would move m to the heap.)
 func Append(dst []byte, m Message) ([]byte, error) {
 	if m == nil {
 		return dst, fmt.Errorf("mqttsn: encode: nil message: %w", ErrInvalidMessage)
 	}
-	out, err := appendMessage(dst, m, true)
+	t, ok := TypeOf(m)
+	if !ok {
+		return dst, fmt.Errorf("mqttsn: encode: %w", ErrUnknownType)
+	}
+	out, err := appendMessage(dst, m, t, true)
 	if err != nil {
-		return dst, fmt.Errorf("mqttsn: encode %s: %w", m.Type(), err)
+		return dst, fmt.Errorf("mqttsn: encode %s: %w", t, err)
 	}
 	return out, nil
 }
 
-// appendMessage is Append without the error prefix.
-func appendMessage(dst []byte, m Message, outer bool) ([]byte, error) {
+// appendMessage is Append without the error prefix; t is TypeOf(m).
+func appendMessage(dst []byte, m Message, t MsgType, outer bool) ([]byte, error) {
 	start := len(dst)
-	t := m.Type()
 	// Reserve the short header; finishHeader widens it if needed.
 	dst = append(dst, 0, byte(t))
 	var err error
@@ -445,14 +480,18 @@ func appendMessage(dst []byte, m Message, outer bool) ([]byte, error) {
 		if v.Inner == nil {
 			return dst[:start], ErrInvalidMessage
 		}
+		it, ok := TypeOf(v.Inner)
+		if !ok {
+			return dst[:start], fmt.Errorf("inner message: %w", ErrUnknownType)
+		}
 		dst = append(dst, v.Ctrl)
 		dst = append(dst, v.WirelessNodeID...)
 		if dst, err = finishHeader(dst, start); err != nil {
 			return dst[:start], err
 		}
 		// §5.5: the inner message follows the header Length counts.
-		if dst, err = appendMessage(dst, v.Inner, false); err != nil {
-			return dst[:start], fmt.Errorf("inner %s: %w", v.Inner.Type(), err)
+		if dst, err = appendMessage(dst, v.Inner, it, false); err != nil {
+			return dst[:start], fmt.Errorf("inner %s: %w", it, err)
 		}
 		return dst, nil
 	default:

@@ -9,7 +9,14 @@
 // it to a buffer. Both are pure functions: no I/O, no logging, no state.
 // Decode never panics on any input, allocates at most the message struct
 // and its strings, and returns byte slices that alias its input (see
-// Decode). Errors wrap the sentinel errors of errors.go, so callers use
+// Decode). A Decoder decodes exactly as Decode does, but into structs of
+// its own for the messages a device sends per datagram (PUBLISH, PUBACK,
+// REGISTER, PINGREQ ...), which its next call overwrites: a gateway's reader
+// decodes those without allocating. Append allocates nothing when the
+// buffer has room, and its argument does not escape, so an answer built
+// with &Puback{...} stays on the caller's stack.
+//
+// Errors wrap the sentinel errors of errors.go, so callers use
 // errors.Is(err, ErrTruncated) and friends. Protocol values are typed:
 // MsgType, ReturnCode (whose rejections satisfy error), TopicIDType, QoS and
 // Flags.

@@ -21,7 +21,11 @@ var sentinels = []error{
 
 // FuzzDecode checks that Decode never panics, that every failure wraps a
 // sentinel, that a decoded message survives Append and Decode unchanged, and
-// that every strict prefix of an encoding is rejected.
+// that every strict prefix of an encoding is rejected. It also checks that a
+// Decoder that decoded every fixture before decodes the input exactly as
+// Decode does (same message, same error text), and that its message keeps
+// nothing of the earlier datagrams: they are overwritten, and the message
+// must not change.
 //
 // Seeds: every fixture (valid messages, each commented field by field in
 // fixtures_test.go) and every decodeErrors case (commented in
@@ -36,6 +40,12 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Decode(b)
+		d, clobber := primedDecoder(t)
+		dm, _ := sameDecode(t, d, b)
+		clobber()
+		if !reflect.DeepEqual(dm, m) {
+			t.Fatalf("Decoder's message changed with the earlier datagrams\n got %#v\nwant %#v", dm, m)
+		}
 		if err != nil {
 			if m != nil {
 				t.Fatalf("Decode returned %#v with error %v", m, err)

@@ -382,3 +382,69 @@ func (*WillMsgResp) Type() MsgType { return MsgWillMsgResp }
 
 // Type returns the message type.
 func (*Encapsulated) Type() MsgType { return MsgEncapsulated }
+
+// TypeOf is m.Type() for this package's message types, found with a type
+// switch instead of a call through the interface, which would make the
+// compiler move m to the heap (Append keeps its argument on the caller's
+// stack). ok is false for a type of another package.
+func TypeOf(m Message) (t MsgType, ok bool) {
+	switch m.(type) {
+	case *Advertise:
+		return MsgAdvertise, true
+	case *SearchGW:
+		return MsgSearchGW, true
+	case *GWInfo:
+		return MsgGWInfo, true
+	case *Connect:
+		return MsgConnect, true
+	case *Connack:
+		return MsgConnack, true
+	case *WillTopicReq:
+		return MsgWillTopicReq, true
+	case *WillTopic:
+		return MsgWillTopic, true
+	case *WillMsgReq:
+		return MsgWillMsgReq, true
+	case *WillMsg:
+		return MsgWillMsg, true
+	case *Register:
+		return MsgRegister, true
+	case *Regack:
+		return MsgRegack, true
+	case *Publish:
+		return MsgPublish, true
+	case *Puback:
+		return MsgPuback, true
+	case *Pubrec:
+		return MsgPubrec, true
+	case *Pubrel:
+		return MsgPubrel, true
+	case *Pubcomp:
+		return MsgPubcomp, true
+	case *Subscribe:
+		return MsgSubscribe, true
+	case *Suback:
+		return MsgSuback, true
+	case *Unsubscribe:
+		return MsgUnsubscribe, true
+	case *Unsuback:
+		return MsgUnsuback, true
+	case *Pingreq:
+		return MsgPingreq, true
+	case *Pingresp:
+		return MsgPingresp, true
+	case *Disconnect:
+		return MsgDisconnect, true
+	case *WillTopicUpd:
+		return MsgWillTopicUpd, true
+	case *WillTopicResp:
+		return MsgWillTopicResp, true
+	case *WillMsgUpd:
+		return MsgWillMsgUpd, true
+	case *WillMsgResp:
+		return MsgWillMsgResp, true
+	case *Encapsulated:
+		return MsgEncapsulated, true
+	}
+	return 0, false
+}

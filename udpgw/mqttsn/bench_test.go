@@ -1,10 +1,14 @@
 package mqttsn
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,4 +142,99 @@ func benchClients(b *testing.B, te *testEngine, clean bool) ([]*device, []uint16
 		ids[i] = devs[i].register(fmt.Sprintf("bench/%d", i))
 	}
 	return devs, ids
+}
+
+// countBroker is a Broker whose Publish only counts, and checks the payload
+// without keeping it: what a publish allocates is then the engine's alone.
+type countBroker struct {
+	*fakeBroker
+	payload []byte
+	n, bad  atomic.Int64
+}
+
+func (b *countBroker) Publish(_ context.Context, _ string, m udpgw.Message) error {
+	if !bytes.Equal(m.Payload, b.payload) {
+		b.bad.Add(1)
+	}
+	b.n.Add(1)
+	return nil
+}
+
+// BenchmarkHandlePublishAllocs measures one uplink PUBLISH from its datagram
+// to the Broker's Publish, as the UDP reader hands it over (reader.datagram:
+// decode, dispatch, the worker's queue, the worker), one at a time: each
+// datagram's publish is done before the next is read, as with a sensor. QoS
+// 0 comes from a connected client on a registered topic id, QoS -1 from an
+// address with no connection on a predefined one. The allocations it reports
+// are the engine's: the broker keeps nothing.
+func BenchmarkHandlePublishAllocs(b *testing.B) {
+	payload := []byte(`{"t":21.5,"h":40.2,"bat":3.71}xx`)
+	for _, bc := range []struct {
+		name      string
+		connected bool
+		qos       mqttsn.QoS
+	}{
+		{"qos0", true, mqttsn.QoS0},
+		{"qosm1", false, mqttsn.QoSMinusOne},
+		{"qosm1_connected", true, mqttsn.QoSMinusOne},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cb := &countBroker{fakeBroker: newFakeBroker(), payload: payload}
+			sessions := session.New(session.Options{})
+			e, err := New(udpgw.Env{Name: "sn", Broker: cb, Sessions: sessions}, Options{Bind: "127.0.0.1:0",
+				UnprovenRate: 1e12, // the unconnected QoS -1 sender is never proven: do not limit it
+				Predefined:   []Predefined{{ID: 7, Topic: "bench/predefined"}}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			sessions.AddListener("sn", session.Listener{Protocol: "mqttsn", Owner: e})
+			done := make(chan error, 1)
+			go func() { done <- e.Serve(context.Background()) }()
+			b.Cleanup(func() {
+				e.Close()
+				if err := <-done; err != nil {
+					b.Errorf("Serve: %v", err)
+				}
+			})
+
+			pub := &mqttsn.Publish{Flags: mqttsn.Flags{QoS: bc.qos, TopicIDType: mqttsn.TopicPredefined}, TopicID: 7, Data: payload}
+			from := netip.MustParseAddrPort("127.0.0.1:9") // discard: answers go nowhere
+			if bc.connected {
+				// A real device, so that it proves its address: its
+				// first PUBLISH on the topic id its REGISTER got does.
+				c, err := net.DialUDP("udp", nil, e.Addr().(*net.UDPAddr))
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { c.Close() })
+				d := &device{b, c}
+				d.connect("bench", 600, true)
+				if bc.qos == mqttsn.QoS0 {
+					pub.Flags.TopicIDType, pub.TopicID = mqttsn.TopicNormal, d.register("bench/qos0")
+				}
+				d.send(pub)
+				for cb.n.Load() < 1 {
+					runtime.Gosched()
+				}
+				from = c.LocalAddr().(*net.UDPAddr).AddrPort()
+			}
+			raw, err := mqttsn.Append(nil, pub)
+			if err != nil {
+				b.Fatal(err)
+			}
+			rd := new(reader)
+			want := cb.n.Load()
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.datagram(e, from, raw)
+				want++
+				for cb.n.Load() < want {
+					runtime.Gosched()
+				}
+			}
+			if n := cb.bad.Load(); n > 0 {
+				b.Fatalf("%d publishes with another payload", n)
+			}
+		})
+	}
 }

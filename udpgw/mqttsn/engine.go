@@ -303,9 +303,9 @@ func (e *Engine) Serve(ctx context.Context) error {
 // receive takes one datagram from the transport's reader: from is the peer's
 // name (the source address; on DTLS the connection's, see transport), b is
 // valid only during the call and may be one octet over MaxPacket, which tells
-// an oversize datagram. seen is the reader's own cache of proven sources
-// (nil: none).
-func (e *Engine) receive(from netip.AddrPort, b []byte, seen *provenCache) {
+// an oversize datagram. rd is the reader's own state: its Decoder and its
+// cache of proven sources (reader.go; nil: none).
+func (e *Engine) receive(from netip.AddrPort, b []byte, rd *reader) {
 	now := e.env.Now()
 	if len(b) > e.o.MaxPacket {
 		e.m.tooLarge.Inc()
@@ -313,7 +313,7 @@ func (e *Engine) receive(from netip.AddrPort, b []byte, seen *provenCache) {
 		e.debugBad(now, "datagram larger than max_packet dropped", from, nil, zap.Int("bytes", len(b)), zap.Int("max_packet", e.o.MaxPacket))
 		return
 	}
-	e.handleFrom(from, b, now, seen)
+	e.handleFrom(from, b, now, rd)
 }
 
 // debugBad logs a bad datagram at debug level, at most a few per second.
@@ -345,7 +345,8 @@ func (e *Engine) handle(from netip.AddrPort, b []byte, now time.Time) {
 	e.handleFrom(from, b, now, nil)
 }
 
-func (e *Engine) handleFrom(from netip.AddrPort, b []byte, now time.Time, seen *provenCache) {
+func (e *Engine) handleFrom(from netip.AddrPort, b []byte, now time.Time, rd *reader) {
+	seen := rd.proven()
 	if !e.sourceAllowed(from.Addr()) {
 		// allowed_sources: nothing from elsewhere is decoded, answered or kept.
 		e.m.drop(dropSource)
@@ -367,7 +368,7 @@ func (e *Engine) handleFrom(from netip.AddrPort, b []byte, now time.Time, seen *
 			return
 		}
 	}
-	m, err := mqttsn.Decode(b)
+	m, err := rd.decode(b) // a PUBLISH, PUBACK ... is rd's, valid until its next datagram (reader.go)
 	if err != nil {
 		// MQTT-SN 1.2 has no answer to a message that does not parse: drop it.
 		e.m.drop(dropDecode)
@@ -465,9 +466,12 @@ func (e *Engine) put(ob *outbox, p session.Peer, m mqttsn.Message, budget bool) 
 		}
 		msg = &mqttsn.Encapsulated{WirelessNodeID: node, Inner: m}
 	}
+	// TypeOf, not m.Type(): a call through the interface would move every
+	// answer (built on the handler's stack) to the heap.
+	t, _ := mqttsn.TypeOf(m)
 	buf, err := mqttsn.Append(ob.buf, msg)
 	if err != nil {
-		e.log.Error("mqttsn: encode", zap.Stringer("type", m.Type()), zap.Error(err))
+		e.log.Error("mqttsn: encode", zap.Stringer("type", t), zap.Error(err))
 		return err
 	}
 	if len(buf)-start > e.o.MaxPacket {
@@ -480,7 +484,7 @@ func (e *Engine) put(ob *outbox, p session.Peer, m mqttsn.Message, budget bool) 
 	}
 	ob.buf = buf
 	ob.items = append(ob.items, outItem{to: p.Addr, start: start, end: len(buf)})
-	e.m.countOut(m.Type())
+	e.m.countOut(t)
 	return nil
 }
 

@@ -15,11 +15,13 @@ var (
 	fuzzOnce     sync.Once
 	fuzzEngine   *Engine
 	fuzzSessions *session.Registry
+	fuzzReader   = new(reader) // one reader for every input, as the UDP transport's
 )
 
 // FuzzHandle feeds arbitrary datagrams, from three addresses, into one engine
-// (whose state accumulates across inputs), then runs its Tick and the
-// registry's expiry: it must never panic. Seeds are the
+// (whose state accumulates across inputs) through one reader, as the UDP
+// transport does (its Decoder reuses its messages from input to input), then
+// runs its Tick and the registry's expiry: it must never panic. Seeds are the
 // flows the gateway tests use, so the fuzzer starts from connected clients.
 func FuzzHandle(f *testing.F) {
 	seed := func(ms ...mqttsn.Message) {
@@ -66,8 +68,8 @@ func FuzzHandle(f *testing.F) {
 		} else if from%3 == 2 {
 			p = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 3}), 9)
 		}
+		fuzzReader.datagram(fuzzEngine, p, b)
 		now := time.Now()
-		fuzzEngine.handle(p, b, now)
 		later := now.Add(time.Duration(from) * time.Second)
 		fuzzEngine.Tick(later)
 		fuzzSessions.Expire(later, nil) // up to 255s: keepalives of 30s expire, SessionEnded runs

@@ -39,7 +39,7 @@ func (e *Engine) uplinkTopic(c *client, clientID string, t mqttsn.TopicIDType, i
 // keeps no state about the sender.
 func (e *Engine) onPublishMinusOne(ob *outbox, p session.Peer, m *mqttsn.Publish, now time.Time) {
 	var c *client
-	clientID, device := "", p.Addr.String()
+	clientID, device := "", ""
 	if cc := e.clientAt(p); cc != nil && cc.state.connected() && e.sameIdentity(cc, p) {
 		c, clientID, device = cc, cc.id, cc.id
 		e.refresh(ob, cc, p, now)
@@ -56,6 +56,11 @@ func (e *Engine) onPublishMinusOne(ob *outbox, p session.Peer, m *mqttsn.Publish
 		e.debugBad(now, "QoS -1 PUBLISH with an unknown predefined id dropped", p.Addr, nil, zap.Uint16("topic_id", m.TopicID))
 		return
 	}
+	if device == "" {
+		device = p.Addr.String() // the Broker's name of a sender with no connection
+	}
+	// The payload is copied: m.Data is the reader's buffer, and the Broker
+	// keeps what it is given (the gateway's last-value cache, its queue).
 	o := op{kind: opPublish, device: device, qos: mqttsn.QoSMinusOne,
 		msg: udpgw.Message{Topic: topic, Payload: bytes.Clone(m.Data), Retain: m.Flags.Retain}}
 	if !e.enqueueOp(e.anon, o, false) {
@@ -105,6 +110,9 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 			return
 		}
 	}
+	// The one allocation of a publish: m.Data is the reader's buffer, and
+	// the Broker keeps what it is given (the gateway's last-value cache, its
+	// queue to the broker).
 	o := op{kind: opPublish, device: c.id, gen: c.gen, qos: qos, msgID: m.MsgID, topicID: m.TopicID,
 		msg: udpgw.Message{Topic: topic, Payload: bytes.Clone(m.Data), QoS: qosByte(qos), Retain: m.Flags.Retain}}
 	if !e.enqueueOp(c, o, false) {

@@ -33,8 +33,9 @@ type transport interface {
 	close() error
 }
 
-// udpTransport is plain UDP: one socket, read by serve on Serve's goroutine,
-// written directly. It starts no goroutine and allocates nothing per datagram.
+// udpTransport is plain UDP: one socket, read by serve on Serve's goroutine
+// (one reader, reader.go), written directly. It starts no goroutine and
+// allocates nothing per datagram.
 type udpTransport struct {
 	conn *net.UDPConn
 }
@@ -43,7 +44,7 @@ func (u *udpTransport) LocalAddr() net.Addr { return u.conn.LocalAddr() }
 
 func (u *udpTransport) serve(e *Engine) error {
 	buf := make([]byte, e.o.MaxPacket+1) // one more: tells an oversize datagram
-	seen := new(provenCache)             // this reader's alone
+	rd := new(reader)                    // this reader's alone
 	for {
 		n, from, err := u.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -55,7 +56,7 @@ func (u *udpTransport) serve(e *Engine) error {
 			}
 			return fmt.Errorf("mqttsn: %s: read: %w", e.env.Name, err)
 		}
-		e.receive(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), buf[:n], seen)
+		rd.datagram(e, netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), buf[:n])
 	}
 }
 

@@ -92,12 +92,10 @@ func (e *Engine) worker() {
 			return
 		}
 		c := e.ready[0]
-		e.ready[0] = nil
-		e.ready = e.ready[1:]
+		e.ready = popFront(e.ready)
 		o := c.ops[0]
-		c.ops[0] = op{}
-		c.ops = c.ops[1:]
-		if len(c.ops) == 0 {
+		c.ops = popFront(c.ops)
+		if len(c.ops) == 0 && cap(c.ops) > keptOps {
 			c.ops = nil // let a burst's array go
 		}
 		var res result
@@ -130,6 +128,24 @@ func (e *Engine) worker() {
 }
 
 var errDropped = errors.New("dropped at shutdown")
+
+// keptOps is the largest array of operations an idle client keeps (c.ops):
+// one with one operation at a time (a sensor publishing at QoS 0, each
+// publish done before the next) then queues without allocating, for one
+// array of at most keptOps ops per client that has published.
+const keptOps = 2
+
+// popFront removes a queue's first element. A queue that it empties keeps
+// its array from the start (not the slice past the element), so that the
+// next append reuses it.
+func popFront[T any](q []T) []T {
+	var zero T
+	q[0] = zero
+	if len(q) == 1 {
+		return q[:0]
+	}
+	return q[1:]
+}
 
 // run performs one operation at the broker; no lock is held.
 func (e *Engine) run(o op) result {
