@@ -400,6 +400,7 @@ func (e *Engine) handleFrom(from netip.AddrPort, b []byte, now time.Time, rd *re
 		e.dispatch(ob, p, m, now)
 	}
 	e.mu.Unlock()
+	e.publishDirect(ob)
 	e.flush(ob)
 }
 
@@ -426,6 +427,9 @@ type outItem struct {
 type outbox struct {
 	buf   []byte
 	items []outItem
+	// direct are QoS 0 and -1 publishes for the reader to hand to the
+	// Broker itself once the lock is released (publish.go, publishDirect).
+	direct []op
 }
 
 var outboxes = sync.Pool{New: func() any { return &outbox{buf: make([]byte, 0, 512)} }}

@@ -423,3 +423,33 @@ func TestQoS2ResumesWithPubrel(t *testing.T) {
 	d.send(&mqttsn.Pubcomp{MsgID: p.MsgID})
 	recv[*mqttsn.Pingresp](d)
 }
+
+// TestQoS0BurstGoesDirect: QoS 0 publishes of a client with nothing queued
+// at the workers go from the reader to the Broker, so a burst far beyond
+// MaxClientOps, sent while the Broker holds the first one, loses nothing
+// (it waits in the socket's buffer) and arrives in order. Through the
+// workers, all but MaxClientOps+1 would have been dropped as busy.
+func TestQoS0BurstGoesDirect(t *testing.T) {
+	te := startEngine(t, func(o *Options) { o.MaxClientOps = 2 })
+	d := te.device(t)
+	d.connect("burst", 60, true)
+	id := d.register("a")
+	gate := make(chan struct{})
+	te.b.mu.Lock()
+	te.b.gate = gate
+	te.b.mu.Unlock()
+	const n = 300
+	for i := range n {
+		d.send(&mqttsn.Publish{TopicID: id, Data: fmt.Appendf(nil, "%03d", i)})
+	}
+	close(gate)
+	waitUntil(t, "every QoS 0 publish at the Broker", func() bool { return len(te.b.pubs()) == n })
+	for i, m := range te.b.pubs() {
+		if want := fmt.Sprintf("%03d", i); string(m.Payload) != want {
+			t.Fatalf("publish %d: %q, want %q (in order)", i, m.Payload, want)
+		}
+	}
+	if b := te.dropped("busy"); b != 0 {
+		t.Fatalf("%v QoS 0 publishes dropped as busy", b)
+	}
+}

@@ -63,9 +63,45 @@ func (e *Engine) onPublishMinusOne(ob *outbox, p session.Peer, m *mqttsn.Publish
 	// keeps what it is given (the gateway's last-value cache, its queue).
 	o := op{kind: opPublish, device: device, qos: mqttsn.QoSMinusOne,
 		msg: udpgw.Message{Topic: topic, Payload: bytes.Clone(m.Data), Retain: m.Flags.Retain}}
+	if e.goesDirect(ob, e.anon, o) {
+		return
+	}
 	if !e.enqueueOp(e.anon, o, false) {
 		e.m.drop(dropBusy)
 	}
+}
+
+// goesDirect hands a QoS 0 or -1 publish o of client c to the reader itself
+// (the outbox's direct list) when nothing of c is queued or running at the
+// workers, and reports whether it did; e.mu is held. Such a publish waits for
+// no answer, so the hop to a worker (a queue, a wake-up, a lock round trip)
+// buys nothing (issue 11): the reader calls the Broker once the lock is
+// released (publishDirect), before it reads its next datagram, so a client's
+// publishes still reach the Broker in the order they came. A burst the Broker
+// cannot take at once holds the reader, and the excess waits (or is dropped,
+// counted) in the socket's receive buffer, not in a queue of ours.
+func (e *Engine) goesDirect(ob *outbox, c *client, o op) bool {
+	if c.queued || len(c.ops) > 0 || e.stopping {
+		return false
+	}
+	ob.direct = append(ob.direct, o)
+	return true
+}
+
+// publishDirect hands the outbox's direct publishes to the Broker; no lock
+// is held. A failure is counted, as the worker counts it (complete).
+func (e *Engine) publishDirect(ob *outbox) {
+	for i := range ob.direct {
+		o := &ob.direct[i]
+		if err := e.env.Broker.Publish(e.opCtx, o.device, o.msg); err != nil {
+			e.m.drop(dropPublishFailed)
+			if ce := e.log.Check(zap.DebugLevel, "publish failed"); ce != nil {
+				ce.Write(zap.String("client", o.device), zap.String("topic", o.msg.Topic), zap.Error(err))
+			}
+		}
+		*o = op{}
+	}
+	ob.direct = ob.direct[:0]
 }
 
 // onPublish handles PUBLISH at QoS 0, 1 and 2 from a connected client. MQTT-SN
@@ -115,6 +151,9 @@ func (e *Engine) onPublish(ob *outbox, c *client, m *mqttsn.Publish, now time.Ti
 	// queue to the broker).
 	o := op{kind: opPublish, device: c.id, gen: c.gen, qos: qos, msgID: m.MsgID, topicID: m.TopicID,
 		msg: udpgw.Message{Topic: topic, Payload: bytes.Clone(m.Data), QoS: qosByte(qos), Retain: m.Flags.Retain}}
+	if qos == mqttsn.QoS0 && e.goesDirect(ob, c, o) {
+		return
+	}
 	if !e.enqueueOp(c, o, false) {
 		if qos == mqttsn.QoS0 {
 			e.m.drop(dropBusy)
