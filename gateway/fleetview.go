@@ -76,12 +76,6 @@ type fleetCache struct {
 	lastErr string     // the last failed pass's error, logged once
 }
 
-// fleetStore is the fleet's JetStream store with [cluster], else nil.
-func (g *Gateway) fleetStore() *natsstore.Store {
-	st, _ := g.store.(*natsstore.Store)
-	return st
-}
-
 // fleetView returns a pass at most fleetFresh old, beginning one when there
 // is none; it waits for it until ctx ends or fleetWait has passed.
 func (g *Gateway) fleetView(ctx context.Context) (*fleetSnapshot, error) {

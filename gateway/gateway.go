@@ -354,7 +354,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer wg.Done()
 		g.drive(ctx)
 	}()
-	if st, ok := g.store.(*natsstore.Store); ok {
+	if st := g.fleetStore(); st != nil {
 		wg.Go(func() { g.drainer(ctx, st) }) // dead instances' queues (drain.go)
 	}
 	var srv *http.Server
