@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/mqttgw/mqttgw/store"
@@ -44,6 +45,7 @@ type queue struct {
 	msgs       int        // stored messages: the last refresh's, plus appends acknowledged since
 	bytes      int64      // their records' bytes
 	infoLast   uint64     // the stream's last sequence in the last refresh's info: appends up to it are counted there
+	first      uint64     // the stream's first sequence in the last refresh's info (Ack's purge)
 	refreshing bool       // a refresh's stream info request is under way
 	during     []appended // appends acknowledged meanwhile
 	sending    int        // appends sent and not yet answered
@@ -169,7 +171,10 @@ func (q *queue) countLocked(seq uint64, size int64) {
 
 // Ack implements store.Queue: it deletes each message from the stream (its
 // leader answers once a quorum applied the deletion), up to ackParallel at a
-// time. Sequences that are not there are ignored. Then it reads the stream's
+// time. Sequences that are not there are ignored. A replayed queue is
+// acknowledged from its front, so a run of seqs from the stream's first
+// message on is removed with one purge of everything below the run's end
+// instead (every message there is in the run). Then it reads the stream's
 // counts again for Len.
 func (q *queue) Ack(ctx context.Context, seqs ...uint64) error {
 	s := q.s
@@ -190,12 +195,27 @@ func (q *queue) Ack(ctx context.Context, seqs ...uint64) error {
 		first error
 		sem   = make(chan struct{}, ackParallel)
 	)
-	seen := make(map[uint64]bool, len(seqs))
-	for _, seq := range seqs {
-		if seq == 0 || seen[seq] {
-			continue
+	uniq := slices.Compact(slices.Sorted(slices.Values(seqs)))
+	if len(uniq) > 0 && uniq[0] == 0 {
+		uniq = uniq[1:]
+	}
+	q.lenMu.Lock()
+	front := q.first
+	q.lenMu.Unlock()
+	run := 0
+	for front > 0 && run < len(uniq) && uniq[run] == front+uint64(run) {
+		run++
+	}
+	if run > 1 {
+		err := s.retry(ctx, true, func(actx context.Context) error {
+			return q.stream.Purge(actx, jetstream.WithPurgeSequence(front+uint64(run)))
+		})
+		if err != nil {
+			return fmt.Errorf("store: %s: ack: purge below seq %d: %w", s.label, front+uint64(run), err)
 		}
-		seen[seq] = true
+		uniq = uniq[run:]
+	}
+	for _, seq := range uniq {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -404,6 +424,7 @@ func (q *queue) refresh() error {
 		return fmt.Errorf("stream info: %w", err)
 	}
 	q.setLocked(info.State.Msgs, info.State.Bytes, info.State.LastSeq, during)
+	q.first = info.State.FirstSeq
 	return nil
 }
 
