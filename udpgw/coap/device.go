@@ -2,9 +2,12 @@ package coap
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
@@ -13,9 +16,10 @@ import (
 	"github.com/mqttgw/mqttgw/session"
 )
 
-// device is the engine's protocol state of one device: its observations and
-// the go-coap connection of its last request. Where it is belongs to its
-// session in the device registry (session.Session.Addr), never to a copy here.
+// device is the engine's protocol state of one device: its observations, the
+// state of its notifications' sending (notify.go) and, for coaps, the DTLS
+// session of its last request. Where it is belongs to its session in the
+// device registry (session.Session.Addr), never to a copy here.
 // It is keyed like its session (client id, PSK identity or source address), so
 // a device that changes address (NAT rebinding) keeps it.
 type device struct {
@@ -31,16 +35,30 @@ type device struct {
 	// closes the next session's. Held across them, like subOp.
 	connOp sync.Mutex
 
-	mu      sync.Mutex // guards the fields below
-	cred    string     // the credential that first named this device ("" anonymous)
-	sess    *session.Session
-	cc      *udpclient.Conn // the connection of its last request
-	obs     map[string]*observation
-	subs    map[string]int // observed filter → observations on it; a broker subscription each
-	conn    *brokerConn    // transparent mode: the connection asked for its session
-	pumping bool           // a pump goroutine is sending this device's notifications
-	rr      int            // round-robin start of the next pump pass
-	gone    bool           // removed from the table; a new lookup makes a new one
+	// mid numbers the messages of the gateway's own to the device (nextMID).
+	mid atomic.Uint32
+
+	mu   sync.Mutex // guards the fields below
+	cred string     // the credential that first named this device ("" anonymous)
+	sess *session.Session
+	// cc is the go-coap connection of its last request: its DTLS session
+	// (coaps), which its notifications take; for plain CoAP nil or a
+	// connection made for a block-wise transfer, which they do not.
+	cc *udpclient.Conn
+	// obs are its observations, at most MaxObserversPerDevice, in the order
+	// they were made; subs its observed filters, each with the observations
+	// on it, a broker subscription each. Slices: a few entries, found by a
+	// walk, cost less than maps.
+	obs  []*observation
+	subs []filterCount
+	conn *brokerConn // transparent mode: the connection asked for its session
+	// wait is what its sending waits for (a Confirmable notification's ACK,
+	// its address's proof), nil when nothing; scheduled: it is on the
+	// sender's ready list.
+	wait      *pending
+	scheduled bool
+	gone      bool   // removed from the table; a new lookup makes a new one
+	rr        uint16 // round-robin position among its observations
 }
 
 // lookup returns the device for key, creating it. The device is not yet bound
@@ -61,7 +79,8 @@ func (l *Listener) lookup(key string) *device {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if d = l.devices[key]; d == nil {
-		d = &device{key: key, cred: cred, obs: map[string]*observation{}, subs: map[string]int{}}
+		d = &device{key: key, cred: cred}
+		d.mid.Store(rand.Uint32())
 		l.devices[key] = d
 	}
 	return d
@@ -83,10 +102,10 @@ func (l *Listener) credOf(user string) string {
 // attach binds a device to its latest request: the registry records the
 // request in the device's session (creating it on first contact, moving its
 // address when it changed), and the device keeps that session and the request's
-// go-coap connection (notifications follow the device there); its pump restarts
-// when notifications wait. It returns false when the device was removed
-// meanwhile (the caller looks it up again) or when cred does not match the
-// credential the device was first seen with.
+// go-coap connection (notifications follow the device there); it goes back on
+// the sender's ready list when notifications wait. It returns false when the
+// device was removed meanwhile (the caller looks it up again) or when cred
+// does not match the credential the device was first seen with.
 func (l *Listener) attach(d *device, cred string, addr netip.AddrPort, cc *udpclient.Conn, now time.Time) (ok, authorized bool) {
 	d.mu.Lock()
 	if d.gone {
@@ -114,12 +133,80 @@ func (l *Listener) attach(d *device, cred string, addr netip.AddrPort, cc *udpcl
 		return false, true
 	}
 	d.sess, d.cc = s, cc
-	start := l.shouldPumpLocked(d)
+	start := l.readyLocked(d)
 	d.mu.Unlock()
 	if start {
-		l.startPump(d)
+		l.schedule(d)
 	}
 	return true, true
+}
+
+// filterCount is one observed filter of a device and its observations.
+type filterCount struct {
+	filter string
+	n      int
+}
+
+// addObsLocked adds o to d's observations, one more on o's filter, and
+// reports how many there were on it before; d.mu is held.
+func (d *device) addObsLocked(o *observation) (before int) {
+	d.obs = append(d.obs, o)
+	if i := d.subIndex(o.filter); i >= 0 {
+		before = d.subs[i].n
+		d.subs[i].n++
+		return before
+	}
+	d.subs = append(d.subs, filterCount{filter: o.filter, n: 1})
+	return 0
+}
+
+// obsLocked is d's observation with token, nil when none; d.mu is held.
+func (d *device) obsLocked(token string) *observation {
+	for _, o := range d.obs {
+		if string(o.token) == token {
+			return o
+		}
+	}
+	return nil
+}
+
+// removeObsLocked takes o out of d's observations; d.mu is held.
+func (d *device) removeObsLocked(o *observation) {
+	if i := slices.Index(d.obs, o); i >= 0 {
+		d.obs = slices.Delete(d.obs, i, i+1)
+	}
+	if len(d.obs) == 0 {
+		d.obs = nil
+	}
+}
+
+// subIndex is the index of filter in d.subs, -1 when absent; d.mu is held.
+func (d *device) subIndex(filter string) int {
+	for i, s := range d.subs {
+		if s.filter == filter {
+			return i
+		}
+	}
+	return -1
+}
+
+// subCount is how many observations of d are on filter, and whether d has
+// (or is getting) a subscription to it; d.mu is held.
+func (d *device) subCount(filter string) (n int, ok bool) {
+	if i := d.subIndex(filter); i >= 0 {
+		return d.subs[i].n, true
+	}
+	return 0, false
+}
+
+// dropSubLocked forgets filter when no observation is on it; d.mu is held.
+func (d *device) dropSubLocked(filter string) {
+	if i := d.subIndex(filter); i >= 0 && d.subs[i].n == 0 {
+		d.subs = slices.Delete(d.subs, i, i+1)
+	}
+	if len(d.subs) == 0 {
+		d.subs = nil
+	}
 }
 
 // userOf is the username a credential proves, for ACLs (%u): the password
@@ -154,8 +241,7 @@ func (l *Listener) byAddress(addr netip.AddrPort) *device {
 func (d *device) observes(token []byte) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	_, ok := d.obs[string(token)]
-	return ok
+	return d.obsLocked(string(token)) != nil
 }
 
 // refresh records traffic without a request (an ACK or RST from from) in the
@@ -188,10 +274,7 @@ func (l *Listener) SessionEnded(s *session.Session, why session.EndReason) {
 		d.mu.Unlock()
 		return
 	}
-	ended := make([]*observation, 0, len(d.obs))
-	for _, o := range d.obs {
-		ended = append(ended, o)
-	}
+	ended := slices.Clone(d.obs)
 	bc := d.endConnLocked(s)
 	d.mu.Unlock()
 	if ce := l.log.Check(zap.DebugLevel, "session ended"); ce != nil {
@@ -234,9 +317,9 @@ func (l *Listener) unobservedFilters(d *device) []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var fs []string
-	for f, n := range d.subs {
-		if n == 0 {
-			fs = append(fs, f)
+	for _, s := range d.subs {
+		if s.n == 0 {
+			fs = append(fs, s.filter)
 		}
 	}
 	return fs
@@ -248,10 +331,8 @@ func (l *Listener) syncSubscription(d *device, filter string) {
 	d.subOp.Lock()
 	defer d.subOp.Unlock()
 	d.mu.Lock()
-	n, ok := d.subs[filter]
-	if ok && n == 0 {
-		delete(d.subs, filter)
-	}
+	n, ok := d.subCount(filter)
+	d.dropSubLocked(filter)
 	d.mu.Unlock()
 	if !ok || n > 0 {
 		return

@@ -267,9 +267,10 @@ func (b *blockingBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 	return b.fakeBroker.Publish(ctx, device, m)
 }
 
-// TestNotificationAfterConnectionExpired: go-coap's per-address connection is
-// closed when idle, but the device's observation lives on; the next message
-// is notified through a new connection to the same address.
+// TestNotificationAfterConnectionExpired: go-coap's per-address connection
+// (made only for a block-wise transfer) is closed when idle, but the device's
+// observation lives on, and notifications need none: the next message goes
+// to the device's address from the listener's socket.
 func TestNotificationAfterConnectionExpired(t *testing.T) {
 	tl := startListener(t, udpgw.Env{}, Options{ConnIdle: 100 * time.Millisecond})
 	p := newRawPeer(t, tl.addr)
@@ -532,8 +533,9 @@ func TestCloseStopsEverything(t *testing.T) {
 }
 
 // FuzzDatagram feeds arbitrary datagrams through go-coap's decoder, the
-// monitor and the request logic of a listener, synchronously (go-coap's own
-// queue would make coverage depend on goroutine timing): nothing may panic.
+// monitor and the request logic of a listener, and through the proven path
+// (fast.go), synchronously (go-coap's own queue and the proven path's
+// workers would make coverage depend on goroutine timing): nothing may panic.
 func FuzzDatagram(f *testing.F) {
 	f.Add([]byte{0x40, 0x01, 0x12, 0x34})                                                           // CON GET, no options
 	f.Add([]byte{0x44, 0x03, 0x00, 0x01, 't', 'o', 'k', '1', 0xb2, 'p', 's', 0x01, 'x', 0xff, 'v'}) // CON PUT /ps/x "v"
@@ -551,6 +553,7 @@ func FuzzDatagram(f *testing.F) {
 		if len(d) < 4 || d[0]>>6 != 1 {
 			return // readUDP drops these before go-coap
 		}
+		fuzzProven(t, tl, d, from)
 		p, _ := tl.peer(from)
 		if p == nil {
 			t.Skip("listener closed")
@@ -567,6 +570,27 @@ func FuzzDatagram(f *testing.F) {
 		st.release(m.MessageID())
 		tl.serve(p.cc, st, m)
 	})
+}
+
+// fuzzProven is FuzzDatagram's pass through the proven path: what the reader
+// does with d (fromProven) when it is not a request, else the worker's
+// serving of it.
+func fuzzProven(t *testing.T, tl *testListener, d []byte, from netip.AddrPort) {
+	m := tl.pool.AcquireMessage(context.Background())
+	defer tl.pool.ReleaseMessage(m)
+	if _, err := m.UnmarshalWithDecoder(coder.DefaultCoder, d); err != nil || !isRequest(m) || m.HasOption(message.Block1) || m.HasOption(message.Block2) {
+		tl.fromProven(d, from) // on the reader, or handed to a connection
+		return
+	}
+	fp := tl.fastPeer(from)
+	if fp == nil {
+		t.Skip("listener closed")
+	}
+	tl.fastMu.Lock()
+	fp.take(uint16(m.MessageID()))
+	fp.inflight++
+	tl.fastMu.Unlock()
+	tl.serveProven(fp, m)
 }
 
 // nopBroker accepts everything and delivers nothing.

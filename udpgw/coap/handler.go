@@ -142,7 +142,9 @@ type response struct {
 	// proof: the request needs a proven address (the unproven path answers
 	// 4.01 with an Echo option instead: needProof).
 	proof bool
-	// registered is the observation the request registered, and dev its device.
+	// registered is the observation the request registered; dev is the
+	// device the request was served for (numbering a Non-confirmable
+	// answer, nextMID).
 	registered *observation
 	dev        *device
 }
@@ -203,8 +205,10 @@ func (res *response) apply(m *pool.Message) {
 }
 
 // serve decides the response to one request. cc is the request's go-coap
-// connection, nil on the unproven path (unproven.go).
+// connection, nil on the unproven path (unproven.go) and on the proven one
+// (fast.go, st.proven).
 func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) response {
+	unproven := cc == nil && !st.proven
 	q := parseQuery(r)
 	// Authentication comes first: an unauthenticated client learns nothing, not
 	// even whether a path exists, and gets a bare code, never larger than its
@@ -245,7 +249,7 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 	var conn udpgw.Connection
 	if l.connector != nil {
 		conn = transparentConnection(st, q)
-		if cc == nil {
+		if unproven {
 			// The unproven path makes no broker connection: it uses the
 			// device's, or asks for proof of the address first.
 			if err := l.usable(key, conn); err != nil {
@@ -254,7 +258,7 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 		}
 	}
 	var res response
-	if cc == nil && method == codes.GET && !r.HasOption(message.Observe) {
+	if unproven && method == codes.GET && !r.HasOption(message.Observe) {
 		// A plain read from a source that has not proven its address (the
 		// unproven path): it leaves nothing behind, not even a session, so
 		// that spoofed reads cost no state.
@@ -277,7 +281,7 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 	}
 	if l.connector != nil {
 		ctx, cancel := context.WithTimeout(l.ctx, l.opts.PublishTimeout)
-		err := l.connect(ctx, d, conn, cc != nil)
+		err := l.connect(ctx, d, conn, !unproven)
 		cancel()
 		if err != nil {
 			return l.connectRefusal(st, q, key, err)
@@ -289,6 +293,7 @@ func (l *Listener) serve(cc *udpclient.Conn, st *connState, r *pool.Message) res
 		res = l.publish(d, r, topic, q)
 	}
 	res.served = true
+	res.dev = d
 	return res
 }
 
@@ -374,13 +379,13 @@ func (l *Listener) get(d *device, r *pool.Message, topic string, q query) respon
 			res.payload = []byte{}
 			res.after = func() { l.arm(d, o) }
 			res.cancel = func() { l.endObservation(d, o, endUnanswered, true) }
-			res.registered, res.dev = o, d
+			res.registered = o
 			return res
 		}
 	}
 	if hasObserve && obs == 1 {
 		d.mu.Lock()
-		o := d.obs[string(r.Token())]
+		o := d.obsLocked(string(r.Token()))
 		d.mu.Unlock()
 		if o != nil && o.filter == topic {
 			l.endObservation(d, o, endDeregister, true)

@@ -66,8 +66,24 @@ type Listener struct {
 	echo          *echoer
 	unprovenSlots chan struct{} // one per unproven request being handled
 
-	proofMu   sync.Mutex // guards proofWait
-	proofWait map[netip.AddrPort]*proofWaiter
+	proofMu   sync.Mutex                    // guards proofWait
+	proofWait map[netip.AddrPort][]*pending // notifications held for an address's proof
+
+	// Plain CoAP: the proven sources served without a connection (fast.go),
+	// those with requests waiting, and the goroutines serving them.
+	fastMu      sync.Mutex // guards fast, fastReady, fastWorkers and every fastPeer's fields
+	fast        map[netip.AddrPort]*fastPeer
+	fastReady   []*fastPeer
+	fastWorkers int
+
+	// The sender (notify.go): the devices with a notification that may go,
+	// and the timers of what devices wait for.
+	sendMu sync.Mutex // guards ready, timers
+	ready  []*device
+	timers timerHeap
+	wake   chan struct{} // capacity 1: the sender has work
+	// sendBuf is the sender's encoding buffer: the sender's alone.
+	sendBuf []byte
 
 	mu         sync.Mutex                       // guards devices, perTopic, sent, pendingObs
 	devices    map[string]*device               // by device key (the session key's Device)
@@ -106,6 +122,7 @@ func New(env udpgw.Env, opts Options) (*Listener, error) {
 		devices:  map[string]*device{},
 		perTopic: map[string]int{},
 		sent:     map[sentKey]sentRef{},
+		wake:     make(chan struct{}, 1),
 
 		pendingObs: map[*observation]pendingObserver{},
 	}
@@ -147,7 +164,8 @@ func New(env udpgw.Env, opts Options) (*Listener, error) {
 		})
 		l.echo = newEchoer()
 		l.unprovenSlots = make(chan struct{}, maxUnprovenInflight)
-		l.proofWait = map[netip.AddrPort]*proofWaiter{}
+		l.proofWait = map[netip.AddrPort][]*pending{}
+		l.fast = map[netip.AddrPort]*fastPeer{}
 	}
 	env.Metrics.GaugeFunc("mqttgw_coap_observations", "Active Observe registrations.", func() float64 {
 		l.mu.Lock()
@@ -183,6 +201,7 @@ func (l *Listener) Addr() net.Addr {
 func (l *Listener) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
+	l.goStart(l.sender)
 	if l.ps != nil {
 		defer l.finalWrite() // after Close: every goroutine that changes them has exited
 		if err := l.restore(); err != nil {
@@ -268,9 +287,11 @@ func (l *Listener) goStart(f func()) bool {
 	return true
 }
 
-// readUDP is the plain CoAP reader: one datagram at a time, handed to the
-// go-coap connection of its source address. It never waits for a handler:
-// Process only queues (see monitor and maxInflight).
+// readUDP is the plain CoAP reader: one datagram at a time, handled on the
+// unproven path (unproven.go) until its source proved its address, then on
+// the proven one (fast.go), or by the go-coap connection of its source
+// address while one lives (block-wise transfers). It never waits for a
+// handler: requests are queued (maxInflight per source).
 func (l *Listener) readUDP() error {
 	buf := make([]byte, 1<<16)
 	for {
@@ -307,23 +328,14 @@ func (l *Listener) readUDP() error {
 			_, _ = l.conn.WriteToUDPAddrPort(reply, from)
 			continue
 		}
-		// A source gets a go-coap connection once it proved its address; until
-		// then its datagrams take the unproven path, which keeps a small entry.
-		p, created := l.livePeer(from), false
-		if p == nil {
-			if !l.fromUnproven(d, from) {
-				continue
+		if p := l.livePeer(from); p != nil {
+			if err := p.cc.Process(nil, d); err != nil {
+				l.processError(p, from, false, d, err)
 			}
-			if p, created = l.peer(from); p == nil {
-				l.ctr.peersFull.Inc()
-				continue
-			}
-			if created {
-				l.carryOver(p, from)
-			}
+			continue
 		}
-		if err := p.cc.Process(nil, d); err != nil {
-			l.processError(p, from, created, d, err)
+		if l.fromUnproven(d, from) {
+			l.fromProven(d, from)
 		}
 	}
 }
@@ -385,31 +397,6 @@ func (l *Listener) peer(from netip.AddrPort) (p *peer, created bool) {
 	return p, true
 }
 
-// liveConn returns a connection that can carry a notification to a device at
-// addr (its session's address): for plain CoAP, cc when it is still open and
-// connects to addr, else addr's own (go-coap closes idle connections, the
-// device's observations outlive them, and a device that moved is reached at its
-// new address), nil when addr has not proven it receives (the notification
-// then goes through sendTo, within the address's budget); for DTLS, cc while
-// its DTLS session lasts, nil once it ended (the device must come back and
-// handshake first).
-func (l *Listener) liveConn(cc *udpclient.Conn, addr netip.AddrPort) *udpclient.Conn {
-	if cc != nil && cc.Context().Err() == nil && (l.dtls != nil || connAddr(cc) == addr) {
-		return cc
-	}
-	if l.dtls != nil || !addr.IsValid() {
-		return nil
-	}
-	if l.livePeer(addr) == nil && !l.sources.IsProven(addr, l.env.Now()) {
-		return nil // no connection for an unproven address: see sendTo
-	}
-	p, _ := l.peer(addr)
-	if p == nil {
-		return nil
-	}
-	return p.cc
-}
-
 // newPeer builds go-coap's connection for one remote address the way its
 // udp/server does, with the gateway's handler, monitor and limits.
 func (l *Listener) newPeer(from netip.AddrPort) *peer {
@@ -460,8 +447,10 @@ func (p *peer) close() {
 	p.stop()
 }
 
-// expirePeers is the one periodic driver of go-coap's per-peer state: caches,
-// block-wise transfers and the inactivity monitor (which closes idle peers).
+// expirePeers is the one periodic driver of the per-source state: go-coap's
+// connections (caches, block-wise transfers, the inactivity monitor that
+// closes idle ones), the unproven sources, the proven path's peers, and the
+// observations of addresses that never proved themselves.
 func (l *Listener) expirePeers() {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
@@ -480,6 +469,7 @@ func (l *Listener) expirePeers() {
 				p.cc.CheckExpirations(now)
 			}
 			l.sources.Expire(l.env.Now())
+			l.expireFast(l.env.Now())
 			l.sweepObservers(l.env.Now())
 			l.peersMu.Lock()
 			for a, p := range l.peers {
@@ -524,10 +514,13 @@ func (l *Listener) coapError(err error) {
 }
 
 // connState is the gateway's state of one go-coap connection, kept in its
-// context: the peer's address, its DTLS PSK identity and its requests in flight.
+// context: the peer's address, its DTLS PSK identity and its requests in
+// flight; for a request served without a connection, its source address and
+// whether that proved itself (fast.go).
 type connState struct {
 	addr     netip.AddrPort
 	identity string // DTLS PSK identity; "" for plain CoAP
+	proven   bool   // no connection, and the address proved itself
 
 	mu       sync.Mutex // guards inflight
 	inflight map[int32]time.Time

@@ -71,16 +71,17 @@ type Options struct {
 
 	// ConnIdle bounds how long go-coap keeps its per-peer connection (message
 	// deduplication, block-wise state) without traffic. Default: EXCHANGE_LIFETIME
-	// (247 s, RFC 7252 §4.8.2) for plain CoAP, where a connection is only a cache
-	// that the gateway recreates to send a notification; Keepalive × 1.5 for
-	// DTLS, where closing it would end the DTLS session a sleepy device needs.
+	// (247 s, RFC 7252 §4.8.2) for plain CoAP, where a connection is made
+	// only for a block-wise transfer (fast.go); Keepalive × 1.5 for DTLS,
+	// where closing it would end the DTLS session a sleepy device needs.
 	ConnIdle time.Duration
 	// AckTimeout (2 s) and MaxRetransmit (4) drive Confirmable notifications
 	// (RFC 7252 §4.8); a notification never acknowledged ends its observation.
 	AckTimeout    time.Duration
 	MaxRetransmit int
-	// MaxPeers (65536) bounds the per-address connections of a plain CoAP
-	// listener; only sources that proved their address get one.
+	// MaxPeers (65536) bounds, each, the proven sources a plain CoAP listener
+	// keeps state for (fast.go) and the go-coap connections it makes for
+	// block-wise transfers; only sources that proved their address get either.
 	MaxPeers int
 
 	// ReadBuffer is the socket's receive buffer in bytes (SO_RCVBUF); 0 keeps

@@ -56,7 +56,7 @@ import (
 // on above every value sent before, whatever the downtime. Writing the value
 // per notification would cost a write per notification; instead a record's
 // Seq is a base: no notification goes out more than seqWindow above the base
-// of the observation's last committed record (the pump holds it until a
+// of the observation's last committed record (the sender holds it until a
 // newer record is committed), and a new record is marked once the sequence is
 // half a window above it, so in steady traffic nothing waits. A restored
 // observation goes on at base + seqWindow, above all it sent, and its first
@@ -181,7 +181,7 @@ func (l *Listener) sendableLocked(o *observation) bool {
 	return o.armed && len(o.queue) > 0 && (l.ps == nil || (o.seq+1-o.durable)&seqMask <= seqWindow)
 }
 
-// sentLocked is the pump's bookkeeping once it took o's next sequence number
+// sentLocked is the sender's bookkeeping once it took o's next sequence number
 // for a notification to addr: a new record once the sequence is half a window
 // above the committed one, or once the device's address is not the one the
 // last record was taken for; d.mu is held. Two comparisons: the hot path.
@@ -314,7 +314,7 @@ func (l *Listener) takeDirty() []pendingWrite {
 		l.mu.Unlock()
 		if d != nil {
 			d.mu.Lock()
-			if o := d.obs[t.k.token]; o != nil && !o.ended && !d.gone && d.sess != nil {
+			if o := d.obsLocked(t.k.token); o != nil && !o.ended && !d.gone && d.sess != nil {
 				o.marked = false
 				addr := d.sess.Addr()
 				o.savedTo = addr
@@ -402,10 +402,10 @@ func (l *Listener) commit(ctx context.Context, batch []pendingWrite) bool {
 				close(o.saved)
 			}
 		}
-		start := l.shouldPumpLocked(d) // notifications that waited for this record
+		start := l.readyLocked(d) // notifications that waited for this record
 		d.mu.Unlock()
 		if start {
-			l.startPump(d)
+			l.schedule(d)
 		}
 	}
 	if more {
@@ -484,7 +484,7 @@ func (l *Listener) restore() error {
 		o := &observation{token: bytes.Clone(r.Token), filter: r.Filter, qos: r.QoS,
 			seq: (r.Seq + seqWindow) & seqMask, durable: r.Seq, armed: true, committed: true}
 		d.mu.Lock()
-		if full || d.obs[string(r.Token)] != nil || len(d.obs) >= l.opts.MaxObserversPerDevice {
+		if full || d.obsLocked(string(r.Token)) != nil || len(d.obs) >= l.opts.MaxObserversPerDevice {
 			d.mu.Unlock()
 			if !full {
 				l.mu.Lock()
@@ -498,9 +498,7 @@ func (l *Listener) restore() error {
 		if d.sess == nil {
 			d.sess = s
 		}
-		d.obs[string(r.Token)] = o
-		subscribed := d.subs[r.Filter]
-		d.subs[r.Filter] = subscribed + 1
+		subscribed := d.addObsLocked(o)
 		// A record of the new base before the first notification.
 		l.saveLocked(d, o)
 		d.mu.Unlock()
@@ -549,8 +547,6 @@ func (l *Listener) resubscribe(d *device, filter string, qos byte) {
 		l.endObservation(d, o, endError, false)
 	}
 	d.mu.Lock()
-	if d.subs[filter] == 0 {
-		delete(d.subs, filter)
-	}
+	d.dropSubLocked(filter)
 	d.mu.Unlock()
 }

@@ -224,7 +224,7 @@ func TestNotificationWaitsForItsSequenceRecord(t *testing.T) {
 	tl.mu.Unlock()
 	gs.hold()
 	d.mu.Lock()
-	o := d.obs["w1"]
+	o := d.obsLocked("w1")
 	o.durable = (o.seq - seqWindow) & seqMask // as if a record were late
 	tl.saveLocked(d, o)
 	d.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"slices"
 
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"go.uber.org/zap"
@@ -186,9 +187,7 @@ func (l *Listener) connect(ctx context.Context, d *device, c udpgw.Connection, p
 		var stale []*observation
 		if dropped {
 			// Their subscriptions went with the connection.
-			for _, o := range d.obs {
-				stale = append(stale, o)
-			}
+			stale = slices.Clone(d.obs)
 		}
 		d.mu.Unlock()
 		for _, o := range stale {

@@ -10,6 +10,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/noresponse"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/udp/coder"
 	"go.uber.org/zap"
 
@@ -45,8 +46,9 @@ import (
 //     too.
 //
 // Once proven (for Keepalive × 1.5 after it was last used), a source's next
-// datagram gets a go-coap connection, as before; its last request answered
-// here is carried over so that a retransmission of it is not served twice.
+// datagrams take the proven path (fast.go), still without a connection and
+// now without a budget; its last requests answered here are carried over so
+// that a retransmission of one of them is not served twice.
 
 // srcState is the engine's state of one unproven source, in its
 // udpgw.Sources entry.
@@ -96,8 +98,8 @@ const (
 
 // fromUnproven handles a datagram from a source without a go-coap connection.
 // It reports true when the source is proven (before or by this datagram),
-// which the caller then hands to a connection; false when the datagram was
-// taken care of here. It runs on the reader and never blocks.
+// which the caller then hands to the proven path (fromProven); false when the
+// datagram was taken care of here. It runs on the reader and never blocks.
 func (l *Listener) fromUnproven(d []byte, from netip.AddrPort) (proven bool) {
 	now := l.env.Now()
 	typ := message.Type(d[0] >> 4 & 0x3)
@@ -266,6 +268,13 @@ func (l *Listener) serveUnproven(r *pool.Message, from netip.AddrPort, mid uint1
 	case b != nil && err == nil:
 		l.needProof(from, r, now)
 	}
+	if res.served {
+		// A device: prove it, to serve it on the proven path (deduplication
+		// over EXCHANGE_LIFETIME, block-wise transfers, no budget). The ping
+		// goes before an observation is armed, so before its first
+		// notification.
+		l.challenge(from, now)
+	}
 	switch {
 	case sent && res.after != nil:
 		res.after()
@@ -276,11 +285,6 @@ func (l *Listener) serveUnproven(r *pool.Message, from netip.AddrPort, mid uint1
 		}
 	case res.cancel != nil:
 		res.cancel()
-	}
-	if res.served {
-		// A device: prove it, to give it a connection (deduplication over
-		// EXCHANGE_LIFETIME, block-wise transfers, no budget).
-		l.challenge(from, now)
 	}
 	if sent || b == nil {
 		l.ctr.response(r.Code(), res.code)
@@ -330,14 +334,20 @@ func (l *Listener) sweepObservers(now time.Time) {
 		}
 		l.mu.Lock()
 		delete(l.pendingObs, o)
+		if len(l.pendingObs) == 0 {
+			l.pendingObs = map[*observation]pendingObserver{} // let a burst's table go
+		}
 		l.mu.Unlock()
 	}
 }
 
 // encodeAnswer encodes the answer res to r: piggybacked on the ACK of a
-// Confirmable request, Non-confirmable otherwise (RFC 7252 §5.2). It returns
-// nil when r asked for no response of this class (RFC 7967): then a
-// Confirmable request gets an empty ACK.
+// Confirmable request, Non-confirmable otherwise (RFC 7252 §5.2), numbered
+// in its device's sequence when it has one. A payload above one block goes
+// as its first block (Block2 and Size2, RFC 7959 §2.4): the client asks for
+// the rest with Block2, which a go-coap connection serves. It returns nil
+// when r asked for no response of this class (RFC 7967): then a Confirmable
+// request gets an empty ACK.
 func (l *Listener) encodeAnswer(r *pool.Message, res response) ([]byte, error) {
 	if nr, err := r.GetOptionUint32(message.NoResponse); err == nil && noresponse.IsNoResponseCode(res.code, nr) != nil {
 		if r.Type() == message.Confirmable {
@@ -349,7 +359,20 @@ func (l *Listener) encodeAnswer(r *pool.Message, res response) ([]byte, error) {
 	}
 	m := l.replyTo(r, res.code)
 	defer l.pool.ReleaseMessage(m)
-	res.apply(m)
+	if r.Type() != message.Confirmable && res.dev != nil {
+		m.SetMessageID(int32(res.dev.nextMID()))
+	}
+	if len(res.payload) > blockSize {
+		first := res
+		first.payload = res.payload[:blockSize]
+		first.apply(m)
+		if v, err := blockwise.EncodeBlockOption(blockwise.SZX1024, 0, true); err == nil {
+			m.SetOptionUint32(message.Block2, v)
+		}
+		m.SetOptionUint32(message.Size2, uint32(len(res.payload)))
+	} else {
+		res.apply(m)
+	}
 	b, err := m.MarshalWithEncoder(coder.DefaultCoder)
 	// b is m's buffer, which the pool hands out again once m is released.
 	return bytes.Clone(b), err
@@ -432,7 +455,7 @@ func (l *Listener) sendTo(addr netip.AddrPort, b []byte) error {
 }
 
 // carryOver gives a source's new connection the requests answered on the
-// unproven path, so that a late copy of any of them gets the same answer
+// unproven and proven paths, so that a late copy of any of them gets the same answer
 // instead of a second processing, for EXCHANGE_LIFETIME (RFC 7252 §4.8.2).
 func (l *Listener) carryOver(p *peer, from netip.AddrPort) {
 	st := stateOf(p.cc)
@@ -451,66 +474,30 @@ func (l *Listener) carryOver(p *peer, from netip.AddrPort) {
 			}
 			st.prior = append(st.prior, pr)
 		}
-		st.priorUntil = now.Add(exchangeLifetime)
 	})
+	// And those it was answered since, without a connection (fast.go).
+	l.fastMu.Lock()
+	if fp := l.fast[from]; fp != nil {
+		for _, e := range fp.recent {
+			if e.state != midNone {
+				st.prior = append(st.prior, priorRequest{mid: e.mid, resp: e.resp})
+			}
+		}
+	}
+	l.fastMu.Unlock()
+	st.priorUntil = now.Add(exchangeLifetime)
 }
 
-// proofWaiter wakes the pumps waiting for an address to prove itself.
-type proofWaiter struct {
-	ch chan struct{} // closed once the address is proven
-	n  int           // pumps waiting
-}
-
-// prove records that addr proved it receives, and wakes whoever waits for it.
+// prove records that addr proved it receives, and ends the waits of the
+// notifications held for it (notify.go).
 func (l *Listener) prove(addr netip.AddrPort, now time.Time) {
 	l.sources.Prove(addr, now)
 	l.provenSave(addr)
 	l.proofMu.Lock()
-	if w := l.proofWait[addr]; w != nil {
-		close(w.ch)
-		delete(l.proofWait, addr)
-	}
+	ws := l.proofWait[addr]
+	delete(l.proofWait, addr)
 	l.proofMu.Unlock()
-}
-
-// awaitProof waits until addr is proven, challenging it with pings (backing off
-// like a Confirmable message, RFC 7252 §4.2) until MaxRetransmit of them went
-// unanswered; false then, or when the listener closes.
-func (l *Listener) awaitProof(addr netip.AddrPort) bool {
-	l.proofMu.Lock()
-	w := l.proofWait[addr]
-	if w == nil {
-		w = &proofWaiter{ch: make(chan struct{})}
-		l.proofWait[addr] = w
-	}
-	w.n++
-	l.proofMu.Unlock()
-	defer func() {
-		l.proofMu.Lock()
-		if w.n--; w.n == 0 && l.proofWait[addr] == w {
-			delete(l.proofWait, addr)
-		}
-		l.proofMu.Unlock()
-	}()
-	timeout := l.opts.AckTimeout
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for n := 0; ; n++ {
-		if l.sources.IsProven(addr, l.env.Now()) {
-			return true
-		}
-		l.challenge(addr, l.env.Now())
-		select {
-		case <-w.ch:
-			return true
-		case <-l.ctx.Done():
-			return false
-		case <-t.C:
-		}
-		if n >= l.opts.MaxRetransmit {
-			return l.sources.IsProven(addr, l.env.Now())
-		}
-		timeout *= 2
-		t.Reset(timeout)
+	for _, p := range ws {
+		l.proven(p)
 	}
 }

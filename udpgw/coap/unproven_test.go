@@ -224,7 +224,8 @@ func TestPingProvesObserver(t *testing.T) {
 // TestRetransmissionAcrossProof: a Confirmable publish answered before its
 // source proved itself and retransmitted after (its ACK was lost) gets the
 // same answer and is published once (RFC 7252 §4.5), as is a duplicate
-// before the proof.
+// before the proof; the proven source is served without a go-coap
+// connection.
 func TestRetransmissionAcrossProof(t *testing.T) {
 	tl := startListener(t, udpgw.Env{}, Options{})
 	p := newRawPeer(t, tl.addr)
@@ -257,7 +258,7 @@ func TestRetransmissionAcrossProof(t *testing.T) {
 	answers(1)
 	p.send([]byte{0x70, 0x00, byte(ping.MessageID() >> 8), byte(ping.MessageID())})
 	waitFor(t, 5*time.Second, "proof", func() bool { return tl.counter("mqttgw_sources_proven_total") == 1 })
-	p.send(b) // the retransmission, now on a connection
+	p.send(b) // the retransmission, now on the proven path
 	answers(1)
 	if n := len(tl.broker.published()); n != 1 {
 		t.Errorf("%d publishes, want 1 (no duplicate)", n)
@@ -265,8 +266,11 @@ func TestRetransmissionAcrossProof(t *testing.T) {
 	tl.peersMu.Lock()
 	peers := len(tl.peers)
 	tl.peersMu.Unlock()
-	if peers != 1 {
-		t.Errorf("%d connections after the proof, want 1", peers)
+	tl.fastMu.Lock()
+	fast := len(tl.fast)
+	tl.fastMu.Unlock()
+	if peers != 0 || fast != 1 {
+		t.Errorf("%d go-coap connections and %d proven peers after the proof, want 0 and 1", peers, fast)
 	}
 }
 
