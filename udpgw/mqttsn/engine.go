@@ -493,8 +493,14 @@ func (e *Engine) put(ob *outbox, p session.Peer, m mqttsn.Message, budget bool) 
 }
 
 // flush writes the outbox's datagrams, in order, and recycles it. A failed
-// write is like a lost datagram: retransmission or the client recovers.
+// write is like a lost datagram: retransmission or the client recovers. On
+// plain UDP they leave together, with the outboxes flushed at the same time
+// (udpTransport.writeOut); over DTLS one by one.
 func (e *Engine) flush(ob *outbox) {
+	if u, ok := e.tr.(*udpTransport); ok {
+		u.writeOut(e, ob.buf, ob.items)
+		ob.items = ob.items[:0]
+	}
 	for _, it := range ob.items {
 		if err := e.tr.writeTo(ob.buf[it.start:it.end], it.to); err != nil && !udpgw.IsClosed(err) {
 			if ce := e.log.Check(zap.DebugLevel, "write failed"); ce != nil {

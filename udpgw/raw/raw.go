@@ -4,6 +4,8 @@
 // NAT pinhole the device opened lets the answer in.
 //
 // Serve runs one reader goroutine (the caller's) and starts none; Close stops it.
+// It reads up to a batch of datagrams with one system call (recvmmsg on Linux,
+// udpgw.BatchReader) and hands them to the handler one by one, in order.
 // The handler is called synchronously on the reader goroutine and must not block:
 // the gateway's handler maps the datagram (pure, sub-microsecond) and queues the
 // publishes.
@@ -114,24 +116,28 @@ func (l *Listener) Send(to netip.AddrPort, b []byte) error {
 func (l *Listener) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
-	// One byte more than the limit tells an oversize datagram from one that fits.
-	buf := make([]byte, l.o.MaxPacket+1)
+	// One byte more than the limit tells an oversize datagram from one that
+	// fits. Up to a batch of datagrams a read (recvmmsg on Linux), handed to
+	// the handler one by one.
+	size := l.o.MaxPacket + 1
+	br := udpgw.NewBatchReader(l.conn, udpgw.BatchReaderSize(size), size)
 	for {
-		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
+		ds, err := br.Read()
 		if err != nil {
 			if udpgw.IsClosed(err) || ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("raw: %s: read: %w", l.env.Name, err)
 		}
-		if n > l.o.MaxPacket {
-			l.tooLarge.Inc()
-			continue
+		now := l.env.Now() // one clock reading a batch: they were read together
+		for _, d := range ds {
+			if len(d.B) > l.o.MaxPacket {
+				l.tooLarge.Inc()
+				continue
+			}
+			l.sources.Received(d.Addr, len(d.B), now, nil) // before the handler, which may answer
+			l.o.Handle(udpgw.Uplink{Listener: l.env.Name, From: d.Addr, Payload: d.B, Received: now})
 		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		now := l.env.Now()
-		l.sources.Received(from, n, now, nil) // before the handler, which may answer
-		l.o.Handle(udpgw.Uplink{Listener: l.env.Name, From: from, Payload: buf[:n], Received: now})
 	}
 }
 

@@ -170,3 +170,139 @@ func TestReadBufferAndKernelDrops(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling: let loopback deliver
 	}
 }
+
+// TestBurstInOrder: a burst waiting before Serve reads (so that one read
+// takes many) is handled datagram by datagram, in order, each with its own
+// payload and its sender's address, IPv4 unmapped on a dual-stack socket;
+// the oversize ones among them are dropped and counted.
+func TestBurstInOrder(t *testing.T) {
+	m := metrics.New()
+	type got struct {
+		from    netip.AddrPort
+		payload string
+	}
+	var seen []got
+	done := make(chan struct{})
+	const each = 40 // per peer, every fifth too long
+	l, err := New(udpgw.Env{Name: "t", Metrics: m}, Options{Bind: ":0", MaxPacket: 8, Handle: func(u udpgw.Uplink) {
+		seen = append(seen, got{u.From, string(u.Payload)})
+		if len(seen) == 2*(each-each/5) {
+			close(done)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.UDPAddr).Port
+	var peers []*net.UDPConn
+	for range 2 {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		peers = append(peers, c)
+	}
+	for i := range each {
+		for k, c := range peers {
+			b := []byte{byte('a' + k), byte('0' + i/10), byte('0' + i%10)}
+			if i%5 == 4 {
+				b = append(b, "-too-long"...)
+			}
+			if _, err := c.WriteToUDP(b, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error)
+	go func() { served <- l.Serve(ctx) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("handled %d datagrams, want %d", len(seen), 2*(each-each/5))
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	next := [2]int{}
+	for _, g := range seen {
+		k := int(g.payload[0] - 'a')
+		if k < 0 || k > 1 || g.from != peers[k].LocalAddr().(*net.UDPAddr).AddrPort() {
+			t.Fatalf("%q from %s: not from its peer %v (unmapped)", g.payload, g.from, peers[min(max(k, 0), 1)].LocalAddr())
+		}
+		if next[k]%5 == 4 {
+			next[k]++ // the oversize one
+		}
+		if want := string([]byte{byte('a' + k), byte('0' + next[k]/10), byte('0' + next[k]%10)}); g.payload != want {
+			t.Errorf("peer %d: %q, want %q", k, g.payload, want)
+		}
+		next[k]++
+	}
+	if v := m.Get("mqttgw_datagrams_dropped_total", "listener", "t", "reason", "too_large"); v != 2*each/5 {
+		t.Errorf("too_large counted %v, want %d", v, 2*each/5)
+	}
+}
+
+// BenchmarkServe measures the listener's reading, from the socket to a
+// handler that only counts: 4 senders, each with at most 16 datagrams in
+// flight.
+func BenchmarkServe(b *testing.B) {
+	const senders, window = 4, 16
+	wins := make([]chan struct{}, senders)
+	for i := range wins {
+		wins[i] = make(chan struct{}, window)
+	}
+	l, err := New(udpgw.Env{Name: "t", Metrics: metrics.New()}, Options{Bind: "127.0.0.1:0", MaxPacket: 1024, Handle: func(u udpgw.Uplink) {
+		select {
+		case <-wins[u.Payload[0]]:
+		default:
+		}
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error)
+	go func() { served <- l.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-served
+	}()
+	per := b.N/senders + 1
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := make(chan struct{})
+	for k := range senders {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			c, err := net.DialUDP("udp", nil, l.Addr().(*net.UDPAddr))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			defer c.Close()
+			msg := make([]byte, 40)
+			msg[0] = byte(k)
+			t := time.NewTimer(time.Second)
+			for range per {
+				select {
+				case wins[k] <- struct{}{}:
+				default:
+					t.Reset(time.Second)
+					select {
+					case wins[k] <- struct{}{}:
+					case <-t.C: // lost: its place is taken over
+					}
+				}
+				c.Write(msg)
+			}
+		}()
+	}
+	for range senders {
+		<-done
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(per*senders)/b.Elapsed().Seconds(), "datagrams/s")
+}
