@@ -40,10 +40,13 @@ func (g *Gateway) newCoAPListener(lc config.Listener) (udpgw.Listener, error) {
 		PublishTimeout: g.cfg.Upstream.PublishTimeout.D() + g.cfg.Upstream.ConnectTimeout.D(),
 		DrainTimeout:   g.cfg.Gateway.DrainTimeout.D(),
 	}
-	if g.keeper() != nil && !lc.IsTransparent() {
+	if g.store != nil && !lc.IsTransparent() {
 		// Observations survive a restart (udpgw/coap/persist.go), their
-		// devices' sessions with them (sessionstore.go); not in a fleet yet.
+		// devices' sessions with them (sessionstore.go). In a fleet the
+		// records are shared: each instance restores those of the devices
+		// it owns (fleetsessions.go), and leaves the others'.
 		opts.State = g.store.State()
+		opts.Shared = g.fleetStore() != nil
 	}
 	if a.PasswordFile != "" {
 		opts.CheckPassword = g.auth.checkPassword

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mqttgw/mqttgw/internal/mosquittotest"
 )
 
 // TestCoAPRestartKeepsObservationAndSession: with [store] dir, a CoAP
@@ -15,11 +17,29 @@ import (
 // (no second birth, its first contact unchanged).
 func TestCoAPRestartKeepsObservationAndSession(t *testing.T) {
 	b := startMosquitto(t, false)
+	coapRestartKeeps(t, b, fmt.Sprintf("[store]\ndir = %q\n", t.TempDir()))
+}
+
+// TestFleetCoAPRestartKeepsObservation: the same with [cluster] (issue 13):
+// the session and the observation are in the fleet's JetStream, and the
+// instance started again under the same id restores those of the devices
+// it owns.
+func TestFleetCoAPRestartKeepsObservation(t *testing.T) {
+	env := startFleetEnv(t)
+	urls := make([]string, 0, 3)
+	for _, u := range env.nats.URLs() {
+		urls = append(urls, fmt.Sprintf("%q", u))
+	}
+	coapRestartKeeps(t, env.b, fmt.Sprintf("[cluster]\nnats = [%s]\nname = %q\nreplicas = 3\nowner_lease = \"2s\"\n",
+		strings.Join(urls, ", "), env.name))
+}
+
+// coapRestartKeeps is the restart test on broker b with storage, the
+// config's [store] or [cluster] section.
+func coapRestartKeeps(t *testing.T, b *mosquittotest.Broker, storage string) {
 	status := b.Subscribe(t, reader("devices/#"))
 	port := udpPort(t)
-	cfg := upstreamTOML(b) + fmt.Sprintf(`
-[store]
-dir = %q
+	cfg := upstreamTOML(b) + storage + fmt.Sprintf(`
 [[listener]]
 name = "coap"
 type = "coap"
@@ -30,7 +50,7 @@ match = "cdev*"
 keepalive = "1h"
 will  = { topic = "devices/{device}/status", payload = "offline", qos = 1 }
 birth = { topic = "devices/{device}/status", payload = "online", qos = 1 }
-`, t.TempDir(), port)
+`, port)
 	url := fmt.Sprintf("coap://127.0.0.1:%d/ps/rs/t?c=cdev1", port)
 	env := &coapEnv{b: b, g: startGateway(t, cfg)}
 	obs := observe(t, 60, url)
@@ -47,8 +67,28 @@ birth = { topic = "devices/{device}/status", payload = "online", qos = 1 }
 	}
 	// Its subscription is made again at start and once more by the broker
 	// connection: publish until libcoap prints one.
+	t.Cleanup(func() {
+		if t.Failed() {
+			var m strings.Builder
+			_ = env.g.Metrics().WriteText(&m)
+			var coap []string
+			for line := range strings.Lines(m.String()) {
+				if strings.HasPrefix(line, "mqttgw_coap_") {
+					coap = append(coap, strings.TrimSpace(line))
+				}
+			}
+			t.Logf("coap-client's output: %q; the gateway's CoAP counters:\n%s", obs.output(), strings.Join(coap, "\n"))
+		}
+	})
+	// One publish per 300 ms, not per poll: notifications still queued
+	// when the PUT below moves the device's address would go to the PUT's
+	// client instead (they follow the device).
+	var published time.Time
 	waitFor(t, 15*time.Second, "a notification after the restart", func() bool {
-		env.mqttPub(t, "rs/t", "m2;", false)
+		if time.Since(published) > 300*time.Millisecond {
+			env.mqttPub(t, "rs/t", "m2;", false)
+			published = time.Now()
+		}
 		return strings.Contains(obs.output(), "m2;")
 	})
 	if out := coapClient(t, "-m", "put", "-e", "1", fmt.Sprintf("coap://127.0.0.1:%d/ps/rs/other?c=cdev1", port)); out != "" {

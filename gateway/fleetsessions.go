@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -80,7 +81,13 @@ import (
 //
 // # At start
 //
-// Nothing is restored: the records are the fleet's, and a device's next
+// The records are the fleet's: only the live sessions whose owner key names
+// this instance are restored (restoreOwned), those of its own run before a
+// restart under the same id (kill -9, or a stop within the lease), as on one
+// machine: no birth, and the CoAP engine then restores their observations
+// (udpgw/coap persist.go, Options.Shared), which a device's next datagram
+// could not bring back. A record of this instance whose keepalive ran out is
+// left to the scan for orphans (its will). Every other device's next
 // datagram continues its session wherever it lands.
 
 // maxSessionLoads bounds the loader goroutines at once. A take is a write:
@@ -101,6 +108,7 @@ type sessionOwners interface {
 	Alive(instance string) (bool, error)
 	ApplyOwned(ctx context.Context, ops []store.Op, revs []uint64) (lost []int, err error)
 	WatchOwners(fn func(key, instance string, rev uint64)) (stop func(), err error)
+	RangeOwners(fn func(key, instance string, rev uint64) bool) error
 }
 
 // fleetKeeper is the keeper's fleet side (nil without [cluster]). Its maps are
@@ -204,6 +212,46 @@ func (f *fleetKeeper) addListener(name string, keepalive time.Duration) error {
 		return err
 	}
 	f.stop = stop
+	return nil
+}
+
+// restoreOwned puts back, before listener serves, the live sessions of its
+// devices that this instance owns (see "At start"). It reads the owner keys
+// once, then each owned device's record.
+func (f *fleetKeeper) restoreOwned(listener string) error {
+	type owned struct {
+		key session.Key
+		rev uint64
+	}
+	var mine []owned
+	err := f.owners.RangeOwners(func(rk, instance string, rev uint64) bool {
+		if d, ok := strings.CutPrefix(rk, listener+"\x00"); ok && instance == f.me {
+			mine = append(mine, owned{session.Key{Listener: listener, Device: d}, rev})
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("this instance's device sessions: %w", err)
+	}
+	now, restored := time.Now(), 0
+	for _, o := range mine {
+		r, err := f.read(recordKey(o.key), o.key.Device)
+		if err != nil {
+			return fmt.Errorf("this instance's device sessions: %w", err)
+		}
+		if r == nil || !recordLive(r, f.keepalive(o.key), now) {
+			continue // none, or lost meanwhile: the scan for orphans publishes its will
+		}
+		f.k.mu.Lock()
+		f.owned[o.key] = o.rev
+		f.k.mu.Unlock()
+		if f.k.g.sessions.Restore(o.key, r.Saved) != nil { // its class: the Restored hook
+			restored++
+		}
+	}
+	if restored > 0 {
+		f.k.log.Info("device sessions of this instance restored", zapListener(listener), zap.Int("sessions", restored))
+	}
 	return nil
 }
 

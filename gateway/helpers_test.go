@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/mqttgw/mqttgw/config"
@@ -42,7 +44,7 @@ func newGateway(t *testing.T, cfgText string) *Gateway {
 	if errs := ps.Errors(); len(errs) > 0 {
 		t.Fatalf("config:\n%v", errs)
 	}
-	g, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	g, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(testLogLevel)))
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
@@ -147,3 +149,12 @@ func liveSessions(g *Gateway) int {
 	})
 	return n
 }
+
+// testLogLevel is the test gateways' log level: MQTTGW_TEST_DEBUG=1 for
+// debug lines.
+var testLogLevel = func() zapcore.Level {
+	if os.Getenv("MQTTGW_TEST_DEBUG") == "1" {
+		return zap.DebugLevel
+	}
+	return zap.InfoLevel
+}()

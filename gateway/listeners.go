@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
@@ -38,8 +40,9 @@ func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
 	}
 	// With a store, the synthetic sessions of CoAP and plain-UDP devices
 	// survive a restart (sessionstore.go): restored here, before anything is
-	// served. In a fleet they are the fleet's (fleetsessions.go): nothing is
-	// restored, and the devices' owner keys are watched from here on.
+	// served. In a fleet they are the fleet's (fleetsessions.go): only this
+	// instance's own are restored, and the devices' owner keys are watched
+	// from here on.
 	k := g.sessionsKeeper()
 	if k != nil && keepsSessions(lc) {
 		sl.Saver = k
@@ -48,7 +51,14 @@ func (g *Gateway) newListener(lc config.Listener) (udpgw.Listener, error) {
 	if sl.Saver != nil {
 		var err error
 		if k.fl != nil {
-			if err = k.fl.addListener(lc.Name, sl.Keepalive); err != nil {
+			if err = k.fl.addListener(lc.Name, sl.Keepalive); err == nil {
+				if rerr := k.fl.restoreOwned(lc.Name); rerr != nil {
+					// Not fatal: the devices' next datagrams load their
+					// sessions (their observations are lost).
+					g.log.Warn("fleet: this instance's device sessions not restored", zapListener(lc.Name), zap.Error(rerr))
+				}
+			}
+			if err != nil {
 				err = fmt.Errorf("gateway: listener %q: %w", lc.Name, err)
 			}
 		} else {

@@ -18,6 +18,10 @@ import (
 // the fleet ever served (~100k), so RangeOwners reads them as one stream of
 // messages, not one request per key as State.Range does.
 
+// rangeOwnersAttempts bounds the passes of one RangeOwners whose consumer
+// stalls.
+const rangeOwnersAttempts = 3
+
 // rangeOwnersBatch is how many owner messages the pass asks JetStream for at
 // a time: a few hundred octets each, so a batch stays well below a megabyte.
 const rangeOwnersBatch = 1024
@@ -51,7 +55,19 @@ type ownerEntry struct {
 // keys are held in memory until fn is called (~100 octets each); 100 000
 // take about a second.
 func (s *Store) RangeOwners(fn func(key, instance string, rev uint64) bool) error {
-	owners, err := s.listOwners()
+	var (
+		owners map[string]ownerEntry
+		err    error
+	)
+	for attempt := 1; ; attempt++ {
+		owners, err = s.listOwners()
+		// A pass whose consumer stops delivering for RequestTimeout (seen
+		// now and then right after a connection is made: nothing at all
+		// within 5 s) goes again with a new consumer, a few times.
+		if err == nil || !errors.Is(err, nats.ErrTimeout) || attempt == rangeOwnersAttempts {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("store: %s: range owners: %w", s.label, err)
 	}

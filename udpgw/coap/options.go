@@ -65,6 +65,10 @@ type Options struct {
 	// same token, at the device's address, with rising Observe numbers.
 	// Ignored in transparent mode. nil: they live in memory only.
 	State store.State
+	// Shared says State is a fleet's, shared with other gateway instances
+	// (issue 13): at start, a record whose device has no session here is
+	// another instance's, left alone, instead of an orphan to delete.
+	Shared bool
 	// DrainTimeout (10 s) bounds the last write of observation records when
 	// Serve ends.
 	DrainTimeout time.Duration

@@ -68,7 +68,8 @@ import (
 //
 // Serve reads the listener's records before it reads a datagram. An
 // observation whose device has no live session (never restored, or lost while
-// the gateway was down: its will went out) is deleted. The others are put back
+// the gateway was down: its will went out) is deleted, unless Options.Shared
+// (a fleet: it may be another instance's device, left alone). The others are put back
 // armed, with their subscription made again at the broker (on a goroutine, so
 // Serve does not wait for the broker; the broker's retained message on the
 // filter, sent for the new subscription, reaches the observer as it would
@@ -87,6 +88,11 @@ import (
 // Only aggregate listeners persist: in transparent mode the observation's
 // subscription lives on the device's own broker connection, which a restart
 // ends.
+
+// restoredBudget is the request size an observation restored on an address
+// not proven before the restart is credited with (udpgw.Sources budget:
+// Factor times it): room for a ping and a small notification.
+const restoredBudget = 64
 
 // seqWindow is how far above a committed record's sequence base the Observe
 // values may go before a newer record must be committed.
@@ -419,7 +425,7 @@ func (l *Listener) commit(ctx context.Context, batch []pendingWrite) bool {
 
 // restoreCounts are what restore found, for its log line.
 type restoreCounts struct {
-	restored, orphaned, overLimit, unreadable int
+	restored, orphaned, others, overLimit, unreadable int
 }
 
 // restore reads the listener's records and puts their observations back,
@@ -467,6 +473,10 @@ func (l *Listener) restore() error {
 		key := l.ps.key(r.Device, r.Token)
 		drop := func() { l.ps.mark(key, obsKey{device: r.Device, token: string(r.Token)}) } // nothing there: deleted
 		s := l.env.Sessions.Lookup(session.Key{Listener: l.env.Name, Device: r.Device})
+		if s == nil && l.opts.Shared {
+			n.others++ // a device another instance of the fleet serves
+			continue
+		}
 		if s == nil {
 			// Its session was not kept, or was lost while the gateway was
 			// down (its will is out): the observation ends with it.
@@ -505,15 +515,29 @@ func (l *Listener) restore() error {
 		if subscribed == 0 {
 			subs = append(subs, resub{d, r.Filter, r.QoS})
 		}
-		if r.Addr.IsValid() && r.Addr == s.Addr() && l.sources != nil {
+		switch {
+		case l.sources == nil: // coaps: the handshake proves
+		case r.Addr.IsValid() && r.Addr == s.Addr():
 			l.sources.Prove(r.Addr, now)
+		default:
+			// Not proven before the restart (its record has no address):
+			// it gets again what its registration brought, the budget of
+			// a small request, so that its first notification, which is
+			// Confirmable, can go and its ACK prove the address; and it
+			// is watched as a new registration is, ended if the address
+			// has not proven itself within UnprovenTTL. Without the
+			// budget nothing could ever go to it: an unproven source's
+			// budget comes from what it sends, and an observer sends
+			// nothing.
+			l.sources.Received(s.Addr(), restoredBudget, now, nil)
+			l.watchObserver(s.Addr(), d, o, now)
 		}
 		n.restored++
 	}
 	for _, s := range subs {
 		l.goStart(func() { l.resubscribe(s.d, s.filter, s.qos) })
 	}
-	l.log.Info("observations restored", zap.Int("restored", n.restored), zap.Int("device_gone", n.orphaned),
+	l.log.Info("observations restored", zap.Int("restored", n.restored), zap.Int("device_gone", n.orphaned), zap.Int("other_instances", n.others),
 		zap.Int("over_limits", n.overLimit), zap.Int("unreadable", n.unreadable))
 	return nil
 }
