@@ -17,6 +17,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/udp"
 
+	"github.com/mqttgw/mqttgw/internal/wait"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
@@ -155,7 +156,7 @@ func TestMeasureFanout(t *testing.T) {
 				time.Sleep(time.Until(start.Add(time.Duration(seq+1) * interval)))
 			}
 			want := observers * messages
-			_ = waitForQuiet(10*time.Second, func() bool { return received.Load() == int64(want) })
+			_ = wait.Until(10*time.Second, func() bool { return received.Load() == int64(want) })
 			wall := time.Since(start)
 			close(stop)
 			wg.Wait()
@@ -175,18 +176,6 @@ func TestMeasureFanout(t *testing.T) {
 			}
 		})
 	}
-}
-
-// waitForQuiet polls cond until it holds or bound passes.
-func waitForQuiet(bound time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return true
 }
 
 // TestMeasurePublishRate: peers devices (each proven) publish requests

@@ -10,6 +10,7 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 
+	"github.com/mqttgw/mqttgw/internal/wait"
 	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
@@ -140,10 +141,10 @@ func TestProvenDeviceMemory(t *testing.T) {
 			}
 			waitFor(t, 5*time.Second, "proofs", func() bool { return tl.counter("mqttgw_sources_proven_total") == n })
 			// Requests still being answered leave.
-			waitForQuiet(2*time.Second, func() bool { return runtime.NumGoroutine()-g0 < n/10 })
+			wait.Until(2*time.Second, func() bool { return runtime.NumGoroutine()-g0 < n/10 })
 			answered, g1 := heapAndStacks(), runtime.NumGoroutine()
 			tl.expireIdle(time.Now().Add(exchangeLifetime + time.Minute))
-			waitForQuiet(2*time.Second, func() bool { return runtime.NumGoroutine()-g0 < n/10 })
+			wait.Until(2*time.Second, func() bool { return runtime.NumGoroutine()-g0 < n/10 })
 			idle, g2 := heapAndStacks(), runtime.NumGoroutine()
 			per := func(after uint64) float64 { return float64(int64(after)-int64(before)) / n }
 			t.Logf("%s: answered %.0f bytes and %.2f goroutines per device; idle %.0f bytes and %.2f goroutines per device (heap + stacks, session included)",
