@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,25 +18,8 @@ const rawKeepalive = 2 * time.Second
 // returns it with the listener's address.
 func (f *fleet) startRaw(t *testing.T, id string) (*instance, string) {
 	t.Helper()
-	in := &instance{id: id, metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))}
 	rawAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))
-	cfgFile := filepath.Join(t.TempDir(), id+".toml")
-	writeTestFile(t, cfgFile, fmt.Sprintf(`
-[gateway]
-id = %q
-[upstream]
-url = %q
-username = "mqttgw"
-password = "gw-secret"
-reconnect_min = "100ms"
-reconnect_max = "300ms"
-[cluster]
-nats = [%s]
-name = %q
-replicas = 3
-owner_lease = "2s"
-[metrics]
-listen = %q
+	in := f.startWith(t, id, fmt.Sprintf(`
 [[listener]]
 name = "sensors"
 type = "udp"
@@ -59,8 +41,7 @@ match = "*"
 keepalive = %q
 will  = { topic = "devices/{device}/status", payload = "offline", qos = 1 }
 birth = { topic = "devices/{device}/status", payload = "online",  qos = 1 }
-`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.metrics, rawAddr, rawKeepalive))
-	in.run = startBinary(t, f.bin, "run", "--config", cfgFile)
+`, rawAddr, rawKeepalive))
 	in.run.waitLog(t, "listening")
 	in.run.waitLog(t, "connected to broker")
 	return in, rawAddr

@@ -50,7 +50,26 @@ type instance struct {
 // listens (not for the broker: a test may have stopped it).
 func (f *fleet) start(t *testing.T, id string) *instance {
 	t.Helper()
-	in := &instance{id: id, snAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp")), metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))}
+	snAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))
+	in := f.startWith(t, id, fmt.Sprintf(`
+[[listener]]
+name = "sn"
+type = "mqttsn"
+bind = %q
+[listener.mqttsn]
+retry_interval = "300ms"
+`, snAddr))
+	in.snAddr = snAddr
+	in.run.waitLog(t, "listening")
+	return in
+}
+
+// startWith runs instance id with the fleet's common config ([gateway],
+// [upstream], [cluster], [metrics]) and the TOML of its listeners, rules and
+// classes; it does not wait.
+func (f *fleet) startWith(t *testing.T, id, listeners string) *instance {
+	t.Helper()
+	in := &instance{id: id, metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))}
 	cfgFile := filepath.Join(t.TempDir(), id+".toml")
 	writeTestFile(t, cfgFile, fmt.Sprintf(`
 [gateway]
@@ -68,15 +87,8 @@ replicas = 3
 owner_lease = "2s"
 [metrics]
 listen = %q
-[[listener]]
-name = "sn"
-type = "mqttsn"
-bind = %q
-[listener.mqttsn]
-retry_interval = "300ms"
-`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.metrics, in.snAddr))
+`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.metrics)+listeners)
 	in.run = startBinary(t, f.bin, "run", "--config", cfgFile)
-	in.run.waitLog(t, "listening")
 	return in
 }
 
