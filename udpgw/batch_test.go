@@ -187,8 +187,7 @@ func TestBatchReadEnds(t *testing.T) {
 		_, err := r.Read()
 		done <- err
 	}()
-	time.Sleep(10 * time.Millisecond) // let it wait; it ends either way
-	c.Close()
+	c.Close() // whether Read is waiting yet or not, it must end
 	select {
 	case err := <-done:
 		if !IsClosed(err) {
