@@ -137,10 +137,7 @@ func (g *Gateway) handOn(ctx context.Context, chunk []store.Message) (done []uin
 	groups := map[string][]store.Message{}
 	var keys []string
 	for _, m := range chunk {
-		k := "\x00" + m.Topic
-		if m.Device != "" {
-			k = m.Listener + "\x00\x00" + m.Device
-		}
+		k := proxy.OrderKey(m.Listener, m.Device, m.Topic)
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
 		}

@@ -270,10 +270,7 @@ func (p *Proxy) appendSpooled(batch []Message) {
 	groups := map[string][]Message{}
 	var keys []string
 	for _, m := range batch {
-		k := "\x00" + m.Topic
-		if m.Device != "" {
-			k = m.Listener + "\x00\x00" + m.Device
-		}
+		k := OrderKey(m.Listener, m.Device, m.Topic)
 		if _, ok := groups[k]; !ok {
 			keys = append(keys, k)
 		}

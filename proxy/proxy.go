@@ -53,6 +53,16 @@ type Message struct {
 	Listener, Device string
 }
 
+// OrderKey is what a message keeps its order within: its device's messages
+// (Listener and Device), or without a Device its topic's. Messages of one key
+// are published one after the other; different keys may go in parallel.
+func OrderKey(listener, device, topic string) string {
+	if device != "" {
+		return listener + "\x00\x00" + device
+	}
+	return "\x00" + topic
+}
+
 // Options configure a Proxy; zero durations take the defaults below.
 type Options struct {
 	// URL is tcp://, ssl:// (tls://, mqtts://), ws://, wss:// or "embedded".
