@@ -133,6 +133,10 @@ type fleetKeeper struct {
 	lastLog  time.Time                  // of a failed take: at most one line a second
 	wg       sync.WaitGroup             // loaders
 	stop     func()                     // ends the watch of the owner keys
+	// mine are the device keys this instance owned at start, by listener:
+	// restoreOwned's one read of the owner keys, for New only (start
+	// drops it).
+	mine map[string][]ownedKey
 	// running is set by the keeper's start, once New made every listener:
 	// the watch, which starts in New, ignores the owner keys until then
 	// (nothing is held here yet) rather than read keepalives while New
@@ -219,22 +223,22 @@ func (f *fleetKeeper) addListener(name string, keepalive time.Duration) error {
 // devices that this instance owns (see "At start"). It reads the owner keys
 // once, then each owned device's record.
 func (f *fleetKeeper) restoreOwned(listener string) error {
-	type owned struct {
-		key session.Key
-		rev uint64
-	}
-	var mine []owned
-	err := f.owners.RangeOwners(func(rk, instance string, rev uint64) bool {
-		if d, ok := strings.CutPrefix(rk, listener+"\x00"); ok && instance == f.me {
-			mine = append(mine, owned{session.Key{Listener: listener, Device: d}, rev})
+	if f.mine == nil {
+		// One pass for every listener New makes; start drops it.
+		f.mine = map[string][]ownedKey{}
+		err := f.owners.RangeOwners(func(rk, instance string, rev uint64) bool {
+			if l, d, ok := strings.Cut(rk, "\x00"); ok && instance == f.me {
+				f.mine[l] = append(f.mine[l], ownedKey{session.Key{Listener: l, Device: d}, rev})
+			}
+			return true
+		})
+		if err != nil {
+			f.mine = nil // the next listener tries again
+			return fmt.Errorf("this instance's device sessions: %w", err)
 		}
-		return true
-	})
-	if err != nil {
-		return fmt.Errorf("this instance's device sessions: %w", err)
 	}
 	now, restored := time.Now(), 0
-	for _, o := range mine {
+	for _, o := range f.mine[listener] {
 		r, err := f.read(recordKey(o.key), o.key.Device)
 		if err != nil {
 			return fmt.Errorf("this instance's device sessions: %w", err)
@@ -253,6 +257,12 @@ func (f *fleetKeeper) restoreOwned(listener string) error {
 		f.k.log.Info("device sessions of this instance restored", zapListener(listener), zap.Int("sessions", restored))
 	}
 	return nil
+}
+
+// ownedKey is a device key this instance owned at start, at rev.
+type ownedKey struct {
+	key session.Key
+	rev uint64
 }
 
 // keeps reports whether key's session is a fleet session kept here.

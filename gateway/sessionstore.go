@@ -188,6 +188,7 @@ func (k *sessionKeeper) start() {
 	}
 	k.stop, k.done = make(chan struct{}), make(chan struct{})
 	if k.fl != nil {
+		k.fl.mine = nil // New's, done with
 		k.fl.running.Store(true)
 	}
 	go k.run()
