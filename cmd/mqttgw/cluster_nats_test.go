@@ -31,7 +31,12 @@ func TestClusterNATSNodeKilled(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	c, _ := snClient(t, a.snAddr, "sess1")
+	// A JetStream stream whose leader was on the killed node takes a new
+	// leader's election (4 to 9 s in nats-server, more under -race) before it
+	// stores anything: the client's retries (Tretry × Nretry, MQTT-SN 1.2
+	// §6.13) must span it, as a real client's 10–15 s × 3–5 do.
+	slow := mqttsn.ClientOptions{ClientID: "sess1", Keepalive: time.Minute, RetryInterval: time.Second, MaxRetries: 30}
+	c, _ := snClientWith(t, a.snAddr, slow)
 	id1, err := c.Register(ctx, "fleet/sess1/one")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +65,7 @@ func TestClusterNATSNodeKilled(t *testing.T) {
 	}
 	c.Close()
 
-	c, got := snClient(t, b.snAddr, "sess1")
+	c, got := snClientWith(t, b.snAddr, slow)
 	for i, id := range []uint16{id1, id2} {
 		if err := c.PublishID(ctx, mqttsn.TopicNormal, id, 1, false, fmt.Appendf(nil, "via B %d", i)); err != nil {
 			t.Fatalf("PUBLISH at B on topic id %d registered at A: %v, want PUBACK accepted", id, err)

@@ -146,15 +146,17 @@ func snClient(t *testing.T, addr, id string) (*mqttsn.Client, <-chan string) {
 	return snClientWith(t, addr, mqttsn.ClientOptions{ClientID: id, Keepalive: time.Minute})
 }
 
-// snClientWith is snClient with o (ClientID, Keepalive, Will); retries and
-// OnMessage are set here.
+// snClientWith is snClient with o (ClientID, Keepalive, Will, and retries:
+// 300 ms × 20 unless set); OnMessage is set here.
 func snClientWith(t *testing.T, addr string, o mqttsn.ClientOptions) (*mqttsn.Client, <-chan string) {
 	t.Helper()
 	id := o.ClientID
 	got := make(chan string, 100)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	if o.RetryInterval == 0 {
+		o.RetryInterval, o.MaxRetries = 300*time.Millisecond, 20
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(15*time.Second, time.Duration(o.MaxRetries+1)*o.RetryInterval))
 	defer cancel()
-	o.RetryInterval, o.MaxRetries = 300*time.Millisecond, 20
 	c, err := mqttsn.Dial(ctx, addr, mqttsn.ClientOptions{ClientID: id, Keepalive: o.Keepalive, Will: o.Will, RetryInterval: o.RetryInterval, MaxRetries: o.MaxRetries,
 		OnMessage: func(topic string, _ uint16, _ mqttsn.TopicIDType, m *mqttsn.Publish) {
 			select {

@@ -420,8 +420,10 @@ func (l *Listener) answerUnproven(to netip.AddrPort, r *pool.Message, res respon
 // a client that does not know Echo.
 func (l *Listener) needProof(to netip.AddrPort, r *pool.Message, now time.Time) {
 	opt := message.Option{ID: message.Echo, Value: l.echo.value(to, now)}
-	l.answerUnproven(to, r, response{code: codes.Unauthorized, observe: -1, maxAge: -1}, opt)
+	// Counted before it leaves: the client may repeat the request, and be
+	// served, before this goroutine runs again.
 	l.ctr.echoSent.Inc()
+	l.answerUnproven(to, r, response{code: codes.Unauthorized, observe: -1, maxAge: -1}, opt)
 	l.challenge(to, now)
 }
 
