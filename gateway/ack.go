@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mqttgw/mqttgw/mapping"
+	"github.com/mqttgw/mqttgw/session"
 )
 
 // maxAcksInFlight bounds the acknowledged datagrams waiting for the broker at
@@ -74,6 +75,7 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 		return
 	}
 	msgs := append([]mapping.Message(nil), res.Publishes...)
+	device := res.Device
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -81,7 +83,11 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 		u := a.g.cfg.Upstream
 		ctx, cancel := context.WithTimeout(context.Background(), u.PublishTimeout.D()+u.ConnectTimeout.D())
 		defer cancel()
-		if err := a.g.publishAll(ctx, msgs); err != nil {
+		err := a.g.fences.wait(ctx, session.Key{Listener: listener, Device: device})
+		if err == nil {
+			err = a.g.publishAll(ctx, msgs)
+		}
+		if err != nil {
 			a.n.inc(listener, "failed")
 			a.forget(key)
 			if ce := a.g.log.Check(zap.DebugLevel, "datagram not acknowledged: broker did not take it"); ce != nil {

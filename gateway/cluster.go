@@ -1,6 +1,10 @@
 package gateway
 
 import (
+	"context"
+	"strings"
+
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/store/natsstore"
 	"github.com/mqttgw/mqttgw/udpgw/mqttsn"
 )
@@ -18,7 +22,7 @@ func (g *Gateway) fleetStore() *natsstore.Store {
 // for a fleet.
 func (g *Gateway) owners() mqttsn.Owners {
 	if st := g.fleetStore(); st != nil {
-		return st
+		return fencedOwners{st, g.fences}
 	}
 	return nil
 }
@@ -27,7 +31,38 @@ func (g *Gateway) owners() mqttsn.Owners {
 // devices (fleetsessions.go).
 func (g *Gateway) sessionOwners() sessionOwners {
 	if st := g.fleetStore(); st != nil {
-		return st
+		return fencedOwners{st, g.fences}
 	}
 	return nil
+}
+
+// fencedOwners is the fleet's store as the engines' Owners: a device taken
+// from another instance, or adopted from a dead one, is fenced until that
+// instance's queue has let go of what the device left there (fence.go).
+type fencedOwners struct {
+	*natsstore.Store
+	f *fences
+}
+
+func (o fencedOwners) Take(ctx context.Context, key string) (rev uint64, prev string, err error) {
+	rev, prev, err = o.Store.Take(ctx, key)
+	o.f.moved(sessionKeyOf(key), prev, err)
+	return rev, prev, err
+}
+
+func (o fencedOwners) TakeFrom(ctx context.Context, key string, rev uint64) (newRev uint64, ok bool, err error) {
+	// The instance it is taken from, read first: TakeFrom succeeds only if
+	// the owner key is still at rev, so an owner read at rev is the one.
+	prev, prevRev, perr := o.Owner(key)
+	newRev, ok, err = o.Store.TakeFrom(ctx, key, rev)
+	if ok && perr == nil && prevRev == rev {
+		o.f.moved(sessionKeyOf(key), prev, nil)
+	}
+	return newRev, ok, err
+}
+
+// sessionKeyOf is the session key of a device's record key (recordKey).
+func sessionKeyOf(recordKey string) session.Key {
+	listener, device, _ := strings.Cut(recordKey, "\x00")
+	return session.Key{Listener: listener, Device: device}
 }

@@ -28,8 +28,7 @@ import (
 // not continued in that chunk, and the drain stops after the chunk and starts
 // again at the orphan's first message at the next look, so its later messages
 // never overtake it. A device that moved to another instance before the drain
-// began may publish there first: its new messages can overtake those the dead
-// instance still held.
+// began waits there until the drain has taken what it left (fence.go).
 //
 // The drain stops when the orphan's instance is back (its Open waits for the
 // claim to be released), when the claim is lost, and at shutdown.

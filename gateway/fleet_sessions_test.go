@@ -280,3 +280,57 @@ func TestFleetSessionsFencedLetGo(t *testing.T) {
 		t.Errorf("A deleted %v records after it let k1 go; want 0", v)
 	}
 }
+
+// TestFleetMovedDeviceWaits: with the broker away, instance A holds a
+// plain-UDP device's QoS 1 publishes in its JetStream queue. The device moves
+// to B (A alive) and publishes more: B parks them until A's queue has let go
+// of what the device left there (fence.go). When the broker is back, every
+// message reaches a persistent subscriber in the device's order.
+func TestFleetMovedDeviceWaits(t *testing.T) {
+	env := startFleetEnv(t)
+	watch := mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1,
+		Topics: []string{"json/k1/temp"}, ClientID: "watch-moved", CleanSession: false}
+	env.b.Subscribe(t, watch).Close()
+	ga, gb := env.gateway(t, "gwA"), env.gateway(t, "gwB")
+	env.b.Stop()
+	waitFor(t, 10*time.Second, "both instances see the broker gone", func() bool {
+		return !ga.Proxy().Connected() && !gb.Proxy().Connected()
+	})
+
+	const per = 10
+	var want []string
+	devA := newUDPDevice(t, ga.Gateway, "sensors")
+	for i := range per {
+		devA.send(fmt.Sprintf(`{"id":"k1","temp":%d}`, i))
+		want = append(want, fmt.Sprint(i))
+	}
+	waitFor(t, 15*time.Second, "A's queue holds the device's messages", func() bool {
+		return ga.metrics.Get("mqttgw_upstream_stored_total") >= per
+	})
+	devB := newUDPDevice(t, gb.Gateway, "sensors")
+	for i := per; i < 2*per; i++ {
+		devB.send(fmt.Sprintf(`{"id":"k1","temp":%d}`, i))
+		want = append(want, fmt.Sprint(i))
+	}
+	waitFor(t, 15*time.Second, "B parks the moved device's publishes", func() bool {
+		return gb.metrics.Get("mqttgw_fleet_fenced_total") >= per
+	})
+	if n := gb.metrics.Get("mqttgw_upstream_stored_total"); n != 0 {
+		t.Fatalf("B stored %v messages of the device before A's queue let go of its own", n)
+	}
+	env.b.Restart()
+	sub := env.b.Subscribe(t, watch)
+	var got []string
+	seen := map[string]bool{}
+	for len(got) < len(want) {
+		m := sub.Next(t, 20*time.Second)
+		if m.Topic != "json/k1/temp" || seen[string(m.Payload)] {
+			continue // a QoS 1 duplicate is allowed
+		}
+		seen[string(m.Payload)] = true
+		got = append(got, string(m.Payload))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("delivered %v, want the device's order %v", got, want)
+	}
+}

@@ -307,6 +307,7 @@ func (f *fleetKeeper) queueLoadLocked(s *session.Session, birth bool) {
 	}
 	delete(f.retake, s.Key)
 	f.loading[s.Key] = &fleetLoad{s: s, birth: birth}
+	f.k.g.fences.pending(s.Key) // until its take answers: it may have moved here (fence.go)
 	f.queue = append(f.queue, s.Key)
 	if f.loaders < maxSessionLoads {
 		f.loaders++

@@ -68,6 +68,7 @@ type Gateway struct {
 	table    atomic.Pointer[mapping.Table] // replaced by Reload; read with rules()
 	proxy    *proxy.Proxy
 	store    store.Store // nil without [store] dir; closed by Run after the proxy
+	fences   *fences     // with [cluster]: devices that moved here wait for their previous instance's queue
 	hub      *hub
 	sessions *session.Registry
 	acl      *acl
@@ -133,6 +134,9 @@ func New(cfg *config.Config, log *zap.Logger) (_ *Gateway, err error) {
 			return nil, openErr
 		}
 		g.store, queue = st, st.Queue()
+		if fst := g.fleetStore(); fst != nil {
+			g.fences = newFences(g, fst)
+		}
 		defer func() { // New failed after the store was opened: release it
 			if err != nil {
 				_ = st.Close()
@@ -370,6 +374,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	g.log.Info("shutting down: draining in-flight messages", zap.Duration("drain_timeout", g.cfg.Gateway.DrainTimeout.D()))
+	g.fences.close() // no publish waits for another instance's queue at shutdown
 	g.closeListeners()
 	if srv != nil {
 		sctx, scancel := context.WithTimeout(context.Background(), time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/mqttgw/mqttgw/config"
 	"github.com/mqttgw/mqttgw/metrics"
 	"github.com/mqttgw/mqttgw/proxy"
+	"github.com/mqttgw/mqttgw/session"
 	"github.com/mqttgw/mqttgw/udpgw"
 )
 
@@ -223,7 +224,12 @@ func (b *listenerBroker) Publish(ctx context.Context, device string, m udpgw.Mes
 		return forbidden(topic)
 	}
 	start := time.Now()
-	err = b.g.proxy.Publish(ctx, proxy.Message{Listener: b.listener, Device: device, Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	if m.QoS > 0 {
+		err = b.g.fences.wait(ctx, session.Key{Listener: b.listener, Device: device})
+	}
+	if err == nil {
+		err = b.g.proxy.Publish(ctx, proxy.Message{Listener: b.listener, Device: device, Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain})
+	}
 	if err == nil {
 		b.uplinks.Add(1)
 		if m.QoS > 0 {

@@ -55,7 +55,11 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 				return
 			}
 			for _, p := range res.Publishes {
-				if err := g.proxy.Enqueue(proxy.Message{Listener: lc.Name, Device: res.Device, Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
+				m := proxy.Message{Listener: lc.Name, Device: res.Device, Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}
+				if g.fences.park(m) {
+					continue // its device moved here: after what it left at its previous instance
+				}
+				if err := g.proxy.Enqueue(m); err != nil {
 					// The proxy counts what the store refused; here: why this
 					// datagram's publish was not taken.
 					if errors.Is(err, proxy.ErrClosed) {

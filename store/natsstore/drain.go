@@ -284,3 +284,43 @@ func (s *Store) waitDrained(ctx context.Context) error {
 		}
 	}
 }
+
+// Backlog is what an instance's queue holds: its first and last sequence
+// numbers and its number of messages (all 0 when it has no queue).
+type Backlog struct {
+	First, Last, Messages uint64
+}
+
+// Behind reports whether the queue still holds a message at or below seq:
+// false once everything up to seq has been acknowledged (sent, or drained).
+func (b Backlog) Behind(seq uint64) bool { return b.Messages > 0 && b.First <= seq }
+
+// QueueBacklog reads instance's queue stream (one stream info request): a
+// device that moved here from instance waits until the messages it left
+// there are gone (gateway/fence.go).
+func (s *Store) QueueBacklog(ctx context.Context, instance string) (Backlog, error) {
+	if !nameRE.MatchString(instance) {
+		return Backlog{}, fmt.Errorf("store: %s: backlog of %q: %w", s.label, instance, ErrBadOptions)
+	}
+	release, err := s.enter()
+	if err != nil {
+		return Backlog{}, fmt.Errorf("store: %s: backlog of %s: %w", s.label, instance, err)
+	}
+	defer release()
+	var info *jetstream.StreamInfo
+	err = s.retry(ctx, false, func(actx context.Context) error {
+		st, err := s.js.Stream(actx, QueueStream(s.opts.Name, instance))
+		if err != nil {
+			return err
+		}
+		info = st.CachedInfo()
+		return nil
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return Backlog{}, nil
+	}
+	if err != nil {
+		return Backlog{}, fmt.Errorf("store: %s: backlog of %s: %w", s.label, instance, err)
+	}
+	return Backlog{First: info.State.FirstSeq, Last: info.State.LastSeq, Messages: info.State.Msgs}, nil
+}

@@ -95,6 +95,17 @@ func TestDrain(t *testing.T) {
 	if n, _ := d.Queue().Len(); n != 4 {
 		t.Fatalf("orphan's Len after 6 acks: %d, want 4", n)
 	}
+	// What a device that moved from gwA waits for (gateway/fence.go).
+	bl, err := cc.QueueBacklog(ctx, "gwA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bl != (Backlog{First: seqs[6], Last: seqs[9], Messages: 4}) || bl.Behind(seqs[5]) || !bl.Behind(seqs[6]) || !bl.Behind(seqs[9]) {
+		t.Fatalf("gwA's backlog after 6 acks: %+v, want %d..%d, 4 messages, behind %d only from %d", bl, seqs[6], seqs[9], seqs[9], seqs[6])
+	}
+	if bl, err := cc.QueueBacklog(ctx, "gwNone"); err != nil || bl != (Backlog{}) || bl.Behind(1) {
+		t.Fatalf("backlog of an instance without a queue: %+v, %v; want none", bl, err)
+	}
 
 	// gwA comes back: its Open waits for the drainer, which sees it alive.
 	o.Instance = "gwA"
