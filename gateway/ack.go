@@ -85,7 +85,7 @@ func (a *acker) handle(listener string, from netip.AddrPort, res *mapping.Result
 		defer cancel()
 		err := a.g.fences.wait(ctx, session.Key{Listener: listener, Device: device})
 		if err == nil {
-			err = a.g.publishAll(ctx, msgs)
+			err = a.g.publishAll(ctx, listener, device, msgs)
 		}
 		if err != nil {
 			a.n.inc(listener, "failed")

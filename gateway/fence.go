@@ -20,11 +20,13 @@ import (
 // A device that moves from instance A to this one may have left QoS >= 1
 // messages in A's durable queue: A died with the broker away, or its broker
 // link is behind. Its new messages must not reach the broker before those.
-// When a take finds a previous owner (natsstore Take's prev), the device is
-// fenced: the last sequence number of A's queue at that moment bounds what
-// it can have left there, and its QoS >= 1 publishes here wait until A's
-// queue no longer holds anything at or below it — A sent them, or a drain
-// (drain.go) handed them to some instance's proxy. Meanwhile:
+// When a take finds a previous owner (natsstore Take's prev) whose queue holds
+// messages of the device (each device's have a subject of their own), the
+// device is fenced: its last message there bounds what it left, and its QoS
+// >= 1 publishes here wait until A's queue no longer holds any of the
+// device's at or below it — A sent them, or a drain (drain.go) handed them
+// to some instance's proxy. A device that left nothing there never waits.
+// Meanwhile:
 //
 //   - a publish a device waits for (MQTT-SN, CoAP, an acknowledged plain-UDP
 //     datagram) waits, at most the upstream publish_timeout; then the device
@@ -54,9 +56,10 @@ const (
 // longer than it may.
 var errFenced = errors.New("the device's messages at its previous instance are not delivered yet")
 
-// backlogs is natsstore.Store's QueueBacklog.
+// backlogs is natsstore.Store's view of other instances' queues.
 type backlogs interface {
 	QueueBacklog(ctx context.Context, instance string) (natsstore.Backlog, error)
+	DeviceBacklog(ctx context.Context, instance, listener, device string) (last uint64, err error)
 }
 
 // fences holds the fenced devices of this instance; nil without [cluster]
@@ -128,15 +131,15 @@ func (f *fences) moved(key session.Key, prev string, err error) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), fenceEvery*4)
-	bl, berr := f.st.QueueBacklog(ctx, prev)
+	last, berr := f.st.DeviceBacklog(ctx, prev, key.Listener, key.Device)
 	cancel()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return
 	}
-	if berr == nil && !bl.Behind(bl.Last) {
-		f.liftLocked(key) // prev's queue is empty: nothing to wait for
+	if berr == nil && last == 0 {
+		f.liftLocked(key) // it left nothing there: nothing to wait for
 		return
 	}
 	fe := f.held[key]
@@ -147,8 +150,8 @@ func (f *fences) moved(key session.Key, prev string, err error) {
 	}
 	fe.prev = prev
 	if berr == nil {
-		fe.upTo = bl.Last
-	} // else read by the watcher
+		fe.upTo = last
+	} // else the watcher's first read bounds it: its queue's last message
 	if !f.watching[prev] {
 		f.watching[prev] = true
 		f.wg.Go(func() { f.watch(prev) })
@@ -200,7 +203,7 @@ func (f *fences) watch(prev string) {
 			if err == nil && fe.upTo == 0 {
 				fe.upTo = bl.Last
 			}
-			if err == nil && !bl.Behind(fe.upTo) {
+			if err == nil && !bl.Holds(key.Listener, key.Device, fe.upTo) {
 				f.liftLocked(key)
 				continue
 			}

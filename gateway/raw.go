@@ -92,11 +92,12 @@ func (g *Gateway) rawHandler(lc config.Listener) func(udpgw.Uplink) {
 	}
 }
 
-// publishAll publishes msgs and waits for the broker's acknowledgement of each
-// QoS >= 1 one; any failure fails the lot (the device retries the datagram).
-func (g *Gateway) publishAll(ctx context.Context, msgs []mapping.Message) error {
+// publishAll publishes device's msgs and waits for the broker's
+// acknowledgement of each QoS >= 1 one; any failure fails the lot (the device
+// retries the datagram).
+func (g *Gateway) publishAll(ctx context.Context, listener, device string, msgs []mapping.Message) error {
 	for _, p := range msgs {
-		if err := g.proxy.Publish(ctx, proxy.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
+		if err := g.proxy.Publish(ctx, proxy.Message{Listener: listener, Device: device, Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}); err != nil {
 			return fmt.Errorf("gateway: publish %q: %w", p.Topic, err)
 		}
 	}

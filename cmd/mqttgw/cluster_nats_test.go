@@ -20,6 +20,10 @@ import (
 // both topic ids valid and its subscription made again.
 func TestClusterNATSNodeKilled(t *testing.T) {
 	f := startFleet(t)
+	// Longer than the election of a new leader for the streams whose leader
+	// was on the killed node (4 to 9 s): a live instance whose live key's
+	// renewal waits for it must not be taken for dead (README, [cluster]).
+	f.lease = "20s"
 	watch := mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1,
 		Topics: []string{"k9s/#"}, ClientID: "watch-nats", CleanSession: false}
 	watchSess := mosquittotest.SubOptions{Username: "reader", Password: "reader-secret", QoS: 1,

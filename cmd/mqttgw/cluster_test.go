@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ type fleet struct {
 	broker *mosquittotest.Broker
 	bin    string
 	name   string // the fleet's, unique per test
+	lease  string // owner_lease; "" is 2s
 }
 
 func startFleet(t *testing.T) *fleet {
@@ -84,10 +86,10 @@ reconnect_max = "300ms"
 nats = [%s]
 name = %q
 replicas = 3
-owner_lease = "2s"
+owner_lease = %q
 [metrics]
 listen = %q
-`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, in.metrics)+listeners)
+`, id, f.broker.URL, tomlStrings(f.nats.URLs()), f.name, cmp.Or(f.lease, "2s"), in.metrics)+listeners)
 	in.run = startBinary(t, f.bin, "run", "--config", cfgFile)
 	return in
 }

@@ -8,8 +8,10 @@
 // Every name starts with Options.Name, the fleet's name, so that several
 // fleets can share one NATS system:
 //
-//	stream  <Name>-queue-<Instance>   subject <Name>.queue.<Instance>
-//	        the upstream queue of one gateway: file storage, Options.Replicas,
+//	stream  <Name>-queue-<Instance>   subjects <Name>.queue.<Instance>.<device>
+//	        the upstream queue of one gateway, a subject per device (16 hex
+//	        digits, deviceToken; the base alone for an earlier build's
+//	        messages): file storage, Options.Replicas,
 //	        MaxMsgs/MaxBytes from the options with DiscardNew, 2 min duplicate
 //	        window; each message one store.Message record (store.AppendMessage)
 //	        with a Nats-Msg-Id header

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -286,41 +287,82 @@ func (s *Store) waitDrained(ctx context.Context) error {
 }
 
 // Backlog is what an instance's queue holds: its first and last sequence
-// numbers and its number of messages (all 0 when it has no queue).
+// numbers, its number of messages, and how many of them each device has.
 type Backlog struct {
 	First, Last, Messages uint64
+	devices               map[string]uint64 // deviceToken → messages
 }
 
-// Behind reports whether the queue still holds a message at or below seq:
-// false once everything up to seq has been acknowledged (sent, or drained).
-func (b Backlog) Behind(seq uint64) bool { return b.Messages > 0 && b.First <= seq }
+// Holds reports whether the queue still holds a message of listener's
+// device at or below seq: false once everything it had there up to seq has
+// been acknowledged (sent, or drained).
+func (b Backlog) Holds(listener, device string, seq uint64) bool {
+	return b.Messages > 0 && b.First <= seq && b.devices[deviceToken(listener, device, "")] > 0
+}
 
-// QueueBacklog reads instance's queue stream (one stream info request): a
-// device that moved here from instance waits until the messages it left
-// there are gone (gateway/fence.go).
+// QueueBacklog reads instance's queue stream (one stream info request, its
+// subjects listed): what devices that moved here from instance wait for
+// (gateway/fence.go). An instance without a queue has an empty backlog.
 func (s *Store) QueueBacklog(ctx context.Context, instance string) (Backlog, error) {
+	var b Backlog
+	err := s.queueOf(ctx, "backlog", instance, func(actx context.Context, st jetstream.Stream) error {
+		subject := QueueSubject(s.opts.Name, instance)
+		info, err := st.Info(actx, jetstream.WithSubjectFilter(subject+".*"))
+		if err != nil {
+			return err
+		}
+		b = Backlog{First: info.State.FirstSeq, Last: info.State.LastSeq, Messages: info.State.Msgs,
+			devices: make(map[string]uint64, len(info.State.Subjects))}
+		for subj, n := range info.State.Subjects {
+			b.devices[strings.TrimPrefix(subj, subject+".")] = n
+		}
+		return nil
+	})
+	return b, err
+}
+
+// DeviceBacklog returns the sequence number of the last message of
+// listener's device in instance's queue; 0 when it has none there.
+func (s *Store) DeviceBacklog(ctx context.Context, instance, listener, device string) (uint64, error) {
+	var last uint64
+	err := s.queueOf(ctx, "backlog", instance, func(actx context.Context, st jetstream.Stream) error {
+		raw, err := st.GetLastMsgForSubject(actx, QueueSubject(s.opts.Name, instance)+"."+deviceToken(listener, device, ""))
+		switch {
+		case isNotFound(err):
+			last = 0
+			return nil
+		case err != nil:
+			return err
+		}
+		last = raw.Sequence
+		return nil
+	})
+	return last, err
+}
+
+// queueOf calls fn with instance's queue stream, retried as a read; none
+// (no stream) is no error and no call.
+func (s *Store) queueOf(ctx context.Context, what, instance string, fn func(context.Context, jetstream.Stream) error) error {
 	if !nameRE.MatchString(instance) {
-		return Backlog{}, fmt.Errorf("store: %s: backlog of %q: %w", s.label, instance, ErrBadOptions)
+		return fmt.Errorf("store: %s: %s of %q: %w", s.label, what, instance, ErrBadOptions)
 	}
 	release, err := s.enter()
 	if err != nil {
-		return Backlog{}, fmt.Errorf("store: %s: backlog of %s: %w", s.label, instance, err)
+		return fmt.Errorf("store: %s: %s of %s: %w", s.label, what, instance, err)
 	}
 	defer release()
-	var info *jetstream.StreamInfo
 	err = s.retry(ctx, false, func(actx context.Context) error {
 		st, err := s.js.Stream(actx, QueueStream(s.opts.Name, instance))
 		if err != nil {
 			return err
 		}
-		info = st.CachedInfo()
-		return nil
+		return fn(actx, st)
 	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return Backlog{}, nil
+		return nil
 	}
 	if err != nil {
-		return Backlog{}, fmt.Errorf("store: %s: backlog of %s: %w", s.label, instance, err)
+		return fmt.Errorf("store: %s: %s of %s: %w", s.label, what, instance, err)
 	}
-	return Backlog{First: info.State.FirstSeq, Last: info.State.LastSeq, Messages: info.State.Msgs}, nil
+	return nil
 }

@@ -100,10 +100,19 @@ func TestDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bl != (Backlog{First: seqs[6], Last: seqs[9], Messages: 4}) || bl.Behind(seqs[5]) || !bl.Behind(seqs[6]) || !bl.Behind(seqs[9]) {
-		t.Fatalf("gwA's backlog after 6 acks: %+v, want %d..%d, 4 messages, behind %d only from %d", bl, seqs[6], seqs[9], seqs[9], seqs[6])
+	if bl.First != seqs[6] || bl.Last != seqs[9] || bl.Messages != 4 {
+		t.Fatalf("gwA's backlog after 6 acks: %+v, want %d..%d, 4 messages", bl, seqs[6], seqs[9])
 	}
-	if bl, err := cc.QueueBacklog(ctx, "gwNone"); err != nil || bl != (Backlog{}) || bl.Behind(1) {
+	if bl.Holds("", "d", seqs[5]) || !bl.Holds("", "d", seqs[6]) || !bl.Holds("", "d", seqs[9]) || bl.Holds("", "other", seqs[9]) {
+		t.Fatalf("gwA's backlog %+v: holds d's messages up to %d: want only from %d; another device's: want none", bl, seqs[5], seqs[6])
+	}
+	if last, err := cc.DeviceBacklog(ctx, "gwA", "", "d"); err != nil || last != seqs[9] {
+		t.Fatalf("d's last message in gwA's queue: %d, %v; want %d", last, err, seqs[9])
+	}
+	if last, err := cc.DeviceBacklog(ctx, "gwA", "", "other"); err != nil || last != 0 {
+		t.Fatalf("another device's last message in gwA's queue: %d, %v; want none", last, err)
+	}
+	if bl, err := cc.QueueBacklog(ctx, "gwNone"); err != nil || bl.Messages != 0 || bl.Holds("", "d", 1) {
 		t.Fatalf("backlog of an instance without a queue: %+v, %v; want none", bl, err)
 	}
 

@@ -59,10 +59,10 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // QueueStream is the name of the stream holding the upstream queue of the
-// gateway instance of fleet name; its one subject is QueueSubject.
+// gateway instance of fleet name; its subjects are QueueSubject.<device>.
 func QueueStream(name, instance string) string { return name + "-queue-" + instance }
 
-// QueueSubject is the subject of the queue stream's messages.
+// QueueSubject is the base of the queue stream's subjects.
 func QueueSubject(name, instance string) string { return name + ".queue." + instance }
 
 // StateBucket is the name of the key-value bucket holding fleet name's state

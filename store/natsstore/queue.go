@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"sync"
 
@@ -12,6 +13,28 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// deviceToken is the last token of a message's subject: 16 hex digits of
+// the FNV-1a hash of its order key (proxy.OrderKey: its listener and device,
+// or its topic when it has no device), so that what one device left in a
+// queue can be found by subject (QueueBacklog, DeviceBacklog): a device that
+// moved to another instance waits for it (gateway/fence.go). Two keys of
+// one token only make one of them wait longer.
+func deviceToken(listener, device, topic string) string {
+	h := fnv.New64a()
+	if device != "" {
+		h.Write([]byte(listener))
+		h.Write([]byte{0, 0})
+		h.Write([]byte(device))
+	} else {
+		h.Write([]byte{0})
+		h.Write([]byte(topic))
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// tokenLen is a deviceToken's length.
+const tokenLen = 16
 
 // ackParallel bounds the message deletions one Ack has in flight.
 const ackParallel = 32
@@ -24,14 +47,15 @@ const ackParallel = 32
 const fileStoreFraming = 4 + 8 + 8 + 2 + 4 + 8
 
 // queue is the Queue face of a Store: one stream per gateway instance, one
-// subject, file storage, DiscardNew limits. A message's stream sequence is its
-// Seq; Append is a publish with a unique message id, Ack deletes by sequence,
-// Range reads by sequence from the stream leader.
+// subject per device (deviceToken), file storage, DiscardNew limits. A
+// message's stream sequence is its Seq; Append is a publish with a unique
+// message id, Ack deletes by sequence, Range reads by sequence from the
+// stream leader.
 type queue struct {
 	s       *Store
 	stream  jetstream.Stream
 	name    string // the stream's
-	subject string
+	subject string // the base of its messages' subjects: subject.<deviceToken>
 	// overhead is what JetStream counts per message beyond the record:
 	// subject, the message id header, framing. Len subtracts it. hdrLen is
 	// the header's part, which counts against the server's payload limit.
@@ -62,7 +86,7 @@ type appended struct {
 func newQueue(s *Store, instance string) *queue {
 	q := &queue{s: s, name: QueueStream(s.opts.Name, instance), subject: QueueSubject(s.opts.Name, instance)}
 	q.hdrLen = int64(headerLen(nats.Header{hdrMsgID: {newID()}}))
-	q.overhead = int64(len(q.subject)) + q.hdrLen + fileStoreFraming
+	q.overhead = int64(len(q.subject)+1+tokenLen) + q.hdrLen + fileStoreFraming
 	return q
 }
 
@@ -80,7 +104,7 @@ func (s *Store) openQueue(ctx context.Context) (*queue, error) {
 	q.stream, err = s.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        q.name,
 		Description: "mqttgw upstream queue of gateway " + o.Instance + " in fleet " + o.Name,
-		Subjects:    []string{q.subject},
+		Subjects:    []string{q.subject + ".*", q.subject}, // and the base: an earlier build's appends
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    o.Replicas,
@@ -125,13 +149,14 @@ func (q *queue) Append(ctx context.Context, m store.Message) (uint64, error) {
 	}
 	defer release()
 	id := newID()
+	subject := q.subject + "." + deviceToken(m.Listener, m.Device, m.Topic)
 	q.lenMu.Lock()
 	q.sending++
 	q.sendBytes += size
 	q.lenMu.Unlock()
 	var ack *pubAck
 	err = s.retry(ctx, true, func(actx context.Context) error {
-		msg := &nats.Msg{Subject: q.subject, Header: nats.Header{hdrMsgID: {id}}, Data: rec}
+		msg := &nats.Msg{Subject: subject, Header: nats.Header{hdrMsgID: {id}}, Data: rec}
 		var err error
 		ack, err = s.publish(actx, msg)
 		return err
@@ -342,7 +367,7 @@ func (q *queue) get(seq uint64, next bool) (store.Message, error) {
 	defer release()
 	var opts []jetstream.GetMsgOpt
 	if next {
-		opts = append(opts, jetstream.WithGetMsgSubject(q.subject))
+		opts = append(opts, jetstream.WithGetMsgSubject(">")) // any of the stream's subjects
 	}
 	var raw *jetstream.RawStreamMsg
 	err = s.retry(context.Background(), false, func(actx context.Context) error {
